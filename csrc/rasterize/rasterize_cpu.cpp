@@ -1,0 +1,147 @@
+// CPU polygon rasterizer (torch-free). One work item fills a chunk of rows of one mask:
+// per polygon, crossings become toggle bits in a small row-bit tile, a prefix-XOR turns toggles
+// into coverage, polygons of the mask are OR-ed, and each row is written to the output exactly
+// once (as bits, or expanded to bytes), so the output memory is touched a single time.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "rasterize/rasterize.h"
+
+namespace segfast {
+namespace {
+
+using Word = uint64_t;
+constexpr int kBits = 64;
+
+// Byte i of kExpand[b] is bit i of b: turns 8 coverage bits into 8 bool bytes (little-endian).
+const std::array<uint64_t, 256> kExpand = [] {
+  std::array<uint64_t, 256> t{};
+  for (int b = 0; b < 256; ++b)
+    for (int i = 0; i < 8; ++i)
+      if (b >> i & 1) t[b] |= uint64_t{1} << (8 * i);
+  return t;
+}();
+
+inline void toggle(Word* row, int64_t x) { row[x / kBits] ^= Word{1} << (x % kBits); }
+
+// In-word inclusive prefix XOR: bit i becomes the parity of bits 0..i.
+inline Word prefix_xor(Word w) {
+  w ^= w << 1; w ^= w << 2; w ^= w << 4;
+  w ^= w << 8; w ^= w << 16; w ^= w << 32;
+  return w;
+}
+
+struct Tile {
+  int64_t rows = 0, words = 0;
+  std::vector<Word> toggles, cover, state;
+  void reset(int64_t r, int64_t w) {
+    rows = r; words = w;
+    toggles.assign(r * w, 0);
+    cover.assign(r * w, 0);
+    state.assign(w, 0);
+  }
+};
+
+// Center rule: horizontal crossings toggle the first column right of them; prefix-XOR fills.
+void center_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t r0, Tile& t) {
+  std::fill(t.toggles.begin(), t.toggles.end(), 0);
+  const int64_t r1 = r0 + t.rows;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* a = v + 2 * i;
+    const double* b = v + 2 * ((i + 1) % n);
+    if (a[1] == b[1]) continue;
+    if (a[1] > b[1]) std::swap(a, b);  // same arithmetic whichever way the edge runs
+    // rows whose centre y + 0.5 lies in [ya, yb)
+    int64_t ylo = (int64_t)std::max<double>((double)r0, std::ceil(a[1] - 0.5));
+    int64_t yhi = (int64_t)std::min<double>((double)r1, std::ceil(b[1] - 0.5));
+    for (int64_t y = ylo; y < yhi; ++y) {
+      int64_t k = center_first_column(a[0], a[1], b[0], b[1], (double)y + 0.5, p.width);
+      if (k < p.width) toggle(&t.toggles[(y - r0) * t.words], k);
+    }
+  }
+  const int64_t tail = p.width % kBits;
+  const Word last_mask = tail ? (Word{1} << tail) - 1 : ~Word{0};
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const Word* tog = &t.toggles[r * t.words];
+    Word* cov = &t.cover[r * t.words];
+    Word carry = 0;
+    for (int64_t w = 0; w < t.words; ++w) {
+      Word filled = prefix_xor(tog[w]) ^ carry;
+      carry = (filled >> (kBits - 1)) ? ~Word{0} : 0;
+      cov[w] |= filled;
+    }
+    cov[t.words - 1] &= last_mask;  // never spill past the width into the row padding
+  }
+}
+
+// Coco rule: column toggles from rleFrPoly's trace; rows above the chunk seed the state.
+void coco_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t r0, Tile& t) {
+  std::fill(t.toggles.begin(), t.toggles.end(), 0);
+  std::fill(t.state.begin(), t.state.end(), 0);
+  const int64_t r1 = r0 + t.rows;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* a = v + 2 * i;
+    const double* b = v + 2 * ((i + 1) % n);
+    CocoEdge e = coco_edge(coco_grid(a[0]), coco_grid(a[1]), coco_grid(b[0]), coco_grid(b[1]));
+    int64_t first, count;
+    coco_columns(e, p.width, &first, &count);
+    for (int64_t x = first; x < first + count; ++x) {
+      int64_t ty = coco_toggle_row(e, x, p.height);
+      if (ty < r0) toggle(t.state.data(), x);
+      else if (ty < r1) toggle(&t.toggles[(ty - r0) * t.words], x);
+    }
+  }
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const Word* tog = &t.toggles[r * t.words];
+    Word* cov = &t.cover[r * t.words];
+    for (int64_t w = 0; w < t.words; ++w) {
+      t.state[w] ^= tog[w];
+      cov[w] |= t.state[w];
+    }
+  }
+}
+
+void write_rows(const RasterizeParams& p, int64_t mask, int64_t r0, const Tile& t) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const Word* cov = &t.cover[r * t.words];
+    const int64_t y = r0 + r;
+    if (p.packed) {
+      uint8_t* dst = static_cast<uint8_t*>(p.out) + (mask * p.height + y) * p.row_words * 8;
+      std::memcpy(dst, cov, p.row_words * 8);  // little-endian words == little bit order bytes
+      continue;
+    }
+    uint8_t* dst = static_cast<uint8_t*>(p.out) + (mask * p.height + y) * p.width;
+    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(cov);
+    const int64_t full = p.width / 8;
+    for (int64_t j = 0; j < full; ++j) std::memcpy(dst + 8 * j, &kExpand[bytes[j]], 8);
+    for (int64_t x = 8 * full; x < p.width; ++x) dst[x] = (bytes[x / 8] >> (x % 8)) & 1;
+  }
+}
+
+}  // namespace
+
+int64_t rasterize_cpu_num_items(const RasterizeParams& p) {
+  if (p.height == 0) return 0;
+  return p.num_masks * ((p.height + p.rows_per_chunk - 1) / p.rows_per_chunk);
+}
+
+void rasterize_cpu_items(const RasterizeParams& p, int64_t begin, int64_t end) {
+  const int64_t chunks = (p.height + p.rows_per_chunk - 1) / p.rows_per_chunk;
+  thread_local Tile tile;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t mask = item / chunks;
+    const int64_t r0 = (item % chunks) * p.rows_per_chunk;
+    const int64_t rows = std::min(p.rows_per_chunk, p.height - r0);
+    tile.reset(rows, p.row_words);
+    for (int64_t poly = p.mask_offsets[mask]; poly < p.mask_offsets[mask + 1]; ++poly) {
+      const double* v = p.vertices + poly * p.max_vertices * 2;
+      if (p.rule == RasterRule::kCenter) center_polygon(p, v, p.lengths[poly], r0, tile);
+      else coco_polygon(p, v, p.lengths[poly], r0, tile);
+    }
+    write_rows(p, mask, r0, tile);
+  }
+}
+
+}  // namespace segfast

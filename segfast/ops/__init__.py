@@ -1,0 +1,7 @@
+"""segfast ops. Each checks its inputs, picks a backend per call (compiled CPU/CUDA, Triton or
+the plain-PyTorch reference; SEGFAST_BACKEND forces one) and runs it."""
+
+from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks
+from segfast.ops.rasterize import rasterize_polygons
+
+__all__ = ["rasterize_polygons", "pack_masks", "unpack_masks", "packed_row_bytes"]

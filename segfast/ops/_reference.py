@@ -1,0 +1,122 @@
+"""Plain-PyTorch references of every segfast op: written for clarity, used as the oracle in
+tests and as the fallback when no compiled backend fits. They run on any device."""
+
+import math
+
+import torch
+
+# ---- packed masks ------------------------------------------------------------------------
+# Bits along the width, little bit order (pixel x is bit x % 8 of byte x // 8, as
+# numpy.packbits(..., bitorder="little")); each row is padded with zero bits to a whole number
+# of 64-bit words, so row r of mask m starts at byte (m * H + r) * 8 * ceil(W / 64).
+
+
+def packed_row_bytes(width: int) -> int:
+    return 8 * math.ceil(width / 64)
+
+
+def pack_masks(masks: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) bool -> (..., H, packed_row_bytes(W)) uint8."""
+    width = masks.shape[-1]
+    pad = packed_row_bytes(width) * 8 - width
+    bits = torch.nn.functional.pad(masks.to(torch.uint8), (0, pad))
+    bits = bits.reshape(*bits.shape[:-1], -1, 8)
+    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=masks.device)
+    return (bits * weights).sum(-1, dtype=torch.uint8)
+
+
+def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
+    """(..., H, packed_row_bytes(W)) uint8 -> (..., H, W) bool."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(*packed.shape[:-1], -1)[..., :width].bool()
+
+
+# ---- polygon rasterization ---------------------------------------------------------------
+
+
+def _center_masks(vertices: torch.Tensor, lengths: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Even-odd test of every pixel centre against every edge: (n, V, 2) -> (n, H, W) bool.
+
+    Edge i runs from vertex i to vertex (i + 1) % length, taken from its lower end so both
+    directions of an edge give the same crossing. It crosses the row at yc when ya <= yc < yb;
+    a pixel with centre cx counts the crossing xc when xc <= cx.
+    """
+    n, v, _ = vertices.shape
+    dev = vertices.device
+    idx = torch.arange(v, device=dev)
+    valid = idx < lengths[:, None]                                          # (n, V)
+    nxt = torch.where(idx + 1 < lengths[:, None], idx + 1, torch.zeros_like(idx))
+    p0 = vertices
+    p1 = torch.gather(vertices, 1, nxt[..., None].expand(n, v, 2))
+    swap = (p0[..., 1] > p1[..., 1])[..., None]
+    lo, hi = torch.where(swap, p1, p0), torch.where(swap, p0, p1)
+    xa, ya, xb, yb = (t[..., None] for t in (lo[..., 0], lo[..., 1], hi[..., 0], hi[..., 1]))
+    yc = torch.arange(height, device=dev, dtype=torch.float64) + 0.5      # (H,)
+    crosses = valid[..., None] & (ya <= yc) & (yc < yb)                    # (n, V, H)
+    xc = xa + (yc - ya) * (xb - xa) / (yb - ya)                            # (n, V, H)
+    cx = torch.arange(width, device=dev, dtype=torch.float64) + 0.5       # (W,)
+    left_of_pixel = crosses[..., None] & (xc[..., None] <= cx)             # (n, V, H, W)
+    return left_of_pixel.sum(1) % 2 == 1
+
+
+def _coco_mask(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """pycocotools maskApi.c rleFrPoly, step by step: (L, 2) float64 -> (H, W) bool."""
+    dev = xy.device
+    gx = torch.trunc(5.0 * xy[:, 0] + 0.5).long().tolist()   # C's (int) truncates toward zero
+    gy = torch.trunc(5.0 * xy[:, 1] + 0.5).long().tolist()
+    k = len(gx)
+    us, vs = [], []
+    # trace every edge densely on the 5x grid
+    for j in range(k):
+        xs, ys, xe, ye = gx[j], gy[j], gx[(j + 1) % k], gy[(j + 1) % k]
+        dx, dy = abs(xe - xs), abs(ys - ye)
+        flip = (dx >= dy and xs > xe) or (dx < dy and ys > ye)
+        if flip:
+            xs, xe, ys, ye = xe, xs, ye, ys
+        if dx >= dy:
+            d = torch.arange(dx + 1, device=dev)
+            t = dx - d if flip else d
+            s = (ye - ys) / dx if dx else 0.0   # a repeated vertex: one point, no crossing
+            us.append(t + xs)
+            vs.append(torch.trunc((ys + s * t.double()) + 0.5).long())
+        else:
+            d = torch.arange(dy + 1, device=dev)
+            t = dy - d if flip else d
+            s = (xe - xs) / dy
+            vs.append(t + ys)
+            us.append(torch.trunc((xs + s * t.double()) + 0.5).long())
+    u, v = torch.cat(us), torch.cat(vs)
+    # keep the points where the trace crosses a pixel-centre column
+    changed = u[1:] != u[:-1]
+    xd = torch.where(u[1:] < u[:-1], u[1:], u[1:] - 1).double()
+    xd = (xd + 0.5) / 5.0 - 0.5
+    keep = changed & (torch.floor(xd) == xd) & (xd >= 0) & (xd <= width - 1)
+    yd = torch.minimum(v[1:], v[:-1]).double()
+    yd = torch.ceil(((yd + 0.5) / 5.0 - 0.5).clamp(0, height))
+    cols, rows = xd[keep].long(), yd[keep].long()
+    # each crossing toggles its column from its row down; parity gives coverage
+    toggles = torch.zeros(height + 1, width, dtype=torch.int64, device=dev)
+    toggles.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)
+    return (toggles.cumsum(0)[:height] % 2) == 1
+
+
+def rasterize_polygons(vertices: torch.Tensor, lengths: torch.Tensor, groups: torch.Tensor, num_masks: int,
+                       height: int, width: int, rule: str = "center", packed: bool = False) -> torch.Tensor:
+    """Masks (num_masks, H, W) bool, or packed uint8; mask m is the union of the polygons i with
+    groups[i] == m. vertices (N, V, 2) float64, lengths (N,) int64 >= 3, groups (N,) int64."""
+    dev = vertices.device
+    counts = torch.zeros(num_masks, height, width, dtype=torch.int32, device=dev)
+    if rule == "center":
+        # bound the (n, V, H, W) intermediate to ~64M elements per chunk
+        step = max(1, (1 << 26) // max(1, vertices.shape[1] * height * width))
+        for start in range(0, vertices.shape[0], step):
+            sl = slice(start, start + step)
+            masks = _center_masks(vertices[sl], lengths[sl], height, width)
+            counts.index_add_(0, groups[sl], masks.to(torch.int32))
+    else:
+        for i in range(vertices.shape[0]):
+            mask = _coco_mask(vertices[i, : int(lengths[i])], height, width)
+            counts[int(groups[i])] += mask.to(torch.int32)
+    masks = counts > 0
+    return pack_masks(masks) if packed else masks

@@ -1,0 +1,33 @@
+"""Packed bit masks: the layout every segfast mask op accepts besides dense bool masks.
+
+Bits run along the width in little bit order (pixel x is bit x % 8 of byte x // 8, as
+numpy.packbits(..., bitorder="little"), which on little-endian machines is also bit x % 64 of
+64-bit word x // 64); each row is padded with zero bits to a whole number of 64-bit words, so a
+row of a W-wide mask takes 8 * ceil(W / 64) bytes (128 for W = 1024). Padding to words lets
+kernels load and popcount whole 64-bit words without edge cases.
+"""
+
+import torch
+
+from segfast.ops import _reference
+from segfast.ops._checks import check_size, check_tensor
+
+packed_row_bytes = _reference.packed_row_bytes
+
+
+def pack_masks(masks: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) bool -> (..., H, 8 * ceil(W / 64)) uint8 packed bits."""
+    check_tensor("masks", masks, dtypes=(torch.bool,))
+    if masks.dim() < 2:
+        raise ValueError(f"masks must have shape (..., H, W), got {tuple(masks.shape)}")
+    return _reference.pack_masks(masks)
+
+
+def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
+    """(..., H, 8 * ceil(W / 64)) uint8 packed bits -> (..., H, W) bool."""
+    check_tensor("packed", packed, dtypes=(torch.uint8,))
+    width = check_size("width", width)
+    if packed.dim() < 2 or packed.shape[-1] != packed_row_bytes(width):
+        raise ValueError(f"packed must have shape (..., H, {packed_row_bytes(width)}) for width={width}, "
+                         f"got {tuple(packed.shape)}")
+    return _reference.unpack_masks(packed, width)
