@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/huge_pages.h"
 #include "rasterize/rasterize.h"
 
 #if defined(SEGFAST_WITH_CUDA)
@@ -57,11 +58,15 @@ at::Tensor rasterize_cpu(const at::Tensor& vertices, const at::Tensor& lengths, 
   at::Tensor out = empty_output(p, vertices.options());
   if (out.numel() == 0) return out;
   p.out = out.data_ptr();
-  // Enough work items for every thread even when there are few masks, but chunks of at least
-  // 16 rows so the per-item edge setup stays small next to the rows it fills.
+  advise_huge_pages(p.out, out.nbytes());
+  // Chunks of rows whose bit tiles (8 KiB each) stay in L1, and enough of them to keep every
+  // thread busy when there are few masks.
   const int64_t threads = at::get_num_threads();
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((4 * threads + p.num_masks - 1) / p.num_masks, height / 16));
-  p.rows_per_chunk = (height + chunks - 1) / chunks;
+  // Coco re-traces every edge per chunk, so its chunks are larger (64 KiB tiles, in L2).
+  const int64_t tile_bytes = p.rule == RasterRule::kCoco ? 65536 : 8192;
+  const int64_t by_cache = std::max<int64_t>(1, tile_bytes / (p.row_words * 8));
+  const int64_t by_threads = std::max<int64_t>(1, (p.num_masks * height) / (4 * threads));
+  p.rows_per_chunk = std::min<int64_t>({height, by_cache, std::max<int64_t>(16, by_threads)});
   at::parallel_for(0, rasterize_cpu_num_items(p), 1, [&](int64_t begin, int64_t end) {
     rasterize_cpu_items(p, begin, end);
   });

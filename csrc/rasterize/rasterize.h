@@ -95,14 +95,18 @@ SEGFAST_HD int64_t coco_toggle_row(const CocoEdge& e, int64_t x, int64_t height)
     int t = c - e.xs;
     v = min_of(coco_trace(e.ys, e.s, t), coco_trace(e.ys, e.s, t + 1));
   } else {  // y-major: the trace steps one grid row per point; find where it passes c -> c + 1
-    bool rising = e.xe > e.xs;
-    int lo = 1, hi = e.dy;
-    while (lo < hi) {
-      int mid = lo + (hi - lo) / 2;
-      int u = coco_trace(e.xs, e.s, mid);
-      if (rising ? u >= c + 1 : u <= c) hi = mid; else lo = mid + 1;
-    }
-    v = e.ys + lo - 1;
+    // u(t) is monotone, so "past the crossing" is false then true along t in [0, dy]. Start at
+    // the real-valued solution of xs + s t + 0.5 = c + 1 and step to the exact first true t.
+    const bool rising = e.xe > e.xs;
+    auto past = [&](int t) {
+      const int u = coco_trace(e.xs, e.s, t);
+      return rising ? u >= c + 1 : u <= c;
+    };
+    double guess = ceil(((double)c + 0.5 - (double)e.xs) / e.s);
+    int t = guess < 1.0 ? 1 : (guess > (double)e.dy ? e.dy : (int)guess);
+    while (t > 1 && past(t - 1)) --t;
+    while (t < e.dy && !past(t)) ++t;
+    v = e.ys + t - 1;
   }
   double yd = ((double)v + 0.5) / 5.0 - 0.5;
   if (yd < 0) yd = 0;

@@ -33,20 +33,37 @@ inline Word prefix_xor(Word w) {
   return w;
 }
 
+// Bit tiles of one work item. Toggles are cleared back to zero after each polygon, only over
+// the rows it touched, so a polygon costs its own rows, not the tile's.
 struct Tile {
   int64_t rows = 0, words = 0;
   std::vector<Word> toggles, cover, state;
+  int64_t lo = 0, hi = 0;              // rows [lo, hi) of the current polygon hold toggles
+  int64_t cover_lo = 0, cover_hi = 0;  // rows [cover_lo, cover_hi) may hold coverage
   void reset(int64_t r, int64_t w) {
+    if (r * w > (int64_t)toggles.size()) toggles.assign(r * w, 0);
     rows = r; words = w;
-    toggles.assign(r * w, 0);
     cover.assign(r * w, 0);
     state.assign(w, 0);
+    cover_lo = r; cover_hi = 0;
+  }
+  Word* toggle_row(int64_t r) {
+    lo = std::min(lo, r); hi = std::max(hi, r + 1);
+    return &toggles[r * words];
+  }
+  void begin_polygon() { lo = rows; hi = 0; }
+  void end_polygon(int64_t first_row, int64_t end_row) {  // rows that received coverage
+    std::fill(toggles.begin() + lo * words, toggles.begin() + std::max(lo, hi) * words, 0);
+    if (first_row < end_row) {
+      cover_lo = std::min(cover_lo, first_row);
+      cover_hi = std::max(cover_hi, end_row);
+    }
   }
 };
 
 // Center rule: horizontal crossings toggle the first column right of them; prefix-XOR fills.
 void center_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t r0, Tile& t) {
-  std::fill(t.toggles.begin(), t.toggles.end(), 0);
+  t.begin_polygon();
   const int64_t r1 = r0 + t.rows;
   for (int64_t i = 0; i < n; ++i) {
     const double* a = v + 2 * i;
@@ -58,12 +75,12 @@ void center_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_
     int64_t yhi = (int64_t)std::min<double>((double)r1, std::ceil(b[1] - 0.5));
     for (int64_t y = ylo; y < yhi; ++y) {
       int64_t k = center_first_column(a[0], a[1], b[0], b[1], (double)y + 0.5, p.width);
-      if (k < p.width) toggle(&t.toggles[(y - r0) * t.words], k);
+      if (k < p.width) toggle(t.toggle_row(y - r0), k);
     }
   }
   const int64_t tail = p.width % kBits;
   const Word last_mask = tail ? (Word{1} << tail) - 1 : ~Word{0};
-  for (int64_t r = 0; r < t.rows; ++r) {
+  for (int64_t r = t.lo; r < t.hi; ++r) {
     const Word* tog = &t.toggles[r * t.words];
     Word* cov = &t.cover[r * t.words];
     Word carry = 0;
@@ -74,12 +91,14 @@ void center_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_
     }
     cov[t.words - 1] &= last_mask;  // never spill past the width into the row padding
   }
+  t.end_polygon(t.lo, t.hi);
 }
 
 // Coco rule: column toggles from rleFrPoly's trace; rows above the chunk seed the state.
 void coco_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t r0, Tile& t) {
-  std::fill(t.toggles.begin(), t.toggles.end(), 0);
+  t.begin_polygon();
   std::fill(t.state.begin(), t.state.end(), 0);
+  bool seeded = false;
   const int64_t r1 = r0 + t.rows;
   for (int64_t i = 0; i < n; ++i) {
     const double* a = v + 2 * i;
@@ -89,11 +108,13 @@ void coco_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t 
     coco_columns(e, p.width, &first, &count);
     for (int64_t x = first; x < first + count; ++x) {
       int64_t ty = coco_toggle_row(e, x, p.height);
-      if (ty < r0) toggle(t.state.data(), x);
-      else if (ty < r1) toggle(&t.toggles[(ty - r0) * t.words], x);
+      if (ty < r0) { toggle(t.state.data(), x); seeded = true; }
+      else if (ty < r1) toggle(t.toggle_row(ty - r0), x);
     }
   }
-  for (int64_t r = 0; r < t.rows; ++r) {
+  // coverage runs from the first toggled row (or the top, when seeded) down to the chunk's end
+  const int64_t first_row = seeded ? 0 : t.lo;
+  for (int64_t r = first_row; r < t.rows; ++r) {
     const Word* tog = &t.toggles[r * t.words];
     Word* cov = &t.cover[r * t.words];
     for (int64_t w = 0; w < t.words; ++w) {
@@ -101,19 +122,27 @@ void coco_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t 
       cov[w] |= t.state[w];
     }
   }
+  t.end_polygon(first_row, t.rows);
 }
 
 void write_rows(const RasterizeParams& p, int64_t mask, int64_t r0, const Tile& t) {
-  for (int64_t r = 0; r < t.rows; ++r) {
-    const Word* cov = &t.cover[r * t.words];
-    const int64_t y = r0 + r;
-    if (p.packed) {
-      uint8_t* dst = static_cast<uint8_t*>(p.out) + (mask * p.height + y) * p.row_words * 8;
-      std::memcpy(dst, cov, p.row_words * 8);  // little-endian words == little bit order bytes
-      continue;
-    }
-    uint8_t* dst = static_cast<uint8_t*>(p.out) + (mask * p.height + y) * p.width;
-    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(cov);
+  const int64_t row_bytes = p.packed ? p.row_words * 8 : p.width;
+  uint8_t* base = static_cast<uint8_t*>(p.out) + (mask * p.height + r0) * row_bytes;
+  // rows without coverage are plain zeros
+  if (t.cover_lo >= t.cover_hi) {
+    std::memset(base, 0, t.rows * row_bytes);
+    return;
+  }
+  std::memset(base, 0, t.cover_lo * row_bytes);
+  std::memset(base + t.cover_hi * row_bytes, 0, (t.rows - t.cover_hi) * row_bytes);
+  if (p.packed) {  // little-endian words == little bit order bytes, padding included
+    std::memcpy(base + t.cover_lo * row_bytes, &t.cover[t.cover_lo * t.words],
+                (t.cover_hi - t.cover_lo) * row_bytes);
+    return;
+  }
+  for (int64_t r = t.cover_lo; r < t.cover_hi; ++r) {
+    uint8_t* dst = base + r * row_bytes;
+    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&t.cover[r * t.words]);
     const int64_t full = p.width / 8;
     for (int64_t j = 0; j < full; ++j) std::memcpy(dst + 8 * j, &kExpand[bytes[j]], 8);
     for (int64_t x = 8 * full; x < p.width; ++x) dst[x] = (bytes[x / 8] >> (x % 8)) & 1;
