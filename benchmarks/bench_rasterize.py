@@ -1,0 +1,139 @@
+"""Polygon rasterization: segfast against pycocotools, cv2.fillPoly and a vectorised PyTorch
+even-odd test, plus the floor every dense contender pays: allocating and writing an output
+of the same size.
+
+Every contender returns fully materialised masks (no lazily zeroed pages): the cv2 loop fills
+a zero-written array, pycocotools decodes into its own array, torch.zeros writes its output.
+
+    python -m benchmarks.bench_rasterize [--quick] [--device cpu|cuda] [--out DIR]
+"""
+
+import argparse
+import ctypes
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.harness import Report, measure
+from segfast.ops import _reference, rasterize_polygons
+
+SIZES = (256, 512, 1024)
+VERTICES = (16, 100)
+BATCHES = (256, 1024)
+QUICK = [(1024, 16, 256), (256, 100, 256)]
+TORCH_BUDGET = 2**28  # elements of the (N, V, H, W) even-odd test per timed call
+
+
+def star_polygons(n, v, size, seed=0):
+    """LLaFS-like answers: simple star-shaped polygons well inside the image."""
+    g = torch.Generator().manual_seed(seed)
+    angle = torch.sort(torch.rand(n, v, generator=g, dtype=torch.float64) * 2 * math.pi, 1).values
+    radius = size * (0.1 + 0.3 * torch.rand(n, v, generator=g, dtype=torch.float64))
+    centre = size * (0.3 + 0.4 * torch.rand(n, 1, 2, generator=g, dtype=torch.float64))
+    return centre + torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
+
+
+def zeros_huge_pages(shape, device):
+    """The floor for an allocator that asks for transparent huge pages, as segfast's CPU op does."""
+    out = torch.empty(shape, dtype=torch.bool, device=device)
+    if device == "cpu" and sys.platform.startswith("linux"):
+        huge, ptr, n = 1 << 21, out.data_ptr(), out.numel()
+        start, end = (ptr + huge - 1) & ~(huge - 1), (ptr + n) & ~(huge - 1)
+        if end > start:
+            ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 14)  # MADV_HUGEPAGE
+    return out.zero_()
+
+
+def cv2_loop(polys_np, n, size):
+    import cv2
+
+    out = np.empty((n, size, size), np.uint8)
+    out.fill(0)
+    for i, p in enumerate(polys_np):
+        cv2.fillPoly(out[i], [p], 1)
+    return out
+
+
+def coco_decode(polys_list, size):
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode(mask_utils.frPyObjects(polys_list, size, size))
+
+
+def torch_evenodd(polys, size, device):
+    n, v, _ = polys.shape
+    return _reference.rasterize_polygons(polys, torch.full((n,), v, device=device), torch.arange(n, device=device),
+                                         n, size, size, "center")
+
+
+def run_case(report, size, v, n, device, repeats):
+    case = f"N={n} V={v} {size}x{size}"
+    polys = star_polygons(n, v, size).to(device)
+    dense_bytes = n * size * size
+    rep = lambda fn: measure(fn, device, repeats)  # noqa: E731
+    report.add("floor: torch.zeros", case, rep(lambda: torch.zeros(n, size, size, dtype=torch.bool, device=device)),
+               bytes=dense_bytes)
+    if device == "cpu":
+        report.add("floor: zeros (huge pages)", case, rep(lambda: zeros_huge_pages((n, size, size), device)),
+                   bytes=dense_bytes)
+    else:  # copy bandwidth on this device, the yardstick for write bandwidth
+        src = torch.empty(dense_bytes, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        copy_ms = rep(lambda: dst.copy_(src))
+        report.add("copy (read+write) ref", case, copy_ms, bytes=dense_bytes,
+                   write_gbps=f"{dense_bytes / copy_ms / 1e6:.1f}")
+        del src, dst
+    for rule in ("center", "coco"):
+        ms = rep(lambda: rasterize_polygons(polys, size, size, rule=rule))
+        extra = {"bytes": dense_bytes, "write_gbps": f"{dense_bytes / ms / 1e6:.1f}"}
+        report.add(f"segfast {device} dense {rule}", case, ms, **extra)
+    packed_bytes = n * size * 8 * math.ceil(size / 64)
+    ms = rep(lambda: rasterize_polygons(polys, size, size, packed=True))
+    report.add(f"segfast {device} packed center", case, ms, bytes=packed_bytes,
+               write_gbps=f"{packed_bytes / ms / 1e6:.1f}")
+    if device == "cpu":
+        try:
+            polys_np = [np.round(p.numpy()).astype(np.int32) for p in polys]
+            report.add("cv2.fillPoly loop", case, rep(lambda: cv2_loop(polys_np, n, size)), "integer vertices")
+        except ImportError:
+            print("  cv2 not installed: skipped", file=sys.stderr)
+        try:
+            polys_list = [p.flatten().tolist() for p in polys]
+            report.add("pycocotools frPyObjects+decode", case,
+                       measure(lambda: coco_decode(polys_list, size), device, max(1, repeats // 2)))
+        except ImportError:
+            print("  pycocotools not installed: skipped", file=sys.stderr)
+    # the vectorised even-odd test is O(N V H W): time a slice of the batch and scale it
+    per_poly = v * size * size
+    k = max(1, min(n, TORCH_BUDGET // per_poly))
+    ms = measure(lambda: torch_evenodd(polys[:k], size, device), device, max(1, repeats // 2))
+    note = "" if k == n else f"timed on {k} of {n} polygons, scaled"
+    report.add(f"torch even-odd ({device})", case, ms * n / k, note)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="only the cases the acceptance criteria name")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    args = parser.parse_args(argv)
+    report = Report("rasterize_polygons", args.device)
+    cases = QUICK if args.quick else [(s, v, n) for n in BATCHES for v in VERTICES for s in SIZES]
+    for i, (size, v, n) in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] N={n} V={v} {size}x{size}", file=sys.stderr, flush=True)
+        run_case(report, size, v, n, args.device, args.repeats)
+    table = report.table(baseline=f"segfast {args.device} dense center")
+    print(table)
+    csv_path = args.out / f"rasterize_{args.device}.csv"
+    report.write_csv(csv_path)
+    (args.out / f"rasterize_{args.device}.txt").write_text(table + "\n")
+    print(f"\nwrote {csv_path}", file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test command: set up (scripts/setup.sh), then every test that needs no GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pytest -m "not gpu" -q -W ignore::DeprecationWarning "$@" tests

@@ -1,0 +1,5 @@
+import sys
+
+from segfast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""Command line: `segfast demo | bench | doctor`."""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+
+def demo(args) -> int:
+    """Rasterizes LLaFS-style 16-point answers and a two-part COCO object under both rules,
+    writes a picture of them, and prints the quick rasterization benchmark."""
+    from segfast import viz
+    from segfast.ops import rasterize_polygons
+
+    size = 256
+    g = torch.Generator().manual_seed(0)
+    angle = (torch.arange(16) * 2 * math.pi / 16).double()
+    polys = []
+    for centre, r in [((70, 70), 50), ((180, 80), 45), ((90, 185), 55), ((190, 190), 40)]:
+        radius = r * (0.6 + 0.4 * torch.rand(16, generator=g, dtype=torch.float64))
+        polys.append(torch.stack([centre[0] + radius * torch.cos(angle), centre[1] + radius * torch.sin(angle)], -1))
+    vertices = torch.stack(polys)
+    groups = torch.tensor([0, 1, 2, 1])  # polygons 1 and 3 are two parts of one object
+    panels = []
+    for rule in ("center", "coco"):
+        masks = rasterize_polygons(vertices, size, size, groups=groups, num_masks=3, rule=rule)
+        img = viz.overlay(masks)
+        for p in vertices:
+            viz.draw_points(img, p)
+        panels.append(img)
+    center = rasterize_polygons(vertices, size, size, groups=groups, num_masks=3).any(0)
+    coco = rasterize_polygons(vertices, size, size, groups=groups, num_masks=3, rule="coco").any(0)
+    diff = torch.full((size, size, 3), 24, dtype=torch.uint8)
+    diff[center & coco] = torch.tensor([90, 90, 90], dtype=torch.uint8)
+    diff[center & ~coco] = torch.tensor([0, 200, 255], dtype=torch.uint8)
+    diff[coco & ~center] = torch.tensor([255, 80, 80], dtype=torch.uint8)
+    gap = torch.full((size, 4, 3), 255, dtype=torch.uint8)
+    picture = torch.cat([panels[0], gap, panels[1], gap, diff], 1)
+    path = viz.save_png(Path(args.out) / "rasterize_demo.png", picture)
+    print(f"wrote {path}: center rule | coco rule | difference "
+          f"(blue: center only {int((center & ~coco).sum())} px, red: coco only {int((coco & ~center).sum())} px)")
+    _bench_module().main(["--quick", "--repeats", "3", "--device", args.device, "--out", str(args.out)])
+    return 0
+
+
+def _bench_module():
+    try:
+        from benchmarks import bench_rasterize
+    except ImportError:
+        sys.exit("segfast: the benchmarks live in the source checkout; run this from its root directory")
+    return bench_rasterize
+
+
+def bench(args) -> int:
+    bench_rasterize = _bench_module()
+
+    rest = ["--out", str(args.out), "--device", args.device] + (["--quick"] if args.quick else [])
+    bench_rasterize.main(rest)
+    return 0
+
+
+def doctor(args) -> int:
+    import segfast
+
+    print(f"segfast {segfast.__version__}, torch {torch.__version__} (CUDA {torch.version.cuda})")
+    print(f"extension: {segfast.build_info()}")
+    print(f"CUDA device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    import segfast.kernels
+
+    print(f"triton: {'available' if segfast.kernels.available() else 'not installed'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="segfast", description="segfast: kernels for LLM-based segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    p = sub.add_parser("demo", help="rasterize polygons, write a PNG, print the quick benchmark")
+    p.add_argument("--out", default="demo-out")
+    p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
+    p.set_defaults(func=demo)
+    p = sub.add_parser("bench", help="run the rasterization benchmark")
+    p.add_argument("--out", default="bench-out")
+    p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
+    p.add_argument("--quick", action="store_true")
+    p.set_defaults(func=bench)
+    p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
+    p.set_defaults(func=doctor)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
