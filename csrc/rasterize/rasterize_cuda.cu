@@ -142,6 +142,7 @@ __global__ void __launch_bounds__(kThreads) rasterize_kernel(RasterizeParams p, 
     else coco_fill(rows, w32, toggles, state, cover);
     __syncthreads();
   }
+  __syncthreads();  // a mask without polygons has not synchronised since cover was cleared
   write_tile(p, mask, r0, rows, w32, cover);
 }
 
