@@ -61,7 +61,7 @@ def rasterize_polygons(vertices: torch.Tensor, height: int, width: int, *, lengt
         raise ValueError(f"vertices must hold at least 3 vertices per polygon, got V={v}")
     lengths = _lengths(lengths, n, v, dev)
     groups, num_masks = _groups(groups, num_masks, n, dev)
-    vertices = vertices.to(torch.float64).contiguous()
+    vertices = vertices.detach().to(torch.float64).contiguous()  # masks carry no gradient
     _check_coordinates(vertices, lengths)
     # Kernels take polygons grouped by mask (CSR): polygons of mask m are offsets[m]:offsets[m+1].
     if groups is None:
