@@ -2,6 +2,7 @@
 // TORCH_LIBRARY blocks in the per-op binding files); it also reports how it was built.
 #include <pybind11/pybind11.h>
 
+#include "overlap/overlap.h"
 #include "rasterize/rasterize.h"
 
 namespace py = pybind11;
@@ -11,6 +12,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", [] {
     py::dict info;
     info["version"] = SEGFAST_VERSION;
+    info["cpu_popcount"] = segfast::overlap_cpu_isa();
 #if defined(SEGFAST_WITH_CUDA)
     info["cuda"] = true;
     info["cuda_max_raster_width"] = segfast::rasterize_cuda_max_width();

@@ -3,10 +3,10 @@
 // into coverage, polygons of the mask are OR-ed, and each row is written to the output exactly
 // once (as bits, or expanded to bytes), so the output memory is touched a single time.
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <vector>
 
+#include "common/bits.h"
 #include "rasterize/rasterize.h"
 
 namespace segfast {
@@ -14,15 +14,6 @@ namespace {
 
 using Word = uint64_t;
 constexpr int kBits = 64;
-
-// Byte i of kExpand[b] is bit i of b: turns 8 coverage bits into 8 bool bytes (little-endian).
-const std::array<uint64_t, 256> kExpand = [] {
-  std::array<uint64_t, 256> t{};
-  for (int b = 0; b < 256; ++b)
-    for (int i = 0; i < 8; ++i)
-      if (b >> i & 1) t[b] |= uint64_t{1} << (8 * i);
-  return t;
-}();
 
 inline void toggle(Word* row, int64_t x) { row[x / kBits] ^= Word{1} << (x % kBits); }
 
@@ -140,13 +131,8 @@ void write_rows(const RasterizeParams& p, int64_t mask, int64_t r0, const Tile& 
                 (t.cover_hi - t.cover_lo) * row_bytes);
     return;
   }
-  for (int64_t r = t.cover_lo; r < t.cover_hi; ++r) {
-    uint8_t* dst = base + r * row_bytes;
-    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&t.cover[r * t.words]);
-    const int64_t full = p.width / 8;
-    for (int64_t j = 0; j < full; ++j) std::memcpy(dst + 8 * j, &kExpand[bytes[j]], 8);
-    for (int64_t x = 8 * full; x < p.width; ++x) dst[x] = (bytes[x / 8] >> (x % 8)) & 1;
-  }
+  for (int64_t r = t.cover_lo; r < t.cover_hi; ++r)
+    expand_bits(reinterpret_cast<const uint8_t*>(&t.cover[r * t.words]), p.width, base + r * row_bytes);
 }
 
 }  // namespace
