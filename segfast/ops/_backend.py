@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from segfast import _extension
+
 BACKEND_NAMES = ("reference", "cpu", "cuda", "triton")
 
 
@@ -41,3 +43,13 @@ def choose(op: str, backends: list, *args, **kwargs) -> Backend:
             return backend
         reasons.append(f"{backend.name}: {reason}")
     raise NotImplementedError(f"segfast.ops.{op}: no backend can run this call ({'; '.join(reasons)})")
+
+
+def compiled_on(device_type: str) -> Callable[..., Optional[str]]:
+    """The `unsupported` check of a segfast._C backend for `device_type`: the first argument
+    (a tensor) must be on that device and the extension must have kernels for it."""
+    def unsupported(first, *_):
+        if first.device.type != device_type:
+            return f"inputs are on {first.device}"
+        return _extension.missing_reason(first.device)
+    return unsupported

@@ -32,6 +32,20 @@ def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
     return bits.reshape(*packed.shape[:-1], -1)[..., :width].bool()
 
 
+# ---- mask overlap -------------------------------------------------------------------------
+
+
+def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool) -> torch.Tensor:
+    """|a_i ∩ b_j| (pairwise, (N, M)) or |a_i ∩ b_i| (matched, (N,)) as int64, from packed masks
+    (N, H, 8k) and (M, H, 8k); padding bits are zero so the padded width counts the same."""
+    da = unpack_masks(a, a.shape[-1] * 8).flatten(1)
+    db = unpack_masks(b, b.shape[-1] * 8).flatten(1)
+    if matched:
+        return (da & db).sum(1, dtype=torch.int64)
+    return torch.stack([(row & db).sum(1, dtype=torch.int64) for row in da]) if len(da) else \
+        torch.zeros(0, len(db), dtype=torch.int64, device=a.device)
+
+
 # ---- polygon rasterization ---------------------------------------------------------------
 
 

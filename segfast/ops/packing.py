@@ -9,7 +9,9 @@ kernels load and popcount whole 64-bit words without edge cases.
 
 import torch
 
+from segfast import _extension
 from segfast.ops import _reference
+from segfast.ops._backend import Backend, choose, compiled_on
 from segfast.ops._checks import check_size, check_tensor
 
 packed_row_bytes = _reference.packed_row_bytes
@@ -20,7 +22,8 @@ def pack_masks(masks: torch.Tensor) -> torch.Tensor:
     check_tensor("masks", masks, dtypes=(torch.bool,))
     if masks.dim() < 2:
         raise ValueError(f"masks must have shape (..., H, W), got {tuple(masks.shape)}")
-    return _reference.pack_masks(masks)
+    masks = masks.contiguous()
+    return choose("pack_masks", _PACK, masks).run(masks)
 
 
 def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
@@ -30,4 +33,29 @@ def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
     if packed.dim() < 2 or packed.shape[-1] != packed_row_bytes(width):
         raise ValueError(f"packed must have shape (..., H, {packed_row_bytes(width)}) for width={width}, "
                          f"got {tuple(packed.shape)}")
-    return _reference.unpack_masks(packed, width)
+    packed = packed.contiguous()
+    return choose("unpack_masks", _UNPACK, packed, width).run(packed, width)
+
+
+def _pack_compiled(masks):
+    return torch.ops.segfast.pack_masks(masks)
+
+
+def _unpack_compiled(packed, width):
+    return torch.ops.segfast.unpack_masks(packed, width)
+
+
+_PACK = [Backend("cuda", compiled_on("cuda"), _pack_compiled), Backend("cpu", compiled_on("cpu"), _pack_compiled),
+         Backend("reference", lambda *a: None, _reference.pack_masks)]
+_UNPACK = [Backend("cuda", compiled_on("cuda"), _unpack_compiled),
+           Backend("cpu", compiled_on("cpu"), _unpack_compiled),
+           Backend("reference", lambda *a: None, _reference.unpack_masks)]
+
+if _extension._C is not None:
+    @torch.library.register_fake("segfast::pack_masks")
+    def _(masks):
+        return masks.new_empty((*masks.shape[:-1], packed_row_bytes(masks.shape[-1])), dtype=torch.uint8)
+
+    @torch.library.register_fake("segfast::unpack_masks")
+    def _(packed, width):
+        return packed.new_empty((*packed.shape[:-1], width), dtype=torch.bool)

@@ -4,7 +4,7 @@ import torch
 
 from segfast import _extension
 from segfast.ops import _reference
-from segfast.ops._backend import Backend, choose
+from segfast.ops._backend import Backend, choose, compiled_on
 from segfast.ops._checks import check_choice, check_size, check_tensor
 
 RULES = ("center", "coco")
@@ -130,16 +130,8 @@ def _reference_run(vertices, lengths, offsets, groups, height, width, rule, pack
     return _reference.rasterize_polygons(vertices, lengths, groups, offsets.numel() - 1, height, width, rule, packed)
 
 
-def _cpu_unsupported(vertices, *_):
-    if vertices.device.type != "cpu":
-        return f"inputs are on {vertices.device}"
-    return _extension.missing_reason(vertices.device)
-
-
 def _cuda_unsupported(vertices, lengths, offsets, groups, height, width, *_):
-    if vertices.device.type != "cuda":
-        return f"inputs are on {vertices.device}"
-    reason = _extension.missing_reason(vertices.device)
+    reason = compiled_on("cuda")(vertices)
     if reason is None and width > _extension.build_info()["cuda_max_raster_width"]:
         return f"width {width} exceeds the kernel's shared-memory tile"
     return reason
@@ -147,7 +139,7 @@ def _cuda_unsupported(vertices, lengths, offsets, groups, height, width, *_):
 
 _BACKENDS = [
     Backend("cuda", _cuda_unsupported, _compiled),
-    Backend("cpu", _cpu_unsupported, _compiled),
+    Backend("cpu", compiled_on("cpu"), _compiled),
     Backend("reference", lambda *a: None, _reference_run),
 ]
 
