@@ -38,7 +38,8 @@ def _pair(a, b, names, matched):
     pa, pb = as_packed(names[0], a), as_packed(names[1], b)
     if pa.device != pb.device:
         raise ValueError(f"{names[1]} must be on {pa.device} like {names[0]}, got {pb.device}")
-    if pa.shape[1:] != pb.shape[1:]:
+    both_dense = a.dtype == torch.bool and b.dtype == torch.bool
+    if pa.shape[1:] != pb.shape[1:] or (both_dense and a.shape[1:] != b.shape[1:]):
         raise ValueError(f"{names[0]} and {names[1]} must have the same mask size, got {tuple(a.shape[1:])} "
                          f"and {tuple(b.shape[1:])}")
     if matched and pa.shape[0] != pb.shape[0]:

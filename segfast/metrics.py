@@ -1,0 +1,149 @@
+"""Segmentation metrics with one definition each, exact integer state and process-count-free
+results.
+
+* gIoU: mean over samples of per-sample IoU (two empty masks score 1.0, as LISA does).
+* cIoU: Σ intersections / Σ unions over all samples.
+* ncIoU (LLM-Seg): cIoU after resizing prediction and ground truth to one size (`size`,
+  nearest neighbour), so large images do not dominate.
+* mIoU: per-class IoU from intersection and union pixel counts (LISA's intersectionAndUnionGPU:
+  pixels whose target is `ignore_index` are dropped, as are predictions outside [0, C)); the
+  mean is over classes that occur (union > 0).
+* Per-round variants: meters take `num_rounds` and `update(..., round=r)` (SegLLM's
+  multi-round conversations); `compute()` reports every round and the total.
+
+All state is int64: intersections, unions and counts are exact, and per-sample IoUs are summed
+in fixed point (units of 2^-32, error below 1e-9 per sample), so `sync()` — an all-reduce SUM
+over torch.distributed when it is initialised — gives the same numbers on any number of
+processes, in any order.
+"""
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from segfast.ops import mask_area, mask_intersection
+from segfast.ops.overlap import as_packed
+
+IOU_SCALE = 2**32  # fixed-point unit of summed per-sample IoUs
+
+
+def _sync(state: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        backend = dist.get_backend()
+        work = state.cuda() if backend == "nccl" else state.cpu()
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        return work.to(state.device)
+    return state
+
+
+class IoUMeter:
+    """gIoU and cIoU over binary masks, optionally per conversation round."""
+
+    # state columns: intersection, union, fixed-point IoU sum, samples
+    def __init__(self, num_rounds: int = 1):
+        if num_rounds < 1:
+            raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
+        self.state = torch.zeros(num_rounds, 4, dtype=torch.int64)
+
+    def _prepare(self, pred, gt):
+        return pred, gt
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, round: int = 0) -> None:
+        """pred, gt: (N, H, W) bool or packed masks of the same size; one sample per mask."""
+        if not 0 <= round < self.state.shape[0]:
+            raise ValueError(f"round must be in [0, {self.state.shape[0]}), got {round}")
+        pred, gt = self._prepare(pred, gt)
+        pp, pg = as_packed("pred", pred), as_packed("gt", gt)
+        inter = mask_intersection(pp, pg, matched=True).cpu()
+        union = mask_area(pp).cpu() + mask_area(pg).cpu() - inter
+        iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), torch.ones_like(inter).double())
+        self.state[round] += torch.stack([inter.sum(), union.sum(), torch.round(iou * IOU_SCALE).long().sum(),
+                                          torch.tensor(len(inter))])
+
+    def sync(self) -> "IoUMeter":
+        """Sums the state over all processes (no-op without torch.distributed)."""
+        self.state = _sync(self.state)
+        return self
+
+    def _values(self, row: torch.Tensor, prefix: str) -> dict:
+        inter, union, iou_sum, n = (int(x) for x in row)
+        return {f"{prefix}gIoU": iou_sum / IOU_SCALE / n if n else float("nan"),
+                f"{prefix}cIoU": inter / union if union else float("nan"),
+                f"{prefix}samples": n}
+
+    def compute(self) -> dict:
+        out = self._values(self.state.sum(0), "")
+        if self.state.shape[0] > 1:
+            for r, row in enumerate(self.state):
+                out.update(self._values(row, f"round{r}/"))
+        return out
+
+
+class NcIoUMeter(IoUMeter):
+    """LLM-Seg's normalised cIoU: masks resized to `size` (nearest) before counting; compute()
+    reports it as ncIoU (and the gIoU at that size)."""
+
+    def __init__(self, size: tuple, num_rounds: int = 1):
+        super().__init__(num_rounds)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be (height, width) with positive entries, got {size}")
+        self.size = tuple(int(s) for s in size)
+
+    def _prepare(self, pred, gt):
+        for name, m in (("pred", pred), ("gt", gt)):
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.dim() != 3:
+                raise TypeError(f"{name} must be dense bool (N, H, W) masks for ncIoU (they are resized)")
+        resize = lambda m: F.interpolate(m[:, None].float(), size=self.size, mode="nearest")[:, 0] > 0.5  # noqa: E731
+        return resize(pred), resize(gt)
+
+    def _values(self, row, prefix):
+        values = super()._values(row, prefix)
+        return {k.replace("cIoU", "ncIoU"): v for k, v in values.items()}
+
+
+class MIoUMeter:
+    """Semantic-segmentation mIoU over label maps, optionally per round."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, num_rounds: int = 1):
+        if num_classes < 1 or num_rounds < 1:
+            raise ValueError("num_classes and num_rounds must be >= 1")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.state = torch.zeros(num_rounds, 2, num_classes, dtype=torch.int64)  # intersection, union
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, round: int = 0) -> None:
+        """pred, target: integer label maps of the same shape."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        if pred.is_floating_point() or target.is_floating_point():
+            raise TypeError("pred and target must be integer label maps")
+        if not 0 <= round < self.state.shape[0]:
+            raise ValueError(f"round must be in [0, {self.state.shape[0]}), got {round}")
+        c = self.num_classes
+        pred, target = pred.flatten().long(), target.flatten().long()
+        valid = target != self.ignore_index
+        pred, target = pred[valid], target[valid]
+        hit = pred[(pred == target) & (pred >= 0) & (pred < c)]
+        inter = torch.bincount(hit, minlength=c)[:c]
+        area_pred = torch.bincount(pred[(pred >= 0) & (pred < c)], minlength=c)[:c]
+        area_target = torch.bincount(target[(target >= 0) & (target < c)], minlength=c)[:c]
+        self.state[round, 0] += inter.cpu()
+        self.state[round, 1] += (area_pred + area_target - inter).cpu()
+
+    def sync(self) -> "MIoUMeter":
+        self.state = _sync(self.state)
+        return self
+
+    @staticmethod
+    def _values(inter, union, prefix):
+        iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), torch.full_like(inter, float("nan"), dtype=torch.float64))
+        present = union > 0
+        miou = float(iou[present].mean()) if bool(present.any()) else float("nan")
+        return {f"{prefix}mIoU": miou, f"{prefix}per_class_iou": iou.tolist()}
+
+    def compute(self) -> dict:
+        total = self.state.sum(0)
+        out = self._values(total[0], total[1], "")
+        if self.state.shape[0] > 1:
+            for r in range(self.state.shape[0]):
+                out.update(self._values(self.state[r, 0], self.state[r, 1], f"round{r}/"))
+        return out
