@@ -45,19 +45,22 @@ def demo(args) -> int:
     return 0
 
 
-def _bench_module():
+BENCHMARKS = ("rasterize", "overlap")
+
+
+def _bench_module(name="rasterize"):
+    import importlib
+
     try:
-        from benchmarks import bench_rasterize
+        return importlib.import_module(f"benchmarks.bench_{name}")
     except ImportError:
         sys.exit("segfast: the benchmarks live in the source checkout; run this from its root directory")
-    return bench_rasterize
 
 
 def bench(args) -> int:
-    bench_rasterize = _bench_module()
-
     rest = ["--out", str(args.out), "--device", args.device] + (["--quick"] if args.quick else [])
-    bench_rasterize.main(rest)
+    for name in BENCHMARKS if args.op == "all" else (args.op,):
+        _bench_module(name).main(rest)
     return 0
 
 
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="demo-out")
     p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
     p.set_defaults(func=demo)
-    p = sub.add_parser("bench", help="run the rasterization benchmark")
+    p = sub.add_parser("bench", help="run the benchmarks (tables and CSVs)")
+    p.add_argument("op", nargs="?", default="all", choices=("all", *BENCHMARKS))
     p.add_argument("--out", default="bench-out")
     p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
     p.add_argument("--quick", action="store_true")
