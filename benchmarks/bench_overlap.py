@@ -8,15 +8,13 @@ segfast is timed from packed masks, and from bool masks including the packing.
     python -m benchmarks.bench_overlap [--quick] [--device cpu|cuda] [--out DIR]
 """
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.bench_rasterize import star_polygons
-from benchmarks.harness import Report, measure
+from benchmarks.harness import Report, measure, parse_args
 from segfast.ops import mask_iou, pack_masks, rasterize_polygons
 
 COUNTS = (100, 1000, 3000)
@@ -72,12 +70,7 @@ def run_case(report, k, shape, size, device, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="only the cases the acceptance criteria name")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("bench-out"))
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv)
     report = Report("mask_iou", args.device)
     cases = QUICK if args.quick else [(k, s, size) for size in SIZES for k in COUNTS for s in ("KxK", "Kx4")]
     if args.quick and args.device == "cuda":
@@ -85,11 +78,7 @@ def main(argv=None):
     for i, (k, shape, size) in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {k} {shape} {size}x{size}", file=sys.stderr, flush=True)
         run_case(report, k, shape, size, args.device, args.repeats)
-    table = report.table(baseline=f"segfast {args.device} (packed in)")
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report.write_csv(args.out / f"overlap_{args.device}.csv")
-    (args.out / f"overlap_{args.device}.txt").write_text(table + "\n")
+    report.save(args.out, "overlap", baseline=f"segfast {args.device} (packed in)")
     return report
 
 

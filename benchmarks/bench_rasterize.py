@@ -8,16 +8,14 @@ a zero-written array, pycocotools decodes into its own array, torch.zeros writes
     python -m benchmarks.bench_rasterize [--quick] [--device cpu|cuda] [--out DIR]
 """
 
-import argparse
 import ctypes
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.harness import Report, measure
+from benchmarks.harness import Report, measure, parse_args
 from segfast.ops import _reference, rasterize_polygons
 
 SIZES = (256, 512, 1024)
@@ -124,23 +122,13 @@ def run_case(report, size, v, n, device, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="only the cases the acceptance criteria name")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("bench-out"))
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv)
     report = Report("rasterize_polygons", args.device)
     cases = QUICK if args.quick else [(s, v, n) for n in BATCHES for v in VERTICES for s in SIZES]
     for i, (size, v, n) in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] N={n} V={v} {size}x{size}", file=sys.stderr, flush=True)
         run_case(report, size, v, n, args.device, args.repeats)
-    table = report.table(baseline=f"segfast {args.device} dense center")
-    print(table)
-    csv_path = args.out / f"rasterize_{args.device}.csv"
-    report.write_csv(csv_path)
-    (args.out / f"rasterize_{args.device}.txt").write_text(table + "\n")
-    print(f"\nwrote {csv_path}", file=sys.stderr)
+    report.save(args.out, "rasterize", baseline=f"segfast {args.device} dense center")
     return report
 
 

@@ -1,8 +1,10 @@
 """Shared benchmark harness: timing, one result row per (op, contender, case, device), CSV
 output and a plain-text table with ratios measured in the same run."""
 
+import argparse
 import csv
 import platform
+import sys
 import statistics
 import subprocess
 import time
@@ -88,3 +90,23 @@ class Report:
                             self.meta["commit"], self.meta["date"], f"{r.ms:.4f}", r.note,
                             *[r.extra.get(k, "") for k in keys]])
         return [asdict(r) for r in self.rows]
+
+    def save(self, out_dir: Path, name: str, baseline: str) -> str:
+        """Prints the table and writes <name>_<device>.csv and .txt under out_dir."""
+        table = self.table(baseline)
+        print(table)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.write_csv(out_dir / f"{name}_{self.device}.csv")
+        (out_dir / f"{name}_{self.device}.txt").write_text(table + "\n")
+        print(f"\nwrote {out_dir / f'{name}_{self.device}.csv'}", file=sys.stderr)
+        return table
+
+
+def parse_args(doc: str, argv=None) -> argparse.Namespace:
+    """The command line every benchmark script shares."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="only the cases the acceptance criteria name")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    return parser.parse_args(argv)
