@@ -3,7 +3,8 @@ the plain-PyTorch reference; SEGFAST_BACKEND forces one) and runs it."""
 
 from segfast.ops.overlap import mask_area, mask_intersection, mask_iop, mask_iou, mask_nms
 from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks
+from segfast.ops.pooling import mask_grid_weights, mask_pool
 from segfast.ops.rasterize import rasterize_polygons
 
 __all__ = ["rasterize_polygons", "pack_masks", "unpack_masks", "packed_row_bytes", "mask_intersection",
-           "mask_area", "mask_iou", "mask_iop", "mask_nms"]
+           "mask_area", "mask_iou", "mask_iop", "mask_nms", "mask_pool", "mask_grid_weights"]

@@ -4,6 +4,7 @@ tests and as the fallback when no compiled backend fits. They run on any device.
 import math
 
 import torch
+import torch.nn.functional as F
 
 # ---- packed masks ------------------------------------------------------------------------
 # Bits along the width, little bit order (pixel x is bit x % 8 of byte x // 8, as
@@ -44,6 +45,49 @@ def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool) -> torch
         return (da & db).sum(1, dtype=torch.int64)
     return torch.stack([(row & db).sum(1, dtype=torch.int64) for row in da]) if len(da) else \
         torch.zeros(0, len(db), dtype=torch.int64, device=a.device)
+
+
+# ---- mask pooling ---------------------------------------------------------------------------
+
+
+def area_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64: output cell i covers [i s, (i + 1) s) with s = n_in / n_out; entry
+    (i, y) is the length of that interval inside pixel [y, y + 1), divided by s (area resampling;
+    rows sum to 1)."""
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)
+    y = torch.arange(n_in, dtype=torch.float64)
+    overlap = torch.minimum(y + 1, edges[1:, None]) - torch.maximum(y, edges[:-1, None])
+    return overlap.clamp(min=0) / (n_in / n_out)
+
+
+def resize_matrix(n_in: int, n_out: int, antialias: bool) -> torch.Tensor:
+    """(n_out, n_in) float64: F.interpolate(mode="bilinear", align_corners=False, antialias=...)
+    along one axis, read off by resizing an identity (bilinear resizing is separable)."""
+    eye = torch.eye(n_in, dtype=torch.float64)[None, None]
+    return F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False, antialias=antialias)[0, 0]
+
+
+def mask_pool(features: torch.Tensor, masks: torch.Tensor, weights: str = "area", eps: float = 1e-8,
+              grid=None) -> torch.Tensor:
+    """Explicit resize + einsum: (B, C, h, w) features, (B, K, H, W) float masks -> (B, K, C).
+
+    area: exact fractional cell coverage. bilinear: masks resized to (h, w) by antialiased
+    bilinear interpolation. bilinear with grid=(gh, gw): LLM-Seg's preprocessing — masks resized
+    to the grid (antialiased bilinear), features upsampled to it (bilinear), pooled there."""
+    b, k, hh, ww = masks.shape
+    h, w = features.shape[-2:]
+    m = masks.to(torch.float64)
+    f = features.to(torch.float64)
+    if weights == "area":
+        wts = torch.einsum("ih,bkhw,jw->bkij", area_matrix(hh, h).to(m.device), m, area_matrix(ww, w).to(m.device))
+    else:
+        size = (h, w) if grid is None else tuple(grid)
+        wts = F.interpolate(m.reshape(b * k, 1, hh, ww), size=size, mode="bilinear", align_corners=False,
+                            antialias=True).reshape(b, k, *size)
+        if grid is not None:
+            f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+    pooled = torch.einsum("bkhw,bchw->bkc", wts, f) / (wts.sum((-2, -1))[..., None] + eps)
+    return pooled.to(features.dtype)
 
 
 # ---- polygon rasterization ---------------------------------------------------------------
