@@ -1,7 +1,7 @@
 """segfast: fast, tested kernels and training for LLM-based image segmentation."""
 
-from segfast import metrics, ops
+from segfast import metrics, nn, ops
 from segfast._extension import build_info
 
 __version__ = "0.1.0"
-__all__ = ["ops", "metrics", "build_info", "__version__"]
+__all__ = ["ops", "nn", "metrics", "build_info", "__version__"]

@@ -172,3 +172,11 @@ if _extension._C is not None:
     @torch.library.register_fake("segfast::mask_grid_weights")
     def _(masks, width, row_start, row_weights, col_start, col_weights, col_uniform):
         return masks.new_empty((masks.shape[0], row_start.shape[0], col_start.shape[0]), dtype=torch.float32)
+
+
+def llmseg_pool_reference(features: torch.Tensor, masks: torch.Tensor, grid: tuple, eps: float = 1e-8) -> torch.Tensor:
+    """LLM-Seg's preprocessing done literally, for comparison: features upsampled to `grid` with
+    bilinear interpolation, masks resized to it with antialiased bilinear interpolation (dense
+    float masks), then the area-weighted mean. Equals mask_pool(..., weights="bilinear",
+    grid=grid) up to rounding, at the memory and time cost mask_pool avoids."""
+    return _reference.mask_pool(features, masks.float(), "bilinear", eps, grid)

@@ -1,0 +1,5 @@
+"""Modules built on segfast ops."""
+
+from segfast.nn.pooling import MaskPooling
+
+__all__ = ["MaskPooling"]
