@@ -25,6 +25,7 @@ status=0
   echo "== benchmarks"
   "$python" -m benchmarks.bench_rasterize --device cuda --out "$results" || status=1
   "$python" -m benchmarks.bench_overlap --device cuda --quick --out "$results" || status=1
+  "$python" -m benchmarks.bench_pooling --device cuda --quick --out "$results" || status=1
   echo "== done (status $status)"
   exit "$status"
 } 2>&1 | tee "$results/gpu_check.log"

@@ -45,7 +45,7 @@ def demo(args) -> int:
     return 0
 
 
-BENCHMARKS = ("rasterize", "overlap")
+BENCHMARKS = ("rasterize", "overlap", "pooling")
 
 
 def _bench_module(name="rasterize"):
