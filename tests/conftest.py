@@ -4,6 +4,10 @@ import random
 import pytest
 import torch
 
+# Without a GPU, Triton kernels run under the interpreter (set before any kernel is defined).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Fresh random inputs every run; the seed is printed so a failure can be replayed with
 # SEGFAST_TEST_SEED=<seed>.
 SEED = int(os.environ.get("SEGFAST_TEST_SEED", random.SystemRandom().randrange(2**31)))

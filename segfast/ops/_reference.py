@@ -90,6 +90,52 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, weights: str = "area"
     return pooled.to(features.dtype)
 
 
+# ---- OHEM cross-entropy -------------------------------------------------------------------
+
+
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh=None, min_kept: int = 100000,
+                       ignore_index: int = 255, reduction: str = "mean", avg_non_ignore: bool = False,
+                       class_weight=None, batch: int | None = None) -> torch.Tensor:
+    """mmseg's OHEMPixelSampler + CrossEntropyLoss, in float64 and sorting like mmseg does.
+
+    logits (N, C, *spatial), target (N, *spatial). budget = min_kept * batch (batch = N unless
+    given). With thresh: p = softmax probability of the true class over non-ignored pixels;
+    cutoff = sorted(p)[min(budget, count - 1)]; keep p < max(cutoff, thresh). Without: keep the
+    budget pixels of highest (class-weighted) loss, ties broken by lower flat index. Kept pixels
+    weigh 1; "mean" divides by all pixels, or by the non-ignored count (+ float32 eps) with
+    avg_non_ignore. Differentiable in the logits."""
+    x = logits.double()
+    n_classes = x.shape[1]
+    flat_x = x.movedim(1, -1).reshape(-1, n_classes)                 # (pixels, C)
+    flat_t = target.reshape(-1).long()
+    valid = flat_t != ignore_index
+    safe_t = torch.where(valid, flat_t, torch.zeros_like(flat_t))
+    weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float64, device=x.device)
+    log_p = torch.log_softmax(flat_x, dim=1).gather(1, safe_t[:, None])[:, 0]
+    nll = -log_p * (1.0 if weight is None else weight[safe_t])
+    nll = torch.where(valid, nll, torch.zeros_like(nll))
+    budget = min_kept * (target.shape[0] if batch is None else batch)
+    with torch.no_grad():
+        kept = torch.zeros_like(valid)
+        idx = valid.nonzero()[:, 0]
+        if thresh is not None:
+            prob = log_p.exp()[idx]
+            if prob.numel() > 0:
+                cutoff = torch.sort(prob).values[min(budget, prob.numel() - 1)]
+                kept[idx] = prob < max(float(cutoff), thresh)
+        else:
+            order = torch.sort(nll[idx], descending=True, stable=True).indices
+            kept[idx[order[:budget]]] = True
+    loss = torch.where(kept, nll, torch.zeros_like(nll))
+    if reduction == "none":
+        return loss.reshape(target.shape)
+    if reduction == "sum":
+        return loss.sum()
+    if avg_non_ignore:
+        return loss.sum() / (int(valid.sum()) + torch.finfo(torch.float32).eps)
+    return loss.sum() / flat_t.numel()
+
+
 # ---- polygon rasterization ---------------------------------------------------------------
 
 

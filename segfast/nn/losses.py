@@ -1,0 +1,27 @@
+"""Loss modules built on segfast ops."""
+
+import torch
+from torch import nn
+
+from segfast.ops.ohem import ohem_cross_entropy
+
+
+class OHEMCrossEntropyLoss(nn.Module):
+    """Cross-entropy under online hard example mining, with mmseg's OHEMPixelSampler rules
+    (see segfast.ops.ohem). `loss_weight` scales the result, as mmseg's loss modules do."""
+
+    def __init__(self, thresh: float | None = None, min_kept: int = 100000, ignore_index: int = 255,
+                 reduction: str = "mean", avg_non_ignore: bool = False, class_weight=None, loss_weight: float = 1.0):
+        super().__init__()
+        self.thresh, self.min_kept, self.ignore_index = thresh, min_kept, ignore_index
+        self.reduction, self.avg_non_ignore, self.loss_weight = reduction, avg_non_ignore, loss_weight
+        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss_weight * ohem_cross_entropy(
+            logits, target, thresh=self.thresh, min_kept=self.min_kept, ignore_index=self.ignore_index,
+            reduction=self.reduction, avg_non_ignore=self.avg_non_ignore, class_weight=self.class_weight)
+
+    def extra_repr(self) -> str:
+        return (f"thresh={self.thresh}, min_kept={self.min_kept}, ignore_index={self.ignore_index}, "
+                f"reduction={self.reduction!r}, avg_non_ignore={self.avg_non_ignore}")
