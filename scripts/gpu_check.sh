@@ -26,6 +26,7 @@ status=0
   "$python" -m benchmarks.bench_rasterize --device cuda --out "$results" || status=1
   "$python" -m benchmarks.bench_overlap --device cuda --quick --out "$results" || status=1
   "$python" -m benchmarks.bench_pooling --device cuda --quick --out "$results" || status=1
+  "$python" -m benchmarks.bench_ohem --device cuda --quick --out "$results" || status=1
   echo "== done (status $status)"
   exit "$status"
 } 2>&1 | tee "$results/gpu_check.log"

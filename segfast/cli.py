@@ -45,7 +45,7 @@ def demo(args) -> int:
     return 0
 
 
-BENCHMARKS = ("rasterize", "overlap", "pooling")
+BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem")
 
 
 def _bench_module(name="rasterize"):
