@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from segfast import _extension
 
-BACKEND_NAMES = ("reference", "cpu", "cuda", "triton")
+BACKEND_NAMES = ("reference", "cpu", "cuda", "triton", "sdpa")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,23 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, weights: str = "area"
     return pooled.to(features.dtype)
 
 
+# ---- masked attention -----------------------------------------------------------------------
+
+
+def masked_attention(q, k, v, attend: torch.Tensor, scale: float, unmask_empty_rows: bool = True) -> torch.Tensor:
+    """softmax(q k^T * scale) v over allowed keys, in float64. attend: (B, 1 | H, Lq, Lk) bool,
+    True = may attend. A row with no allowed key attends everywhere (unmask_empty_rows) or
+    outputs 0."""
+    qd, kd, vd = q.double(), k.double(), v.double()
+    empty = ~attend.any(-1, keepdim=True)
+    if unmask_empty_rows:
+        attend = attend | empty
+    scores = (qd @ kd.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~attend, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no key: all -inf -> 0
+    return (probs @ vd).to(q.dtype)
+
+
 # ---- OHEM cross-entropy -------------------------------------------------------------------
 
 
