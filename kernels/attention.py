@@ -12,6 +12,15 @@ import triton.language as tl
 
 
 @triton.jit
+def _dot(a, b, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    # UPCAST_DOT: the Triton interpreter multiplies bf16 wrongly (tested with triton 3.8), so the
+    # wrapper asks for fp32 operands there; compiled kernels keep bf16 tensor-core products.
+    if UPCAST_DOT:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=DOT_PRECISION)
+
+
+@triton.jit
 def _allowed(mask_ptr, row_stride, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY: tl.constexpr):
     inside = (offs_m[:, None] < Lq) & (offs_n[None, :] < Lk)
     words = tl.load(mask_ptr + offs_m[:, None].to(tl.int64) * row_stride + (offs_n[None, :] >> 6), mask=inside, other=0)
@@ -25,7 +34,7 @@ def _allowed(mask_ptr, row_stride, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY: 
 def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
                              sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
                              smb, smh, smm, seb, seh, H, Lq, Lk, scale,
-                             UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                             UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
@@ -43,7 +52,7 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
         allowed = _allowed(mask_base, smm, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY)
         if tl.max(allowed.to(tl.int32)) > 0:
             k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=(offs_n < Lk)[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
+            s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
             s = tl.where(allowed, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -51,7 +60,7 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
             alpha = tl.exp(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=(offs_n < Lk)[:, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PRECISION, UPCAST_DOT)
             m_i = m_new
     has_mass = l_i > 0
     out = acc / tl.where(has_mass, l_i, 1.0)[:, None]
@@ -64,7 +73,7 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
 def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV,
                                  sqb, sqh, sqm, skb, skh, skn, svb, svh, svn,
                                  smb, smh, smm, seb, seh, H, Lq, Lk, scale,
-                                 UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                                 UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
                                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dK and dV for one block of keys, looping over query blocks (q, dO share q's strides)."""
     pid_n, pid_bh = tl.program_id(0), tl.program_id(1)
@@ -88,12 +97,12 @@ def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV,
             do = tl.load(DO + q_off, mask=row_ok[:, None], other=0.0)
             lse = tl.load(Lse + pid_bh * Lq + offs_m, mask=row_ok, other=float("inf"))
             delta = tl.load(Delta + pid_bh * Lq + offs_m, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
+            s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
             p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+            dv += _dot(tl.trans(p.to(do.dtype)), do, DOT_PRECISION, UPCAST_DOT)
+            dp = _dot(do, tl.trans(v), DOT_PRECISION, UPCAST_DOT)
             ds = p * (dp - delta[:, None])
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
+            dk += _dot(tl.trans(ds.to(q.dtype)), q, DOT_PRECISION, UPCAST_DOT)
     kv_off = b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :]
     tl.store(DK + kv_off, (dk * scale).to(DK.dtype.element_ty), mask=key_ok)
     tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=key_ok)
@@ -103,7 +112,7 @@ def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV,
 def attention_backward_q_kernel(Q, K, V, M, E, DO, Lse, Delta, DQ,
                                 sqb, sqh, sqm, skb, skh, skn, svb, svh, svn,
                                 smb, smh, smm, seb, seh, H, Lq, Lk, scale,
-                                UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                                UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dQ for one block of queries, looping over key blocks."""
     pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
@@ -126,9 +135,9 @@ def attention_backward_q_kernel(Q, K, V, M, E, DO, Lse, Delta, DQ,
             key_ok = (offs_n < Lk)[:, None]
             k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=key_ok, other=0.0)
             v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=key_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
+            s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
             p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+            dp = _dot(do, tl.trans(v), DOT_PRECISION, UPCAST_DOT)
             ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+            dq += _dot(ds.to(k.dtype), k, DOT_PRECISION, UPCAST_DOT)
     tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])

@@ -1,7 +1,7 @@
 """segfast ops. Each checks its inputs, picks a backend per call (compiled CPU/CUDA, Triton or
 the plain-PyTorch reference; SEGFAST_BACKEND forces one) and runs it."""
 
-from segfast.ops.attention import masked_attention
+from segfast.ops.attention import attend_mask_from_blocked, attend_mask_from_logits, masked_attention
 from segfast.ops.ohem import ohem_cross_entropy
 from segfast.ops.overlap import mask_area, mask_intersection, mask_iop, mask_iou, mask_nms
 from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks
@@ -10,4 +10,5 @@ from segfast.ops.rasterize import rasterize_polygons
 
 __all__ = ["rasterize_polygons", "pack_masks", "unpack_masks", "packed_row_bytes", "mask_intersection",
            "mask_area", "mask_iou", "mask_iop", "mask_nms", "mask_pool", "mask_grid_weights",
-           "ohem_cross_entropy", "masked_attention"]
+           "ohem_cross_entropy", "masked_attention",
+           "attend_mask_from_blocked", "attend_mask_from_logits"]

@@ -105,7 +105,9 @@ def _meta(q):
     d = q.shape[-1]
     block = 64 if d <= 64 else 32
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    return dict(DOT_PRECISION=precision, BLOCK_M=64, BLOCK_N=block, BLOCK_D=d)
+    # the Triton interpreter computes bf16 dot products wrongly; interpret them in fp32
+    upcast = q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+    return dict(DOT_PRECISION=precision, UPCAST_DOT=upcast, BLOCK_M=64, BLOCK_N=block, BLOCK_D=d)
 
 
 @torch.library.custom_op("segfast::masked_attention_fwd", mutates_args=())
