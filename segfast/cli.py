@@ -45,7 +45,7 @@ def demo(args) -> int:
     return 0
 
 
-BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem")
+BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem", "attention")
 
 
 def _bench_module(name="rasterize"):
