@@ -23,7 +23,7 @@ status=0
   echo "== CPU tests"
   "$python" -m pytest -m "not gpu" -q -W ignore::DeprecationWarning tests || status=1
   echo "== benchmarks"
-  "$python" -m benchmarks.bench_rasterize --device cuda --out "$results" || status=1
+  "$python" -m benchmarks.bench_rasterize --device cuda --quick --out "$results" || status=1
   "$python" -m benchmarks.bench_overlap --device cuda --quick --out "$results" || status=1
   "$python" -m benchmarks.bench_pooling --device cuda --quick --out "$results" || status=1
   "$python" -m benchmarks.bench_ohem --device cuda --quick --out "$results" || status=1
