@@ -113,7 +113,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=["segfast", "segfast.ops", "segfast.nn", "segfast.kernels"],
+    packages=["segfast", "segfast.ops", "segfast.nn", "segfast.kernels", "segfast.train", "segfast.models", "segfast.data"],
     package_dir={"segfast.kernels": "kernels"},
     ext_modules=[CMakeExtension("segfast._C")],
     cmdclass={"build_ext": CMakeBuild},

@@ -64,6 +64,23 @@ def bench(args) -> int:
     return 0
 
 
+def train_command(args) -> int:
+    from segfast.train import load_config, train
+
+    overrides = list(args.overrides) + (["run.resume=true"] if args.resume else [])
+    result = train(load_config(args.config, overrides))
+    if not result["losses"]:
+        print("segfast: nothing to do (already at run.total_steps)")
+    return 0
+
+
+def export_command(args) -> int:
+    from segfast.train.export import export
+
+    print(f"exported to {export(args.checkpoint, args.out)}")
+    return 0
+
+
 def doctor(args) -> int:
     import segfast
 
@@ -90,10 +107,25 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
     p.add_argument("--quick", action="store_true")
     p.set_defaults(func=bench)
+    p = sub.add_parser("train", help="train from a YAML config (also under torchrun)")
+    p.add_argument("--config", help="YAML file; omitted = the built-in default (toy LLM on synthetic tokens)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.output_dir")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.total_steps=200")
+    p.set_defaults(func=train_command)
+    p = sub.add_parser("export", help="merge LoRA and save a plain transformers model directory")
+    p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=export_command)
     p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
     p.set_defaults(func=doctor)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from segfast.train.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"segfast: config error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+"""Datasets, collate and loaders. DATASETS maps config names to constructors
+(options: dict, split: str, seed: int) -> Dataset."""
+
+from segfast.data.collate import collate
+from segfast.data.mixture import MixtureDataset
+
+
+def _toy_tokens(options, split, seed):
+    from segfast.data.toy import ToyTokens
+
+    return ToyTokens(seed=seed, split=split, **options)
+
+
+DATASETS = {"toy-tokens": _toy_tokens}
+
+__all__ = ["DATASETS", "MixtureDataset", "collate"]

@@ -1,0 +1,11 @@
+"""The trainable systems and their shared parts. MODELS maps config names to constructors
+(cfg: ModelConfig, device) -> nn.Module implementing segfast.models.protocol.SegModel."""
+
+
+def _toy(cfg, device=None):
+    from segfast.models.toy import ToyLLM
+
+    return ToyLLM(cfg, device)
+
+
+MODELS = {"toy-llm": _toy}

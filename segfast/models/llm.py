@@ -1,0 +1,93 @@
+"""Loading the language model: any transformers causal LM (or LLaVA-style image-text model) from
+a local directory, special tokens checked to be single ids, embeddings resized, peft LoRA
+applied, and the attention implementation chosen (and logged) from what this machine has."""
+
+import importlib.util
+import logging
+
+import torch
+
+from segfast.train.config import ConfigError, LoraConfig, ModelConfig
+
+log = logging.getLogger("segfast")
+
+
+def choose_attention(requested: str = "auto", device: torch.device | None = None) -> tuple[str, str]:
+    """(implementation, why): flash_attention_2 when flash_attn imports and the GPU is Ampere or
+    newer, else PyTorch SDPA (whose flash backend serves masks-free attention), else eager."""
+    flash_ok, why_not = True, ""
+    if importlib.util.find_spec("flash_attn") is None:
+        flash_ok, why_not = False, "flash_attn is not installed"
+    elif device is None or device.type != "cuda":
+        flash_ok, why_not = False, "no CUDA device"
+    elif torch.cuda.get_device_capability(device)[0] < 8:
+        flash_ok, why_not = False, "GPU older than Ampere"
+    if requested == "flash_attention_2" and not flash_ok:
+        raise ConfigError(f"model.attention=flash_attention_2 but {why_not}")
+    if requested != "auto":
+        return requested, "requested in the config"
+    if flash_ok:
+        return "flash_attention_2", "flash_attn imports and the GPU supports it"
+    if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        return "sdpa", f"PyTorch SDPA ({why_not})"
+    return "eager", "no fused attention available"
+
+
+def verify_single_ids(tokenizer, tokens) -> list[int]:
+    """Each token must encode to exactly one id (LISA's [SEG] split into two is the classic bug)."""
+    ids = []
+    for token in tokens:
+        encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
+        expected = tokenizer.convert_tokens_to_ids(token)
+        if len(encoded) != 1 or encoded[0] != expected:
+            raise ValueError(f"special token {token!r} encodes to {encoded}, not to one id; add it with "
+                             "tokenizer.add_tokens([...], special_tokens=True) before training")
+        ids.append(encoded[0])
+    return ids
+
+
+def add_special_tokens(tokenizer, tokens) -> list[int]:
+    """Adds `tokens` as special tokens (never split) and returns their ids, verified."""
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    return verify_single_ids(tokenizer, tokens)
+
+
+def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    modules_to_save = ["embed_tokens", "lm_head"] if train_embeddings else None
+    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                              target_modules=list(cfg.target_modules), modules_to_save=modules_to_save,
+                              task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_cfg)
+
+
+def load_llm(cfg: ModelConfig, device: torch.device | None = None):
+    """(model, tokenizer, special token ids) from cfg.path: tokens added and checked, embeddings
+    resized, LoRA applied when cfg.lora.enabled (embeddings and lm_head then train fully when
+    new tokens were added, as LISA does)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not cfg.path:
+        raise ConfigError("model.path must name a local model directory")
+    attention, why = choose_attention(cfg.attention, device)
+    log.info("segfast: attention implementation %s (%s)", attention, why)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.path)
+    before = len(tokenizer)
+    token_ids = add_special_tokens(tokenizer, cfg.special_tokens)
+    hf_config = AutoConfig.from_pretrained(cfg.path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, attn_implementation=attention)
+    except ValueError:  # LLaVA-style checkpoints register as image-text-to-text models
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(cfg.path, attn_implementation=attention)
+    if len(tokenizer) != before or model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora, train_embeddings=len(tokenizer) != before)
+    log.info("segfast: loaded %s (%s) from %s", type(model).__name__, hf_config.model_type, cfg.path)
+    return model, tokenizer, token_ids

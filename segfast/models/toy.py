@@ -1,0 +1,47 @@
+"""toy-llm: a small causal LM trained on token sequences, the engine's built-in default.
+
+With model.path it loads that directory through segfast.models.llm (the real loading path);
+without, it builds a random-init Llama from model.options (no downloads)."""
+
+import torch
+from torch import nn
+
+from segfast.models.llm import apply_lora, load_llm
+from segfast.train.config import ModelConfig
+
+TINY_LLAMA = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4, max_position_embeddings=128)
+
+
+class ToyLLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, device=None):
+        super().__init__()
+        if cfg.path:
+            self.lm, self.tokenizer, self.token_ids = load_llm(cfg, device)
+        else:
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            lm = LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **cfg.options}))
+            self.lm = apply_lora(lm, cfg.lora) if cfg.lora.enabled else lm
+            self.tokenizer, self.token_ids = None, []
+
+    @property
+    def peft_model(self):
+        from peft import PeftModel
+
+        return self.lm if isinstance(self.lm, PeftModel) else None
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return {"loss_text": out.loss}
+
+    def transformer_blocks(self) -> list:
+        base = self.lm.get_base_model() if self.peft_model is not None else self.lm
+        return list(base.model.layers)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @staticmethod
+    def count_tokens(batch: dict) -> int:
+        return int(batch["attention_mask"].sum())

@@ -1,0 +1,183 @@
+"""Training configuration: typed dataclasses, loaded from YAML with dotted overrides.
+
+    cfg = load_config("run.yaml", ["optim.lr=1e-4", "run.total_steps=200"])
+
+Unknown keys are errors that name the key (and suggest the closest known one); values are
+converted to the field's type, so "run.total_steps=200" is an int.
+"""
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key it concerns."""
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 8                      # LISA's defaults
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class ModelConfig:
+    name: str = "toy-llm"           # a key of segfast.models.MODELS
+    path: str = ""                  # local model directory ("" = random init from `options`)
+    special_tokens: list = field(default_factory=list)
+    attention: str = "auto"         # auto | flash_attention_2 | sdpa | eager
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    options: dict = field(default_factory=dict)   # model-specific settings
+
+
+@dataclass
+class DataConfig:
+    name: str = "toy-tokens"        # a key of segfast.data.DATASETS
+    num_workers: int = 0
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.95)
+    warmup_steps: int = 10
+    schedule: str = "cosine"        # cosine | linear | constant
+    min_lr_ratio: float = 0.0
+    clip_grad: float = 1.0          # 0 disables
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/toy"
+    total_steps: int = 100
+    global_batch_size: int = 8      # samples per optimizer step, over all processes
+    micro_batch_size: int = 4       # samples per forward pass on one device
+    strategy: str = "auto"          # auto | none | ddp | fsdp
+    precision: str = "auto"         # auto | bf16 | fp16 | fp32
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 50
+    keep_last: int = 2
+    eval_every: int = 0             # 0 disables
+    eval_batches: int = 4
+    tensorboard: bool = False
+    resume: bool = False            # continue from the newest checkpoint in output_dir
+    stop_after: int = 0             # stop (as if killed) after this many steps of this process; 0 = never
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _convert(value, kind, key):
+    origin = typing.get_origin(kind) or kind
+    try:
+        if kind is bool or origin is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if origin in (int, float, str):
+            if origin is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return origin(value)
+        if origin in (list, tuple):
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            return origin(value)
+        if origin is dict:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {getattr(origin, '__name__', origin)}, got {value!r}") from None
+    return value
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {dotted!r}{hint}; known: {', '.join(prefix + k for k in fields)}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value or {}, dotted + ".")
+        else:
+            kwargs[key] = _convert(value, kind, dotted)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value):
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list | tuple = (), base: dict | None = None) -> TrainConfig:
+    """TrainConfig from a YAML file (or `base` dict) plus "a.b.c=value" overrides."""
+    tree = dict(base or {})
+    if path is not None:
+        text = Path(path).read_text()
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(value) if value.strip() else "")
+    cfg = _build(TrainConfig, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    run = cfg.run
+    for key in ("total_steps", "global_batch_size", "micro_batch_size"):
+        if getattr(run, key) < 1:
+            raise ConfigError(f"run.{key} must be >= 1, got {getattr(run, key)}")
+    if run.strategy not in ("auto", "none", "ddp", "fsdp"):
+        raise ConfigError(f"run.strategy must be auto, none, ddp or fsdp, got {run.strategy!r}")
+    if run.precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"run.precision must be auto, bf16, fp16 or fp32, got {run.precision!r}")
+    if cfg.optim.schedule not in ("cosine", "linear", "constant"):
+        raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {cfg.optim.schedule!r}")
+    if cfg.model.attention not in ("auto", "flash_attention_2", "sdpa", "eager"):
+        raise ConfigError(f"model.attention must be auto, flash_attention_2, sdpa or eager, got {cfg.model.attention!r}")
+    if run.keep_last < 1:
+        raise ConfigError(f"run.keep_last must be >= 1, got {run.keep_last}")

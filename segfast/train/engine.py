@@ -1,0 +1,258 @@
+"""The training loop behind segfast.train: one process on a CPU or many under torchrun.
+
+Optimisation is defined by the config alone: global batch and total steps are explicit, and
+each process derives its micro-batches per step (accumulation) from the world size, so one
+config trains the same way on 1 or 8 devices.
+"""
+
+import contextlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from segfast.data import DATASETS
+from segfast.data.loader import make_loader
+from segfast.models import MODELS
+from segfast.train import checkpoint, memory
+from segfast.train.config import ConfigError, TrainConfig
+from segfast.train.distributed import DistEnv, accumulation_steps, init_distributed, mean_across, shutdown
+from segfast.train.precision import autocast, choose_precision, grad_scaler
+from segfast.train.schedule import build_optimizer
+
+log = logging.getLogger("segfast")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Raised when a step's loss is NaN or Inf; a checkpoint of the state before it is saved."""
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _wrap(model, cfg: TrainConfig, env: DistEnv):
+    strategy = cfg.run.strategy
+    if strategy == "auto":
+        strategy = "ddp" if env.distributed else "none"
+    if strategy == "none":
+        if env.distributed:
+            raise ConfigError("run.strategy=none with several processes: use ddp or fsdp")
+        return model, strategy
+    if strategy == "ddp":
+        if not env.distributed:
+            return model, "none"
+        ids = [env.local_rank] if env.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids), strategy
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(env.device.type, (env.world_size,))
+    blocks = model.transformer_blocks() if hasattr(model, "transformer_blocks") else []
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model, strategy
+
+
+class _Batches:
+    """Endless micro-batches across epochs, remembering (epoch, batch) for exact resumption."""
+
+    def __init__(self, dataset, cfg: TrainConfig, env: DistEnv, epoch: int = 0, batch: int = 0):
+        self.dataset, self.cfg, self.env = dataset, cfg, env
+        self.epoch, self.batch = epoch, batch
+        self._iter = self._open()
+
+    def _open(self):
+        return iter(make_loader(self.dataset, self.cfg.run.micro_batch_size, self.env.rank, self.env.world_size,
+                                self.cfg.run.seed, self.epoch, self.batch, self.cfg.data.num_workers))
+
+    def next(self) -> dict:
+        try:
+            item = next(self._iter)
+        except StopIteration:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._iter = self._open()
+            item = next(self._iter)
+        self.batch += 1
+        return item
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class _Logger:
+    """Progress bar (rank 0), JSONL metrics, optional TensorBoard."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, start: int):
+        self.env, self.jsonl, self.bar, self.tb = env, None, None, None
+        if not env.is_main:
+            return
+        out = Path(cfg.run.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(out / "metrics.jsonl", "a")
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=cfg.run.total_steps, initial=start, desc="train", dynamic_ncols=True)
+        if cfg.run.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                log.warning("segfast: run.tensorboard=true but tensorboard is not installed; logging JSONL only")
+
+    def log(self, record: dict) -> None:
+        if not self.env.is_main:
+            return
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def advance(self, show: dict) -> None:
+        if self.env.is_main:
+            self.bar.set_postfix(show, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.env.is_main:
+            self.bar.close()
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def run(cfg: TrainConfig) -> dict:
+    env = init_distributed()
+    try:
+        return _run(cfg, env)
+    finally:
+        shutdown(env)
+
+
+def _run(cfg: TrainConfig, env: DistEnv) -> dict:
+    run_cfg = cfg.run
+    accum = accumulation_steps(run_cfg.global_batch_size, run_cfg.micro_batch_size, env.world_size)
+    precision = choose_precision(run_cfg.precision, env.device)
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"model.name {cfg.model.name!r} is not one of {', '.join(MODELS)}")
+    if cfg.data.name not in DATASETS:
+        raise ConfigError(f"data.name {cfg.data.name!r} is not one of {', '.join(DATASETS)}")
+    _seed_everything(run_cfg.seed)  # identical initial weights on every rank
+    inner = MODELS[cfg.model.name](cfg.model, env.device).to(env.device)
+    if run_cfg.gradient_checkpointing and hasattr(inner, "enable_gradient_checkpointing"):
+        inner.enable_gradient_checkpointing()
+    model, strategy = _wrap(inner, cfg, env)
+    optimizer, scheduler = build_optimizer(model.parameters(), cfg.optim, run_cfg.total_steps)
+    scaler = grad_scaler(precision, env.device)
+    train_data = DATASETS[cfg.data.name](cfg.data.options, "train", run_cfg.seed)
+    eval_data = DATASETS[cfg.data.name](cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
+    step, epoch, batch_in_epoch = 0, 0, 0
+    latest = checkpoint.latest_checkpoint(run_cfg.output_dir) if run_cfg.resume else None
+    if latest is not None:
+        state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env)
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        if env.is_main:
+            log.info("segfast: resumed from %s at step %d", latest, step)
+    else:
+        _seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
+    batches = _Batches(train_data, cfg, env, epoch, batch_in_epoch)
+    if env.is_main:
+        seq = int(cfg.data.options.get("seq_len", 512))
+        est = memory.estimate(inner, run_cfg.micro_batch_size, seq, run_cfg.gradient_checkpointing, precision,
+                              env.world_size, strategy == "fsdp")
+        print(f"segfast: {env.world_size} process(es) on {env.device.type}, strategy {strategy}, precision "
+              f"{precision}, {accum} micro-batch(es) of {run_cfg.micro_batch_size} per step; memory estimate: "
+              f"{memory.describe(est)}", flush=True)
+    logger = _Logger(cfg, env, step)
+    config_dict = cfg.to_dict()
+    losses, steps_this_run = [], 0
+
+    def save(name):
+        return checkpoint.save_checkpoint(name, model, inner, optimizer, scheduler,
+                                          {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch},
+                                          config_dict, env, run_cfg.output_dir, run_cfg.keep_last)
+
+    try:
+        while step < run_cfg.total_steps:
+            started = time.perf_counter()
+            totals, tokens, samples = {}, 0, 0
+            for micro in range(accum):
+                batch = _to(batches.next(), env.device)
+                sync = micro == accum - 1 or strategy != "ddp"
+                context = model.no_sync() if not sync else contextlib.nullcontext()
+                with context:
+                    with autocast(precision, env.device):
+                        named = model(batch)
+                    loss = sum(named.values())
+                    scaler.scale(loss / accum).backward()
+                for k, v in named.items():
+                    totals[k] = totals.get(k, 0.0) + v.detach().float() / accum
+                tokens += inner.count_tokens(batch) if hasattr(inner, "count_tokens") else 0
+                samples += run_cfg.micro_batch_size
+            total = mean_across(sum(totals.values()), env)
+            if not torch.isfinite(total):
+                path = save(f"step-{step:06d}-nonfinite")
+                raise NonFiniteLoss(f"loss is {total.item()} at step {step + 1}; the state before this step is saved "
+                                    f"in {path}. Lower optim.lr, check the data, or use run.precision=fp32.")
+            if cfg.optim.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            steps_this_run += 1
+            elapsed = time.perf_counter() - started
+            record = {"step": step, "loss": total.item(), "lr": lr,
+                      "samples_per_s": samples * env.world_size / elapsed,
+                      "tokens_per_s": tokens * env.world_size / elapsed,
+                      **{k: mean_across(v, env).item() for k, v in totals.items()}}
+            losses.append(record["loss"])
+            logger.advance({"loss": f"{record['loss']:.4f}", "lr": f"{lr:.2e}",
+                            "samples/s": f"{record['samples_per_s']:.1f}", "tokens/s": f"{record['tokens_per_s']:.0f}"})
+            if step % run_cfg.log_every == 0 or step == run_cfg.total_steps:
+                logger.log(record)
+            if eval_data is not None and step % run_cfg.eval_every == 0:
+                logger.log({"step": step, **evaluate(model, eval_data, cfg, env, precision)})
+            if step % run_cfg.save_every == 0 or step == run_cfg.total_steps:
+                save(f"step-{step:06d}")
+            if run_cfg.stop_after and steps_this_run >= run_cfg.stop_after and step < run_cfg.total_steps:
+                break
+    finally:
+        logger.close()
+    return {"step": step, "losses": losses, "strategy": strategy, "precision": precision,
+            "accumulation_steps": accum}
+
+
+@torch.no_grad()
+def evaluate(model, dataset, cfg: TrainConfig, env: DistEnv, precision: str) -> dict:
+    """Mean of each named loss over run.eval_batches micro-batches of the eval split."""
+    was_training = model.training
+    model.eval()
+    loader = iter(make_loader(dataset, cfg.run.micro_batch_size, env.rank, env.world_size, cfg.run.seed, 0))
+    totals, count = {}, 0
+    for _ in range(cfg.run.eval_batches):
+        batch = next(loader, None)
+        if batch is None:
+            break
+        with autocast(precision, env.device):
+            named = model(_to(batch, env.device))
+        for k, v in named.items():
+            totals[k] = totals.get(k, 0.0) + v.float()
+        count += 1
+    model.train(was_training)
+    return {f"eval/{k}": mean_across(v / max(count, 1), env).item() for k, v in totals.items()}
