@@ -36,7 +36,11 @@ def choose_attention(requested: str = "auto", device: torch.device | None = None
 def verify_single_ids(tokenizer, tokens) -> list[int]:
     """Each token must encode to exactly one id (LISA's [SEG] split into two is the classic bug)."""
     ids = []
+    vocab = tokenizer.get_vocab()
     for token in tokens:
+        if token not in vocab:
+            raise ValueError(f"special token {token!r} is not in the tokenizer's vocabulary; add it with "
+                             "tokenizer.add_tokens([...], special_tokens=True)")
         encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
         expected = tokenizer.convert_tokens_to_ids(token)
         if len(encoded) != 1 or encoded[0] != expected:
@@ -48,9 +52,15 @@ def verify_single_ids(tokenizer, tokens) -> list[int]:
 
 def add_special_tokens(tokenizer, tokens) -> list[int]:
     """Adds `tokens` as special tokens (never split) and returns their ids, verified."""
-    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_tokens(missing, special_tokens=True)
+    def single(token):
+        ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+        return token in tokenizer.get_vocab() and ids == [tokenizer.convert_tokens_to_ids(token)]
+
+    # tokens already in the vocabulary but split by pre-tokenization are re-registered as added
+    # tokens, which keeps their ids and makes them atomic
+    todo = [t for t in tokens if not single(t)]
+    if todo:
+        tokenizer.add_tokens(todo, special_tokens=True)
     return verify_single_ids(tokenizer, tokens)
 
 

@@ -74,7 +74,7 @@ def save_checkpoint(name: str, model, inner, optimizer, scheduler, state: dict, 
     torch.save(_rng_state(), tmp / f"rng-{env.rank}.pt")
     if env.is_main:
         trainable = _trainable_names(inner)
-        weights = {k: v.contiguous() for k, v in model_sd.items() if k in trainable}
+        weights = {k: v.detach().clone() for k, v in model_sd.items() if k in trainable}  # no shared storage
         save_file(weights, str(tmp / "trainable.safetensors"))
         peft_model = getattr(inner, "peft_model", None)
         if peft_model is not None:
@@ -101,7 +101,7 @@ def _save_adapter(peft_model, inner, full_sd: dict, directory: Path) -> None:
     sub = {k[len(prefix):]: v for k, v in full_sd.items() if k.startswith(prefix)}
     adapter = get_peft_model_state_dict(peft_model, state_dict=sub)
     directory.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in adapter.items()}, str(directory / "adapter_model.safetensors"))
+    save_file({k: v.detach().clone() for k, v in adapter.items()}, str(directory / "adapter_model.safetensors"))
     peft_model.peft_config["default"].save_pretrained(str(directory))
 
 
