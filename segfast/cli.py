@@ -82,14 +82,45 @@ def export_command(args) -> int:
 
 
 def doctor(args) -> int:
-    import segfast
+    """Versions, what segfast can use here, and why not where it cannot."""
+    import importlib.metadata
+    import shutil
+    import subprocess
 
-    print(f"segfast {segfast.__version__}, torch {torch.__version__} (CUDA {torch.version.cuda})")
-    print(f"extension: {segfast.build_info()}")
-    print(f"CUDA device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    import segfast
+    from segfast.models.llm import choose_attention
+
+    def version(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    nvcc = shutil.which("nvcc")
+    nvcc_version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1] \
+        if nvcc else "not found"
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda") if cuda else torch.device("cpu")
+    print(f"segfast {segfast.__version__}; torch {torch.__version__} (CUDA {torch.version.cuda}); nvcc: {nvcc_version}")
+    for dist in ("triton", "flash-attn", "transformers", "peft", "segment-anything", "pycocotools"):
+        print(f"  {dist}: {version(dist)}")
+    print(f"CUDA device: {torch.cuda.get_device_name() if cuda else 'none'}")
+    print(f"bf16: {'supported' if cuda and torch.cuda.is_bf16_supported() else 'no (CPU runs train in fp32)'}")
+    impl, why = choose_attention("auto", device)
+    print(f"LLM attention: {impl} ({why})")
+    info = segfast.build_info()
+    print(f"extension: {info}")
+    from segfast._extension import missing_reason
+
+    for device_type in ("cpu", "cuda"):
+        reason = missing_reason(torch.device(device_type))
+        if reason is None and device_type == "cuda" and not cuda:
+            reason = "built, but there is no CUDA device"
+        print(f"  compiled {device_type} kernels: {'available' if reason is None else reason}")
     import segfast.kernels
 
-    print(f"triton: {'available' if segfast.kernels.available() else 'not installed'}")
+    triton_ok = segfast.kernels.available()
+    print(f"  triton kernels: {'available' if triton_ok and cuda else 'triton not installed' if not triton_ok else 'need a GPU (or TRITON_INTERPRET=1)'}")
     return 0
 
 
