@@ -41,11 +41,19 @@ def demo(args) -> int:
     path = viz.save_png(Path(args.out) / "rasterize_demo.png", picture)
     print(f"wrote {path}: center rule | coco rule | difference "
           f"(blue: center only {int((center & ~coco).sum())} px, red: coco only {int((coco & ~center).sum())} px)")
+    from segfast.train import load_config, train
+
+    print("\ntraining the built-in toy LLM (LoRA) on synthetic tokens: segfast train run.total_steps=60")
+    result = train(load_config(overrides=["run.total_steps=60", f"run.output_dir={Path(args.out) / 'toy-run'}",
+                                          "optim.lr=2e-2", "run.save_every=60"]))
+    losses = result["losses"]
+    print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; checkpoint in "
+          f"{Path(args.out) / 'toy-run' / 'checkpoints'}\n")
     _bench_module().main(["--quick", "--repeats", "3", "--device", args.device, "--out", str(args.out)])
     return 0
 
 
-BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem", "attention")
+BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem", "attention", "train")
 
 
 def _bench_module(name="rasterize"):
