@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pytest -m "not gpu" -q -W ignore::DeprecationWarning "$@" tests
+.venv/bin/python -m pytest -m "not gpu" -q -W ignore::DeprecationWarning -W ignore::FutureWarning "$@" tests
