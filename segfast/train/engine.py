@@ -227,7 +227,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
             if step % run_cfg.log_every == 0 or step == run_cfg.total_steps:
                 logger.log(record)
             if eval_data is not None and step % run_cfg.eval_every == 0:
-                logger.log({"step": step, **evaluate(model, eval_data, cfg, env, precision)})
+                logger.log({"step": step, **evaluate(model, inner, eval_data, cfg, env, precision)})
             if step % run_cfg.save_every == 0 or step == run_cfg.total_steps:
                 save(f"step-{step:06d}")
             if run_cfg.stop_after and steps_this_run >= run_cfg.stop_after and step < run_cfg.total_steps:
@@ -239,20 +239,31 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, dataset, cfg: TrainConfig, env: DistEnv, precision: str) -> dict:
-    """Mean of each named loss over run.eval_batches micro-batches of the eval split."""
+def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: str) -> dict:
+    """Mean of each named loss over run.eval_batches micro-batches of the eval split, plus the
+    segfast.metrics meters a model with an `evaluate(batch, meters)` hook updates (gIoU, cIoU),
+    merged over processes."""
+    from segfast.metrics import IoUMeter
+
     was_training = model.training
     model.eval()
     loader = iter(make_loader(dataset, cfg.run.micro_batch_size, env.rank, env.world_size, cfg.run.seed, 0))
-    totals, count = {}, 0
+    totals, count, meters = {}, 0, {"iou": IoUMeter()}
     for _ in range(cfg.run.eval_batches):
         batch = next(loader, None)
         if batch is None:
             break
+        batch = _to(batch, env.device)
         with autocast(precision, env.device):
-            named = model(_to(batch, env.device))
+            named = model(batch)
+            if hasattr(inner, "evaluate"):
+                inner.evaluate(batch, meters)
         for k, v in named.items():
             totals[k] = totals.get(k, 0.0) + v.float()
         count += 1
     model.train(was_training)
-    return {f"eval/{k}": mean_across(v / max(count, 1), env).item() for k, v in totals.items()}
+    out = {f"eval/{k}": mean_across(v / max(count, 1), env).item() for k, v in totals.items()}
+    for name, meter in meters.items():
+        if int(meter.state[:, 3].sum()):
+            out.update({f"eval/{name}/{k}": v for k, v in meter.sync().compute().items()})
+    return out

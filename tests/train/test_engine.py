@@ -176,3 +176,38 @@ def test_mixture_rates_and_collate():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["mask"].shape == (2, 2, 2)
+
+
+def test_evaluation_checkpointing_and_metrics_hook(tmp_path):
+    class Segmenting(torch.nn.Module):
+        """A toy model with an evaluate hook that feeds segfast.metrics."""
+
+        def __init__(self, cfg, device=None):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, batch):
+            return {"loss": (self.w - 1.0) ** 2 + 0 * batch["input_ids"].float().mean()}
+
+        def evaluate(self, batch, meters):
+            pred = torch.zeros(len(batch["input_ids"]), 4, 4, dtype=torch.bool)
+            pred[:, :2] = True
+            gt = torch.ones_like(pred)
+            meters["iou"].update(pred, gt)
+
+    MODELS["segmenting"] = Segmenting
+    try:
+        cfg = base_config(tmp_path / "run", total_steps=4, eval_every=2, eval_batches=2, gradient_checkpointing=True)
+        cfg["model"] = {"name": "segmenting"}
+        segfast.train(cfg)
+    finally:
+        del MODELS["segmenting"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert evals[0]["eval/iou/cIoU"] == 0.5 and evals[0]["eval/iou/samples"] == 4
+
+
+def test_toy_llm_with_gradient_checkpointing_trains(tmp_path):
+    result = segfast.train(base_config(tmp_path / "ckpt", total_steps=3, gradient_checkpointing=True))
+    assert len(result["losses"]) == 3 and all(loss == loss for loss in result["losses"])
