@@ -82,7 +82,9 @@ def test_low_precision_within_twice_pytorch(gen, dtype):
     ours_args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
     ours = masked_attention(*ours_args, mask.to(DEVICE))
     ours_grads = torch.autograd.grad(ours, ours_args, go.to(dtype).to(DEVICE))
-    err = lambda a, b: (a.cpu().double() - b).abs().max()  # noqa: E731
+    # relative Frobenius error: the max over a few elements is dominated by single roundings
+    # and swings 2x between seeds, the norm is stable (ours/PyTorch's measured 1.4-1.8)
+    err = lambda a, b: (a.cpu().double() - b).norm() / b.norm()  # noqa: E731
     assert err(ours, exact) <= 2 * err(plain, exact)
     for og, pg, eg in zip(ours_grads, plain_grads, exact_grads):
         assert err(og, eg) <= 2 * err(pg, eg)
