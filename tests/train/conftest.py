@@ -11,7 +11,7 @@ def write_tiny_llm(directory, vocab_words=60):
     vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
     for i in range(vocab_words):
         vocab[f"w{i}"] = len(vocab)
-    for piece in ("[", "]", "SEG", "[SEG]"):  # "[SEG]" is in the vocabulary, yet text splits it
+    for piece in ("[", "]", "SEG", "[SEG]", "(", ")", ","):  # "[SEG]" is in the vocabulary, yet text splits it
         vocab[piece] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
