@@ -31,6 +31,15 @@ def _allowed(mask_ptr, row_stride, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY: 
 
 
 @triton.jit
+def _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """Backward tile: probabilities recomputed from the saved logsumexp, and dS = P * (dP - delta)."""
+    s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
+    p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
+    dp = _dot(do, tl.trans(v), DOT_PRECISION, UPCAST_DOT)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
                              sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
                              smb, smh, smm, seb, seh, H, Lq, Lk, scale,
@@ -97,11 +106,8 @@ def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV,
             do = tl.load(DO + q_off, mask=row_ok[:, None], other=0.0)
             lse = tl.load(Lse + pid_bh * Lq + offs_m, mask=row_ok, other=float("inf"))
             delta = tl.load(Delta + pid_bh * Lq + offs_m, mask=row_ok, other=0.0)
-            s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
-            p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
+            p, ds = _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION, UPCAST_DOT)
             dv += _dot(tl.trans(p.to(do.dtype)), do, DOT_PRECISION, UPCAST_DOT)
-            dp = _dot(do, tl.trans(v), DOT_PRECISION, UPCAST_DOT)
-            ds = p * (dp - delta[:, None])
             dk += _dot(tl.trans(ds.to(q.dtype)), q, DOT_PRECISION, UPCAST_DOT)
     kv_off = b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :]
     tl.store(DK + kv_off, (dk * scale).to(DK.dtype.element_ty), mask=key_ok)
@@ -135,9 +141,6 @@ def attention_backward_q_kernel(Q, K, V, M, E, DO, Lse, Delta, DQ,
             key_ok = (offs_n < Lk)[:, None]
             k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=key_ok, other=0.0)
             v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=key_ok, other=0.0)
-            s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
-            p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
-            dp = _dot(do, tl.trans(v), DOT_PRECISION, UPCAST_DOT)
-            ds = p * (dp - delta[:, None])
+            _, ds = _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION, UPCAST_DOT)
             dq += _dot(ds.to(k.dtype), k, DOT_PRECISION, UPCAST_DOT)
     tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])

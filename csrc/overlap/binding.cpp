@@ -7,7 +7,7 @@
 #include "overlap/overlap.h"
 
 #if defined(SEGFAST_WITH_CUDA)
-#include <c10/cuda/CUDAException.h>
+#include "common/cuda_check.h"
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -54,9 +54,8 @@ at::Tensor intersections_cuda(const at::Tensor& a, const at::Tensor& b, bool mat
   at::Tensor out;
   OverlapParams p = make_params(a, b, matched, out);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const int err = matched ? overlap_matched_cuda_launch(p, stream) : overlap_pairwise_cuda_launch(p, stream);
-  TORCH_CHECK(err >= 0, "segfast::mask_intersections (cuda): inputs too large for the kernel");
-  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  check_launch(matched ? overlap_matched_cuda_launch(p, stream) : overlap_pairwise_cuda_launch(p, stream),
+               "segfast::mask_intersections");
   return out;
 }
 #endif

@@ -6,7 +6,7 @@
 #include "packing/packing.h"
 
 #if defined(SEGFAST_WITH_CUDA)
-#include <c10/cuda/CUDAException.h>
+#include "common/cuda_check.h"
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -64,8 +64,8 @@ at::Tensor pack_cuda(const at::Tensor& masks) {
   c10::cuda::CUDAGuard guard(masks.device());
   const int64_t width = masks.size(-1);
   at::Tensor packed = at::empty(with_last(masks, 8 * ((width + 63) / 64)), masks.options().dtype(at::kByte));
-  C10_CUDA_CHECK(static_cast<cudaError_t>(
-      pack_cuda_launch(pack_params(masks, packed, width), c10::cuda::getCurrentCUDAStream().stream())));
+  check_launch(pack_cuda_launch(pack_params(masks, packed, width), c10::cuda::getCurrentCUDAStream().stream()),
+               "segfast::pack_masks");
   return packed;
 }
 
@@ -73,8 +73,8 @@ at::Tensor unpack_cuda(const at::Tensor& packed, int64_t width) {
   check_unpack(packed, width);
   c10::cuda::CUDAGuard guard(packed.device());
   at::Tensor masks = at::empty(with_last(packed, width), packed.options().dtype(at::kBool));
-  C10_CUDA_CHECK(static_cast<cudaError_t>(
-      unpack_cuda_launch(pack_params(masks, packed, width), c10::cuda::getCurrentCUDAStream().stream())));
+  check_launch(unpack_cuda_launch(pack_params(masks, packed, width), c10::cuda::getCurrentCUDAStream().stream()),
+               "segfast::unpack_masks");
   return masks;
 }
 #endif

@@ -7,7 +7,7 @@
 #include "pooling/grid_weights.h"
 
 #if defined(SEGFAST_WITH_CUDA)
-#include <c10/cuda/CUDAException.h>
+#include "common/cuda_check.h"
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -66,9 +66,7 @@ at::Tensor grid_weights_cuda_op(const at::Tensor& masks, int64_t width, const at
   c10::cuda::CUDAGuard guard(masks.device());
   at::Tensor out;
   GridWeightsParams p = make_params(masks, width, row_start, row_weights, col_start, col_weights, col_uniform, out);
-  const int err = grid_weights_cuda_launch(p, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err >= 0, "segfast::mask_grid_weights (cuda): band tables too large for shared memory");
-  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  check_launch(grid_weights_cuda_launch(p, c10::cuda::getCurrentCUDAStream().stream()), "segfast::mask_grid_weights");
   return out;
 }
 #endif

@@ -8,7 +8,7 @@
 #include "rasterize/rasterize.h"
 
 #if defined(SEGFAST_WITH_CUDA)
-#include <c10/cuda/CUDAException.h>
+#include "common/cuda_check.h"
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -83,9 +83,7 @@ at::Tensor rasterize_cuda(const at::Tensor& vertices, const at::Tensor& lengths,
   at::Tensor out = empty_output(p, vertices.options());
   if (out.numel() == 0) return out;
   p.out = out.data_ptr();
-  const int err = rasterize_cuda_launch(p, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err >= 0, "segfast::rasterize_polygons (cuda): launch does not fit (too many masks or too wide)");
-  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  check_launch(rasterize_cuda_launch(p, c10::cuda::getCurrentCUDAStream().stream()), "segfast::rasterize_polygons");
   return out;
 }
 #endif
