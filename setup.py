@@ -113,7 +113,8 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=["segfast", "segfast.ops", "segfast.nn", "segfast.kernels", "segfast.train", "segfast.models", "segfast.data"],
+    packages=["segfast", "segfast.ops", "segfast.nn", "segfast.kernels", "segfast.train", "segfast.models",
+              "segfast.models.llafs", "segfast.data"],
     package_dir={"segfast.kernels": "kernels"},
     ext_modules=[CMakeExtension("segfast._C")],
     cmdclass={"build_ext": CMakeBuild},
