@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -113,8 +113,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=["segfast", "segfast.ops", "segfast.nn", "segfast.kernels", "segfast.train", "segfast.models",
-              "segfast.models.llafs", "segfast.data"],
+    packages=find_packages(include=["segfast", "segfast.*"]) + ["segfast.kernels"],
     package_dir={"segfast.kernels": "kernels"},
     ext_modules=[CMakeExtension("segfast._C")],
     cmdclass={"build_ext": CMakeBuild},
