@@ -62,6 +62,7 @@ class RunConfig:
     total_steps: int = 100
     global_batch_size: int = 8      # samples per optimizer step, over all processes
     micro_batch_size: int = 4       # samples per forward pass on one device
+    device: str = "auto"            # auto (a GPU when there is one) | cpu
     strategy: str = "auto"          # auto | none | ddp | fsdp
     precision: str = "auto"         # auto | bf16 | fp16 | fp32
     gradient_checkpointing: bool = False
@@ -171,6 +172,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("total_steps", "global_batch_size", "micro_batch_size"):
         if getattr(run, key) < 1:
             raise ConfigError(f"run.{key} must be >= 1, got {getattr(run, key)}")
+    if run.device not in ("auto", "cpu"):
+        raise ConfigError(f"run.device must be auto or cpu, got {run.device!r}")
     if run.strategy not in ("auto", "none", "ddp", "fsdp"):
         raise ConfigError(f"run.strategy must be auto, none, ddp or fsdp, got {run.strategy!r}")
     if run.precision not in ("auto", "bf16", "fp16", "fp32"):

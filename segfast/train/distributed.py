@@ -25,12 +25,13 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_distributed() -> DistEnv:
-    """One process, or one of torchrun's (RANK / WORLD_SIZE / LOCAL_RANK set): joins the group."""
+def init_distributed(device: str = "auto") -> DistEnv:
+    """One process, or one of torchrun's (RANK / WORLD_SIZE / LOCAL_RANK set): joins the group.
+    device="cpu" keeps the run on CPUs (gloo) even where GPUs exist."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if device != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     else:

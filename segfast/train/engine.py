@@ -134,7 +134,7 @@ class _Logger:
 
 
 def run(cfg: TrainConfig) -> dict:
-    env = init_distributed()
+    env = init_distributed(cfg.run.device)
     try:
         return _run(cfg, env)
     finally:

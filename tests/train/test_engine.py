@@ -23,7 +23,7 @@ def base_config(out, **run):
         "data": {"name": "toy-tokens", "options": {"seq_len": 16, "min_len": 16, "vocab_size": 64, "size": 512}},
         "optim": {"lr": 5e-3, "warmup_steps": 2},
         "run": {"output_dir": str(out), "total_steps": 8, "global_batch_size": 8, "micro_batch_size": 2,
-                "save_every": 4, "log_every": 1, **run},
+                "save_every": 4, "log_every": 1, "device": "cpu", **run},  # CPU even on GPU machines: exact comparisons
     }
 
 
