@@ -31,6 +31,23 @@ def _allowed(mask_ptr, row_stride, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY: 
 
 
 @triton.jit
+def _load_tile(ptr, b, h, sb, sh, sn, offs, offs_d, n):
+    """Rows `offs` (< n) of one (batch, head) slice of a (B, H, L, D) tensor; zeros past n."""
+    return tl.load(ptr + b * sb + h * sh + offs[:, None] * sn + offs_d[None, :], mask=(offs < n)[:, None], other=0.0)
+
+
+@triton.jit
+def _load_query_rows(Q, DO, Lse, Delta, b, h, pid_bh, sqb, sqh, sqm, offs_m, offs_d, Lq):
+    """What a backward tile needs per query row: q, dO (q's strides), logsumexp and delta."""
+    row_ok = offs_m < Lq
+    q = _load_tile(Q, b, h, sqb, sqh, sqm, offs_m, offs_d, Lq)
+    do = _load_tile(DO, b, h, sqb, sqh, sqm, offs_m, offs_d, Lq)
+    lse = tl.load(Lse + pid_bh * Lq + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(Delta + pid_bh * Lq + offs_m, mask=row_ok, other=0.0)
+    return q, do, lse, delta
+
+
+@triton.jit
 def _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """Backward tile: probabilities recomputed from the saved logsumexp, and dS = P * (dP - delta)."""
     s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
@@ -50,7 +67,7 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    q = _load_tile(Q, b, h, sqb, sqh, sqm, offs_m, offs_d, Lq)
     mask_base = M + b * smb + h * smh
     empty = tl.load(E + b * seb + h * seh + offs_m, mask=row_ok, other=0)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
@@ -60,7 +77,7 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         allowed = _allowed(mask_base, smm, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY)
         if tl.max(allowed.to(tl.int32)) > 0:
-            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=(offs_n < Lk)[:, None], other=0.0)
+            k = _load_tile(K, b, h, skb, skh, skn, offs_n, offs_d, Lk)
             s = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT) * scale
             s = tl.where(allowed, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -68,7 +85,7 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse,
             p = tl.exp(s - m_safe[:, None])
             alpha = tl.exp(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=(offs_n < Lk)[:, None], other=0.0)
+            v = _load_tile(V, b, h, svb, svh, svn, offs_n, offs_d, Lk)
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PRECISION, UPCAST_DOT)
             m_i = m_new
     has_mass = l_i > 0
@@ -89,9 +106,8 @@ def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV,
     b, h = pid_bh // H, pid_bh % H
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    key_ok = (offs_n < Lk)[:, None]
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=key_ok, other=0.0)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=key_ok, other=0.0)
+    k = _load_tile(K, b, h, skb, skh, skn, offs_n, offs_d, Lk)
+    v = _load_tile(V, b, h, svb, svh, svn, offs_n, offs_d, Lk)
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     mask_base = M + b * smb + h * smh
@@ -101,17 +117,14 @@ def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV,
         empty = tl.load(E + b * seb + h * seh + offs_m, mask=row_ok, other=0)
         allowed = _allowed(mask_base, smm, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY)
         if tl.max(allowed.to(tl.int32)) > 0:
-            q_off = b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :]
-            q = tl.load(Q + q_off, mask=row_ok[:, None], other=0.0)
-            do = tl.load(DO + q_off, mask=row_ok[:, None], other=0.0)
-            lse = tl.load(Lse + pid_bh * Lq + offs_m, mask=row_ok, other=float("inf"))
-            delta = tl.load(Delta + pid_bh * Lq + offs_m, mask=row_ok, other=0.0)
+            q, do, lse, delta = _load_query_rows(Q, DO, Lse, Delta, b, h, pid_bh, sqb, sqh, sqm, offs_m, offs_d, Lq)
             p, ds = _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION, UPCAST_DOT)
             dv += _dot(tl.trans(p.to(do.dtype)), do, DOT_PRECISION, UPCAST_DOT)
             dk += _dot(tl.trans(ds.to(q.dtype)), q, DOT_PRECISION, UPCAST_DOT)
-    kv_off = b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :]
-    tl.store(DK + kv_off, (dk * scale).to(DK.dtype.element_ty), mask=key_ok)
-    tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=key_ok)
+    key_ok = (offs_n < Lk)[:, None]
+    tl.store(DK + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
+             mask=key_ok)  # dK is allocated like k, dV like v
+    tl.store(DV + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=key_ok)
 
 
 @triton.jit
@@ -126,11 +139,7 @@ def attention_backward_q_kernel(Q, K, V, M, E, DO, Lse, Delta, DQ,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
-    q_off = b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :]
-    q = tl.load(Q + q_off, mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + q_off, mask=row_ok[:, None], other=0.0)
-    lse = tl.load(Lse + pid_bh * Lq + offs_m, mask=row_ok, other=float("inf"))
-    delta = tl.load(Delta + pid_bh * Lq + offs_m, mask=row_ok, other=0.0)
+    q, do, lse, delta = _load_query_rows(Q, DO, Lse, Delta, b, h, pid_bh, sqb, sqh, sqm, offs_m, offs_d, Lq)
     empty = tl.load(E + b * seb + h * seh + offs_m, mask=row_ok, other=0)
     mask_base = M + b * smb + h * smh
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
@@ -138,9 +147,9 @@ def attention_backward_q_kernel(Q, K, V, M, E, DO, Lse, Delta, DQ,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         allowed = _allowed(mask_base, smm, empty, offs_m, offs_n, Lq, Lk, UNMASK_EMPTY)
         if tl.max(allowed.to(tl.int32)) > 0:
-            key_ok = (offs_n < Lk)[:, None]
-            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=key_ok, other=0.0)
-            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=key_ok, other=0.0)
+            k = _load_tile(K, b, h, skb, skh, skn, offs_n, offs_d, Lk)
+            v = _load_tile(V, b, h, svb, svh, svn, offs_n, offs_d, Lk)
             _, ds = _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION, UPCAST_DOT)
             dq += _dot(ds.to(k.dtype), k, DOT_PRECISION, UPCAST_DOT)
-    tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(DQ + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None])
