@@ -8,6 +8,7 @@ from torch import nn
 
 from segfast import kernels
 from segfast.nn import MaskedCrossAttention
+from tests.allocations import Allocations
 from segfast.ops import (_reference, attend_mask_from_blocked, attend_mask_from_logits, masked_attention,
                          pack_masks)
 
@@ -180,22 +181,8 @@ def test_bad_input_names_the_argument(call, error, name):
 @needs_triton
 def test_no_score_matrix_in_memory(gen):
     """Forward and backward allocate nothing of B*H*Lq*Lk elements: only q/k/v-sized tensors."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Largest(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.numel = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for o in out if isinstance(out, (tuple, list)) else [out]:
-                if isinstance(o, torch.Tensor):
-                    self.numel = max(self.numel, o.numel())
-            return out
-
     (q, k, v), mask = make(gen, b=1, h=2, lq=64, lk=256, d=16)
     args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
-    with Largest() as seen:
+    with Allocations() as seen:
         masked_attention(*args, mask.to(DEVICE)).sum().backward()
-    assert seen.numel <= max(t.numel() for t in args) < 1 * 2 * 64 * 256
+    assert max(seen.sizes) <= max(t.numel() for t in args) < 1 * 2 * 64 * 256

@@ -3,12 +3,12 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from segfast import kernels
 from segfast.nn import OHEMCrossEntropyLoss
 from segfast.ops import _reference, ohem_cross_entropy
 from segfast.ops.ohem import kth_smallest
+from tests.allocations import Allocations
 
 needs_triton = pytest.mark.skipif(
     not kernels.available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
@@ -132,27 +132,15 @@ def test_kth_smallest_is_exact(gen):
 
 @needs_triton
 def test_no_sort_and_no_logits_sized_temporaries(gen):
-    class Watch(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops, self.big = set(), 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.add(func.overloadpacket.__name__)
-            out = func(*args, **(kwargs or {}))
-            for o in out if isinstance(out, (tuple, list)) else [out]:
-                if isinstance(o, torch.Tensor) and o.is_floating_point() and o.numel() >= x.numel():
-                    self.big += 1
-            return out
-
     x, t = inputs(gen, n=2, c=19, h=8, w=8)
     xs = x.to(DEVICE).requires_grad_()
-    with Watch() as forward:
+    with Allocations() as forward:
         loss = ohem_cross_entropy(xs, t.to(DEVICE), min_kept=20)
-    with Watch() as backward:
+    with Allocations() as backward:
         loss.backward()
     assert not {"sort", "topk", "kthvalue", "argsort"} & (forward.ops | backward.ops)
-    assert forward.big == 0 and backward.big <= 2  # the gradient (and autograd's accumulation of it)
+    big = lambda seen: sum(n >= x.numel() for n in seen.float_sizes)  # noqa: E731
+    assert big(forward) == 0 and big(backward) <= 2  # the gradient (and autograd's accumulation of it)
 
 
 @needs_triton

@@ -1,12 +1,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import segfast
 from segfast.nn import MaskPooling
 from segfast.ops import _reference, mask_grid_weights, mask_pool, pack_masks
 from segfast.ops.pooling import llmseg_pool_reference
+from tests.allocations import Allocations
 
 HAS_EXT = segfast.build_info()["extension"]
 needs_ext = pytest.mark.skipif(not HAS_EXT, reason="segfast._C not built")
@@ -100,24 +100,12 @@ def test_low_precision_error_within_twice_plain_pytorch(gen, dtype):
 @needs_ext
 def test_no_dense_float_masks(gen):
     """The fused path never builds a float tensor of K x H x W elements."""
-    class Sizes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.largest_float = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else [out]:
-                if isinstance(t, torch.Tensor) and t.is_floating_point():
-                    self.largest_float = max(self.largest_float, t.numel())
-            return out
-
     k, hh, ww = 32, 256, 256
     masks = pack_masks(random_masks(1, k, hh, ww, gen))
     feats = torch.randn(1, 8, 16, 16, generator=gen)
-    with Sizes() as sizes:
+    with Allocations() as seen:
         mask_pool(feats, masks, width=ww)
-    assert sizes.largest_float <= k * 16 * 16 * 8  # weights / outputs only, far below k * hh * ww
+    assert max(seen.float_sizes) <= k * 16 * 16 * 8  # weights / outputs only, far below k * hh * ww
 
 
 @needs_ext
