@@ -75,9 +75,6 @@ def measure(shape, attention, checkpointing, batch, seq, device, steps):
     n_params = sum(p.numel() for p in model.parameters())
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     flops = step_flops(cfg, n_params, batch * seq, seq)
-    del model, opt
-    if device == "cuda":
-        torch.cuda.empty_cache()
     return seconds, batch * seq / seconds, flops / seconds, peak
 
 
@@ -108,6 +105,9 @@ def main(argv=None):
         except torch.cuda.OutOfMemoryError:
             report.add(label, case, float("nan"), "out of memory")
             continue
+        finally:
+            if args.device == "cuda":
+                torch.cuda.empty_cache()  # the previous model is gone once measure() returns
         mfu = flops / (args.peak_tflops * 1e12) if args.device == "cuda" else float("nan")
         report.add(label, case, seconds * 1e3, f"{tps:.0f} tokens/s, MFU {mfu:.1%}, peak {peak:.1f} GiB",
                    tokens_per_s=f"{tps:.1f}", mfu=f"{mfu:.4f}", peak_gib=f"{peak:.2f}")

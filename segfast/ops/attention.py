@@ -14,7 +14,6 @@ says why in a warning.
 import math
 import os
 import warnings
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
