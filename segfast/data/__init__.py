@@ -11,6 +11,12 @@ def _toy_tokens(options, split, seed):
     return ToyTokens(seed=seed, split=split, **options)
 
 
-DATASETS = {"toy-tokens": _toy_tokens}
+def _llafs_pseudo(options, split, seed):
+    from segfast.data.llafs_pseudo import PseudoPairs
+
+    return PseudoPairs(seed=seed, split=split, **options)
+
+
+DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo}
 
 __all__ = ["DATASETS", "MixtureDataset", "collate"]

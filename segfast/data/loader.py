@@ -1,5 +1,6 @@
 """Data loaders for the engine: DistributedSampler with per-epoch seeding, seeded workers, and a
-start offset so a resumed run continues from the exact sample it stopped at."""
+start offset so a resumed run continues from the exact sample it stopped at. An iterable
+dataset shards itself; one with start_at(batch, micro_batch, rank, world) is told where to start."""
 
 import random
 
@@ -36,6 +37,8 @@ def make_loader(dataset, micro_batch: int, rank: int, world: int, seed: int, epo
     common = dict(batch_size=micro_batch, collate_fn=collate, num_workers=num_workers, worker_init_fn=seed_worker,
                   generator=torch.Generator().manual_seed(seed + epoch))
     if isinstance(dataset, IterableDataset):  # the dataset shards and seeds itself
+        if hasattr(dataset, "start_at"):
+            dataset.start_at(skip_batches, micro_batch, rank, world)
         return DataLoader(dataset, **common)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
