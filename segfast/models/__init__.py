@@ -8,4 +8,10 @@ def _toy(cfg, device=None):
     return ToyLLM(cfg, device)
 
 
-MODELS = {"toy-llm": _toy}
+def _llafs(cfg, device=None):
+    from segfast.models.llafs.model import LLaFS
+
+    return LLaFS(cfg, device)
+
+
+MODELS = {"toy-llm": _toy, "llafs": _llafs}

@@ -7,10 +7,8 @@ import torch
 from torch import nn
 
 from segfast.models.llm import apply_lora, load_llm
+from segfast.models.tiny import tiny_llama
 from segfast.train.config import ModelConfig
-
-TINY_LLAMA = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=4, max_position_embeddings=128)
 
 
 class ToyLLM(nn.Module):
@@ -19,9 +17,7 @@ class ToyLLM(nn.Module):
         if cfg.path:
             self.lm, self.tokenizer, self.token_ids = load_llm(cfg, device)
         else:
-            from transformers import LlamaConfig, LlamaForCausalLM
-
-            lm = LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **cfg.options}))
+            lm = tiny_llama(**cfg.options)
             self.lm = apply_lora(lm, cfg.lora) if cfg.lora.enabled else lm
             self.tokenizer, self.token_ids = None, []
 

@@ -117,3 +117,23 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: DistEnv) -> di
     if rng.exists():
         _set_rng_state(torch.load(rng, weights_only=False))
     return state
+
+
+def load_trained(directory, device="cpu"):
+    """The trained model of a checkpoint directory, for inference: rebuilt from its config.yaml
+    with the run's seed (so frozen random-init parts match), then its trainable weights loaded."""
+    from segfast.models import MODELS
+    from segfast.train.config import load_config
+
+    directory = Path(directory)
+    if not (directory / "trainable.safetensors").exists():
+        raise FileNotFoundError(f"{directory} is not a segfast checkpoint (no trainable.safetensors)")
+    cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()))
+    torch.manual_seed(cfg.run.seed)  # as the engine does before building the model
+    model = MODELS[cfg.model.name](cfg.model, torch.device(device))
+    weights = load_file(str(directory / "trainable.safetensors"))
+    missing = set(weights) - set(model.state_dict())
+    if missing:
+        raise ValueError(f"{directory}: weights for parameters the model does not have: {sorted(missing)[:5]}")
+    model.load_state_dict(weights, strict=False)
+    return model.to(device).eval()

@@ -17,6 +17,18 @@ from segfast.nn import MaskedCrossAttention
 from segfast.ops import pack_masks
 
 
+def sine_position(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed 2-D sine position encoding, (h * w, dim); zero-padded when dim is not a multiple of 4."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, h, device=device), torch.linspace(0, 1, w, device=device),
+                          indexing="ij")
+    freqs = torch.arange(dim // 4, device=device, dtype=torch.float32)
+    freqs = 10000 ** (-freqs / max(1, dim // 4)) * torch.pi * 8
+    enc = [torch.sin(x[..., None] * freqs), torch.cos(x[..., None] * freqs),
+           torch.sin(y[..., None] * freqs), torch.cos(y[..., None] * freqs)]
+    enc = torch.cat(enc, -1).reshape(h * w, -1)
+    return torch.nn.functional.pad(enc, (0, dim - enc.shape[1]))
+
+
 class _Block(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -48,17 +60,6 @@ class RefinementNetwork(nn.Module):
         self.query_weight = nn.Linear(dim, 1)
         self.bias = nn.Parameter(torch.zeros(2))
 
-    @staticmethod
-    def _position(h, w, dim, device):
-        """Fixed 2-D sine position encoding, (h * w, dim)."""
-        y, x = torch.meshgrid(torch.linspace(0, 1, h, device=device), torch.linspace(0, 1, w, device=device),
-                              indexing="ij")
-        freqs = torch.arange(dim // 4, device=device, dtype=torch.float32)
-        freqs = 10000 ** (-freqs / max(1, dim // 4)) * torch.pi * 8
-        enc = [torch.sin(x[..., None] * freqs), torch.cos(x[..., None] * freqs),
-               torch.sin(y[..., None] * freqs), torch.cos(y[..., None] * freqs)]
-        return torch.cat(enc, -1).reshape(h * w, -1)
-
     def _predict(self, queries, pixels):
         """Foreground logits (B, h, w) from queries (Q, B, dim) and pixel features (B, dim, h, w)."""
         embed = self.mask_embed(queries)                                      # (Q, B, dim)
@@ -74,7 +75,7 @@ class RefinementNetwork(nn.Module):
         pixels = self.pixel_decoder(torch.cat([features, prior], 1))          # (B, dim, h', w')
         h, w = pixels.shape[-2:]
         memory = pixels.flatten(2).permute(2, 0, 1)                            # (hw, B, dim)
-        pos = self._position(h, w, memory.shape[-1], memory.device)[:, None].expand(-1, b, -1)
+        pos = sine_position(h, w, memory.shape[-1], memory.device)[:, None].expand(-1, b, -1)
         queries = self.queries.weight[:, None].expand(-1, b, -1)
         query_pos = self.query_pos.weight[:, None].expand(-1, b, -1)
         current = F.interpolate(polygon_masks[:, None].float(), size=(h, w), mode="area")[:, 0] >= 0.5

@@ -1,0 +1,269 @@
+"""Few-shot segmentation episodes in the PASCAL-5i and COCO-20i layouts (LLaFS's benchmarks).
+
+PASCAL-5i (root = VOC2012 with SBD's augmented masks, as HSNet / PFENet use it):
+    root/JPEGImages/<name>.jpg
+    root/SegmentationClassAug/<name>.png     class index per pixel: 0 background, 1-20, 255 ignore
+    root/splits/pascal/{trn,val}/fold<i>.txt optional HSNet lists, one "<name>__<class>" per line;
+                                             without them the masks are scanned (progress bar)
+COCO-20i (COCO 2014):
+    root/annotations/instances_{train2014,val2014}.json
+    root/{train2014,val2014}/<file_name>
+    category ids map to classes 1-80 in ascending id order; polygon annotations are rasterized
+    by segfast (pycocotools' rule), RLE ones (crowds) are decoded with pycocotools.
+
+Folds: PASCAL fold i tests classes 5i+1 .. 5i+5; COCO fold i tests classes 4k + i + 1,
+k = 0..19 (the interleaved split of HSNet / PFENet's use_split_coco). The "train" split samples
+queries of the other classes, "val" those of the fold.
+
+An episode is a query (image, class) and `shots` support images of the same class, drawn
+deterministically from (seed, episode index). Masks are the class's pixels after resizing to
+size x size (nearest; images bilinear with antialiasing). The query's objects are the COCO
+instances, or for PASCAL the mask's 8-connected components; objects smaller than
+min_object_area pixels are left out of the polygons (never out of the mask). Polygons are polar
+16-gons (segfast.ops.mask_to_polar_polygons). With `attributes` (a JSON path, see
+segfast.models.llafs.prompts) each episode carries its class's region attributes.
+
+Evaluation (`FoldIoU`): per class, intersections and unions summed over its episodes (pixels
+marked 255 in PASCAL's masks ignored), IoU_c = I_c / U_c, reported as the mean over the fold's
+classes: the mean foreground IoU of the papers.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from segfast.ops import mask_to_polar_polygons, rasterize_polygons
+
+PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+                  "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+                  "tvmonitor")
+IGNORE = 255
+
+
+def fold_classes(dataset: str, fold: int) -> list[int]:
+    """The test classes (1-based) of a fold."""
+    if dataset == "pascal":
+        if not 0 <= fold < 4:
+            raise ValueError(f"fold must be 0-3 for pascal, got {fold}")
+        return list(range(5 * fold + 1, 5 * fold + 6))
+    if dataset == "coco":
+        if not 0 <= fold < 4:
+            raise ValueError(f"fold must be 0-3 for coco, got {fold}")
+        return [4 * k + fold + 1 for k in range(20)]
+    raise ValueError(f"dataset must be pascal or coco, got {dataset!r}")
+
+
+def connected_components(mask: torch.Tensor) -> list[torch.Tensor]:
+    """(H, W) bool -> list of (H, W) bool 8-connected components, largest first."""
+    h, w = mask.shape
+    if not mask.any():
+        return []
+    labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(h, w), torch.zeros(()))
+    while True:  # each component converges to its largest index
+        grown = F.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0] * mask
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    parts = [labels == v for v in labels.unique() if v > 0]
+    return sorted(parts, key=lambda m: -int(m.sum()))
+
+
+def _load_rgb(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def _load_labels(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:  # palette PNGs keep their indices
+        return torch.from_numpy(np.asarray(im).copy()).long()
+
+
+def _resize_image(img: torch.Tensor, size: int) -> torch.Tensor:
+    x = F.interpolate(img[None].float() / 255, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x[0].clamp(0, 1)
+
+
+def _resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
+
+
+class _Pascal:
+    def __init__(self, root: Path, split: str, fold: int):
+        self.root = root
+        listing = root / "splits" / "pascal" / ("trn" if split == "train" else "val") / f"fold{fold}.txt"
+        wanted = set(fold_classes("pascal", fold))
+        if split == "train":
+            wanted = set(range(1, 21)) - wanted
+        if listing.exists():
+            pairs = []
+            for line in listing.read_text().split():
+                name, cls = line.rsplit("__", 1)
+                pairs.append((name, int(cls)))
+        else:
+            pairs = self._scan()
+        self.pairs = [(n, c) for n, c in pairs if c in wanted]
+        self.names = {c: PASCAL_CLASSES[c - 1] for c in range(1, 21)}
+
+    def _scan(self):
+        from tqdm import tqdm
+
+        files = sorted((self.root / "SegmentationClassAug").glob("*.png"))
+        if not files:
+            raise FileNotFoundError(f"{self.root}: no SegmentationClassAug/*.png masks (see segfast.data.fewshot)")
+        pairs = []
+        for f in tqdm(files, desc="indexing masks", disable=len(files) < 500):
+            labels = _load_labels(f)
+            pairs += [(f.stem, int(c)) for c in labels.unique().tolist() if 1 <= c <= 20]
+        return pairs
+
+    def image(self, name):
+        return _load_rgb(self.root / "JPEGImages" / f"{name}.jpg")
+
+    def masks(self, name, cls):
+        """(class mask, ignore mask, object masks) at the image's size."""
+        labels = _load_labels(self.root / "SegmentationClassAug" / f"{name}.png")
+        return labels == cls, labels == IGNORE, None
+
+
+class _Coco:
+    def __init__(self, root: Path, split: str, fold: int):
+        tag = "train2014" if split == "train" else "val2014"
+        path = root / "annotations" / f"instances_{tag}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found (see segfast.data.fewshot for the COCO-20i layout)")
+        data = json.loads(path.read_text())
+        self.dir = root / tag
+        cats = sorted(c["id"] for c in data["categories"])
+        self.to_class = {cid: i + 1 for i, cid in enumerate(cats)}
+        self.names = {self.to_class[c["id"]]: c["name"] for c in data["categories"]}
+        self.images = {im["id"]: im for im in data["images"]}
+        self.anns: dict = {}
+        for ann in data["annotations"]:
+            self.anns.setdefault((ann["image_id"], self.to_class[ann["category_id"]]), []).append(ann)
+        wanted = set(fold_classes("coco", fold))
+        if split == "train":
+            wanted = set(range(1, 81)) - wanted
+        self.pairs = sorted(k for k in self.anns if k[1] in wanted)
+
+    def image(self, image_id):
+        return _load_rgb(self.dir / self.images[image_id]["file_name"])
+
+    def _instance(self, ann, h, w):
+        seg = ann["segmentation"]
+        if isinstance(seg, list):  # polygons: one object, possibly in several parts
+            polys = [torch.tensor(p, dtype=torch.float64).view(-1, 2) for p in seg if len(p) >= 6]
+            if not polys:
+                return torch.zeros(h, w, dtype=torch.bool)
+            longest = max(len(p) for p in polys)
+            vertices = torch.full((len(polys), longest, 2), float("nan"), dtype=torch.float64)
+            for i, p in enumerate(polys):
+                vertices[i, : len(p)] = p
+            lengths = torch.tensor([len(p) for p in polys])
+            return rasterize_polygons(vertices, h, w, lengths=lengths, groups=torch.zeros(len(polys), dtype=torch.long),
+                                      num_masks=1, rule="coco")[0]
+        try:
+            from pycocotools import mask as mask_utils
+        except ImportError:
+            raise ImportError("COCO RLE annotations (crowds) need pycocotools: pip install pycocotools") from None
+        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg
+        return torch.from_numpy(mask_utils.decode(rle).astype(bool))
+
+    def masks(self, image_id, cls):
+        im = self.images[image_id]
+        h, w = im["height"], im["width"]
+        objects = [self._instance(a, h, w) for a in self.anns[(image_id, cls)]]
+        union = torch.stack(objects).any(0)
+        return union, torch.zeros_like(union), objects
+
+
+class FewShotEpisodes(Dataset):
+    """Episodes of a fold (see the module doc); samples match llafs-pseudo's keys plus class_ids,
+    class_names, query_ignore and (with attributes) attributes."""
+
+    def __init__(self, root, dataset: str = "pascal", fold: int = 0, shots: int = 1, split: str = "val",
+                 size: int = 512, episodes: int = 1000, seed: int = 0, min_object_area: int = 64,
+                 attributes: str | None = None):
+        if shots < 1:
+            raise ValueError(f"shots must be >= 1, got {shots}")
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be train or val, got {split!r}")
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"root {root} is not a directory")
+        if dataset not in ("pascal", "coco"):
+            raise ValueError(f"dataset must be pascal or coco, got {dataset!r}")
+        self.source = (_Pascal if dataset == "pascal" else _Coco)(root, split, fold)
+        self.classes = sorted({c for _, c in self.source.pairs})
+        self.by_class: dict = {}
+        for key, cls in self.source.pairs:
+            self.by_class.setdefault(cls, []).append(key)
+        for cls, keys in self.by_class.items():
+            if len(keys) < shots + 1:
+                raise ValueError(f"class {cls} ({self.source.names[cls]}) has {len(keys)} images; an episode "
+                                 f"needs shots + 1 = {shots + 1}")
+        self.shots, self.size, self.episodes, self.seed = shots, size, episodes, seed
+        self.min_object_area = min_object_area
+        self.attributes = json.loads(Path(attributes).read_text()) if attributes else None
+
+    def __len__(self) -> int:
+        return self.episodes
+
+    def _view(self, key, cls):
+        img = _resize_image(self.source.image(key), self.size)
+        mask, ignore, objects = self.source.masks(key, cls)
+        mask, ignore = _resize_mask(mask, self.size), _resize_mask(ignore, self.size)
+        objects = [_resize_mask(o, self.size) for o in objects] if objects is not None else connected_components(mask)
+        objects = [o for o in objects if int(o.sum()) >= self.min_object_area]
+        polygons = mask_to_polar_polygons(torch.stack(objects)) if objects else torch.zeros(0, 16, 2, dtype=torch.float64)
+        return img, mask, ignore, polygons
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.episodes:
+            raise IndexError(index)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        query_key, cls = self.source.pairs[int(torch.randint(len(self.source.pairs), (1,), generator=g))]
+        others = [k for k in self.by_class[cls] if k != query_key]
+        picks = torch.randperm(len(others), generator=g)[: self.shots].tolist()
+        supports = [self._view(others[i], cls) for i in picks]
+        q_img, q_mask, q_ignore, q_polys = self._view(query_key, cls)
+        sample = {"support_images": torch.stack([s[0] for s in supports]),
+                  "support_masks": torch.stack([s[1] for s in supports]),
+                  "support_polygons": [s[3] for s in supports],
+                  "query_image": q_img, "query_mask": q_mask, "query_ignore": q_ignore, "query_polygons": q_polys,
+                  "class_ids": cls, "class_names": self.source.names[cls]}
+        if self.attributes is not None:
+            sample["attributes"] = self.attributes.get(self.source.names[cls], [])
+        return sample
+
+
+class FoldIoU:
+    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions)."""
+
+    def __init__(self, classes):
+        self.classes = list(classes)
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.state = torch.zeros(len(self.classes), 2, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None) -> None:
+        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip."""
+        keep = ~ignore if ignore is not None else torch.ones_like(gt)
+        inter = (pred & gt & keep).flatten(1).sum(1)
+        union = ((pred | gt) & keep).flatten(1).sum(1)
+        for c, i, u in zip(torch.as_tensor(class_ids).tolist(), inter.tolist(), union.tolist()):
+            if c not in self.index:
+                raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
+            self.state[self.index[c]] += torch.tensor([i, u])
+
+    def compute(self) -> dict:
+        seen = self.state[:, 1] > 0
+        per_class = {c: (int(i) / int(u) if u else float("nan")) for c, (i, u) in zip(self.classes, self.state.tolist())}
+        miou = float(np.mean([v for v, s in zip(per_class.values(), seen.tolist()) if s])) if seen.any() else float("nan")
+        return {"mIoU": miou, "per_class": per_class}
