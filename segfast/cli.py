@@ -1,55 +1,18 @@
 """Command line: `segfast demo | bench | doctor`."""
 
 import argparse
-import math
 import sys
-from pathlib import Path
 
 import torch
 
 
 def demo(args) -> int:
-    """Rasterizes LLaFS-style 16-point answers and a two-part COCO object under both rules,
-    writes a picture of them, and prints the quick rasterization benchmark."""
-    from segfast import viz
-    from segfast.ops import rasterize_polygons
+    """Trains a tiny LLaFS on generated pseudo pairs and draws what it learned (segfast.demo)."""
+    from segfast.demo import run
 
-    size = 256
-    g = torch.Generator().manual_seed(0)
-    angle = (torch.arange(16) * 2 * math.pi / 16).double()
-    polys = []
-    for centre, r in [((70, 70), 50), ((180, 80), 45), ((90, 185), 55), ((190, 190), 40)]:
-        radius = r * (0.6 + 0.4 * torch.rand(16, generator=g, dtype=torch.float64))
-        polys.append(torch.stack([centre[0] + radius * torch.cos(angle), centre[1] + radius * torch.sin(angle)], -1))
-    vertices = torch.stack(polys)
-    groups = torch.tensor([0, 1, 2, 1])  # polygons 1 and 3 are two parts of one object
-    panels = []
-    for rule in ("center", "coco"):
-        masks = rasterize_polygons(vertices, size, size, groups=groups, num_masks=3, rule=rule)
-        img = viz.overlay(masks)
-        for p in vertices:
-            viz.draw_points(img, p)
-        panels.append(img)
-    center = rasterize_polygons(vertices, size, size, groups=groups, num_masks=3).any(0)
-    coco = rasterize_polygons(vertices, size, size, groups=groups, num_masks=3, rule="coco").any(0)
-    diff = torch.full((size, size, 3), 24, dtype=torch.uint8)
-    diff[center & coco] = torch.tensor([90, 90, 90], dtype=torch.uint8)
-    diff[center & ~coco] = torch.tensor([0, 200, 255], dtype=torch.uint8)
-    diff[coco & ~center] = torch.tensor([255, 80, 80], dtype=torch.uint8)
-    gap = torch.full((size, 4, 3), 255, dtype=torch.uint8)
-    picture = torch.cat([panels[0], gap, panels[1], gap, diff], 1)
-    path = viz.save_png(Path(args.out) / "rasterize_demo.png", picture)
-    print(f"wrote {path}: center rule | coco rule | difference "
-          f"(blue: center only {int((center & ~coco).sum())} px, red: coco only {int((coco & ~center).sum())} px)")
-    from segfast.train import load_config, train
-
-    print("\ntraining the built-in toy LLM (LoRA) on synthetic tokens: segfast train run.total_steps=60")
-    result = train(load_config(overrides=["run.total_steps=60", f"run.output_dir={Path(args.out) / 'toy-run'}",
-                                          "optim.lr=2e-2", "run.save_every=60"]))
-    losses = result["losses"]
-    print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; checkpoint in "
-          f"{Path(args.out) / 'toy-run' / 'checkpoints'}\n")
-    _bench_module().main(["--quick", "--repeats", "3", "--device", args.device, "--out", str(args.out)])
+    result = run(args.out, args.device, args.steps)
+    gain = result["after"]["iou"] - result["before"]["iou"]
+    print(f"foreground IoU {result['before']['iou']:.3f} -> {result['after']['iou']:.3f} ({gain:+.3f})")
     return 0
 
 
@@ -86,6 +49,20 @@ def export_command(args) -> int:
     from segfast.train.export import export
 
     print(f"exported to {export(args.checkpoint, args.out)}")
+    return 0
+
+
+def llafs_eval(args) -> int:
+    from segfast.models.llafs.evaluate import evaluate_fold
+    from segfast.train.checkpoint import load_trained
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = evaluate_fold(load_trained(args.checkpoint, device), args.root, args.dataset, args.fold, args.shots,
+                           args.episodes, args.batch_size, attributes=args.attributes, device=device)
+    for cls, iou in result["per_class"].items():
+        print(f"  class {cls:3d}: IoU {iou:.4f}")
+    print(f"{args.dataset} fold {args.fold}, {args.shots}-shot: mean foreground IoU {result['mIoU']:.4f} "
+          f"(answers parsed {result['parsed']:.1%})")
     return 0
 
 
@@ -136,9 +113,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="segfast", description="segfast: kernels for LLM-based segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    p = sub.add_parser("demo", help="rasterize polygons, write a PNG, print the quick benchmark")
+    p = sub.add_parser("demo", help="train a tiny LLaFS on generated data; write prediction and curve PNGs")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=1000, help="training steps (8 pseudo pairs each)")
     p.set_defaults(func=demo)
     p = sub.add_parser("bench", help="run the benchmarks (tables and CSVs)")
     p.add_argument("op", nargs="?", default="all", choices=("all", *BENCHMARKS))
@@ -155,6 +133,16 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
     p.add_argument("--out", required=True)
     p.set_defaults(func=export_command)
+    p = sub.add_parser("llafs-eval", help="few-shot mean foreground IoU of an LLaFS checkpoint on one fold")
+    p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
+    p.add_argument("--root", required=True, help="PASCAL-5i or COCO-20i root (see segfast.data.fewshot)")
+    p.add_argument("--dataset", default="pascal", choices=["pascal", "coco"])
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--attributes", help="JSON of per-class region attributes")
+    p.set_defaults(func=llafs_eval)
     p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
     p.set_defaults(func=doctor)
     args = parser.parse_args(argv)

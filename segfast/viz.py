@@ -1,4 +1,5 @@
-"""Pictures without extra dependencies: masks coloured over a canvas, saved as PNG."""
+"""Pictures: masks coloured over a canvas and saved as PNG (no dependencies), and the LLaFS
+prediction grid and training curves (matplotlib, headless)."""
 
 import struct
 import zlib
@@ -44,4 +45,84 @@ def save_png(path, img: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _tint(image: torch.Tensor, mask: torch.Tensor, colour, alpha: float = 0.5) -> torch.Tensor:
+    """(3, H, W) image in [0, 1] -> (H, W, 3) with `mask` blended towards `colour`."""
+    img = image.permute(1, 2, 0).cpu().clone()
+    img[mask.cpu()] = (1 - alpha) * img[mask.cpu()] + alpha * torch.tensor(colour, dtype=img.dtype)
+    return img
+
+
+def llafs_grid(batch: dict, output: dict, path, rows: int = 4) -> Path:
+    """A row per episode: support with its mask | query with the LLM's polygon (and whether the
+    answer parsed) | refined mask | ground truth."""
+    plt = _pyplot()
+    rows = min(rows, len(batch["query_image"]))
+    fig, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows), squeeze=False)
+    for r in range(rows):
+        query = batch["query_image"][r]
+        panels = [(_tint(batch["support_images"][r, 0], batch["support_masks"][r, 0], (0.1, 0.9, 0.2)), "support + mask"),
+                  (query.permute(1, 2, 0).cpu(), "query + LLM polygon" if output["errors"][r] is None else "unparsed"),
+                  (_tint(query, output["masks"][r], (1.0, 0.2, 0.2)), "refined mask"),
+                  (_tint(query, batch["query_mask"][r], (0.1, 0.9, 0.2)), "ground truth")]
+        for c, (img, title) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img.clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        for poly in output["polygons"][r]:
+            closed = torch.cat([poly, poly[:1]]).cpu() - 0.5  # imshow puts pixel centres on integers
+            axes[r, 1].plot(closed[:, 0].numpy(), closed[:, 1].numpy(), "-o", color="yellow", lw=1, ms=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_curves(records: list, before: dict, after: dict, path) -> Path:
+    """Loss per step (raw and smoothed) beside the evaluation IoU during training."""
+    plt = _pyplot()
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval/iou/gIoU" in r]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = [r["step"] for r in train]
+    for key, colour in (("loss_llm", "tab:blue"), ("loss_ref", "tab:orange")):
+        values = torch.tensor([r[key] for r in train])
+        smooth = torch.nn.functional.avg_pool1d(values[None, None], 21, 1, 10, count_include_pad=False)[0, 0]
+        left.plot(steps, values.numpy(), color=colour, alpha=0.25, lw=0.8)
+        left.plot(steps, smooth.numpy(), color=colour, label=key.replace("loss_", "L_"))
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.set_yscale("log")
+    left.legend()
+    left.set_title("training losses")
+    last = steps[-1] if steps else 0
+    for key, name, colour in (("iou", "refined mask", "tab:red"), ("polygon_iou", "LLM polygon", "tab:green")):
+        xs = [0] + [r["step"] for r in evals]
+        ys = [before[key]] + [r[f"eval/{key}/gIoU"] for r in evals]
+        right.plot(xs, ys, "-o", color=colour, label=f"{name} (eval during training)", ms=3)
+        right.plot([last], [after[key]], "*", color=colour, ms=12)
+    right.set_xlabel("step")
+    right.set_ylabel("foreground IoU")
+    right.set_ylim(0, 1)
+    right.legend(fontsize=8)
+    right.set_title("held-out IoU (star: final, 32 pairs)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -17,6 +17,12 @@ def _llafs_pseudo(options, split, seed):
     return PseudoPairs(seed=seed, split=split, **options)
 
 
-DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo}
+def _fewshot(options, split, seed):
+    from segfast.data.fewshot import FewShotEpisodes
+
+    return FewShotEpisodes(seed=seed, split="train" if split == "train" else "val", **options)
+
+
+DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo, "fewshot": _fewshot}
 
 __all__ = ["DATASETS", "MixtureDataset", "collate"]

@@ -156,15 +156,15 @@ class PseudoPairs(IterableDataset):
     """An endless stream of pseudo pairs for the engine. The sample at stream position n has
     seed (seed, n) and curriculum progress n / curriculum_samples; each (rank, worker) makes the
     micro-batches it will deliver, so the stream order, and a resumed run, are exact. The eval
-    split uses other seeds and the final difficulty."""
+    split uses other seeds and the difficulty at `eval_progress` (default: the final one)."""
 
     def __init__(self, size: int = 64, curriculum_samples: int = 4096, noise_std: float = 12.0, seed: int = 0,
-                 split: str = "train", curriculum: dict | None = None):
+                 split: str = "train", curriculum: dict | None = None, eval_progress: float = 1.0):
         if curriculum_samples < 1:
             raise ValueError(f"curriculum_samples must be >= 1, got {curriculum_samples}")
         self.size, self.curriculum_samples, self.noise_std = size, curriculum_samples, noise_std
         self.curriculum = Curriculum(**(curriculum or {}))
-        self.seed, self.split = seed, split
+        self.seed, self.split, self.eval_progress = seed, split, eval_progress
         self.start_batch, self.micro_batch, self.rank, self.world = 0, 1, 0, 1
 
     def start_at(self, batch: int, micro_batch: int, rank: int, world: int) -> None:
@@ -173,7 +173,7 @@ class PseudoPairs(IterableDataset):
 
     def sample(self, n: int) -> dict:
         base = self.seed * 1_000_003 + (0 if self.split == "train" else 7_919 * 1_000_003)
-        progress = n / self.curriculum_samples if self.split == "train" else 1.0
+        progress = n / self.curriculum_samples if self.split == "train" else self.eval_progress
         pair = make_pair(base + n, progress, self.size, self.curriculum, self.noise_std)
         del pair["colours"]  # inspection only; not collated
         return pair

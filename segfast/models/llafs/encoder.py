@@ -3,7 +3,9 @@
 kind "resnet50": torchvision's ResNet-50 (stages = layer2, layer3, layer4: 512 + 1024 + 2048
 channels), weights from a local torchvision state-dict file (`path`), ImageNet normalisation.
 kind "tiny": a random-init four-stage conv net of the same shape (strides 4, 8, 16, 32) for the
-built-in demo and tests. Either way the encoder never trains and stays in eval mode.
+built-in demo and tests. As in the paper the encoder is frozen (and kept in eval mode) by
+default; `frozen=False` lets a random-init encoder learn, which is what the offline demo needs,
+having no pretrained weights to freeze.
 """
 
 import torch
@@ -15,13 +17,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _stage(cin, cout):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(4, cout), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.ReLU())
 
 
 class ImageEncoder(nn.Module):
-    def __init__(self, kind: str = "tiny", path: str = "", widths=(16, 32, 64, 64)):
+    def __init__(self, kind: str = "tiny", path: str = "", widths=(16, 32, 64, 64), frozen: bool = True):
         super().__init__()
+        self.frozen = frozen
         if kind == "resnet50":
             from torchvision.models import resnet50
 
@@ -45,15 +48,19 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"model.options.encoder must be tiny or resnet50, got {kind!r}")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
-        self.requires_grad_(False)
-        self.eval()
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
 
     def train(self, mode: bool = True):
-        return super().train(False)  # frozen: BatchNorm statistics never move
+        return super().train(mode and not self.frozen)  # frozen: BatchNorm statistics never move
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, out_channels, ceil(H/8), ceil(W/8))."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return self._features(images)
+
+    def _features(self, images):
         x = self.stem((images - self.mean) / self.std)
         feats = []
         for stage in self.stages:

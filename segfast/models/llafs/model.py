@@ -12,7 +12,8 @@ objects), then cross-entropy over the answer's tokens. L_ref: OHEM cross-entropy
 mask, whose prior is the rasterized teacher-forced prediction (at inference: the generated one).
 
 model.options (defaults in DEFAULTS): image_size, encoder (tiny | resnet50), encoder_path,
-encoder_widths, qformer (Blip2QFormerConfig fields) or qformer_path, num_query_tokens, llm
+encoder_widths, freeze_encoder (the paper freezes its pretrained encoder; the offline demo's
+random-init one must learn), qformer (Blip2QFormerConfig fields) or qformer_path, num_query_tokens, llm
 (tiny Llama fields when model.path is empty), refine_dim, refine_queries, refine_layers,
 ohem_thresh, ohem_min_kept, max_objects.
 """
@@ -35,7 +36,7 @@ from segfast.train.config import ModelConfig
 log = logging.getLogger("segfast")
 IGNORE = -100
 
-DEFAULTS = dict(image_size=64, encoder="tiny", encoder_path="", encoder_widths=[16, 32, 64, 64],
+DEFAULTS = dict(image_size=64, encoder="tiny", encoder_path="", encoder_widths=[16, 32, 64, 64], freeze_encoder=True,
                 qformer=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
                 qformer_path="", num_query_tokens=100,
                 llm=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -53,15 +54,16 @@ class LLaFS(nn.Module):
         o = {**DEFAULTS, **cfg.options}
         self.options = o
         self.image_size = int(o["image_size"])
-        self.encoder = ImageEncoder(o["encoder"], o["encoder_path"], tuple(o["encoder_widths"]))
+        self.encoder = ImageEncoder(o["encoder"], o["encoder_path"], tuple(o["encoder_widths"]), o["freeze_encoder"])
         channels = self.encoder.out_channels
         self.support_mask_embed = nn.Parameter(torch.zeros(channels))
+        self.prior_embed = nn.Parameter(torch.zeros(channels))
         self.qformer = self._qformer(o, channels)
         hidden_q = self.qformer.config.hidden_size
         self.query_tokens = nn.Parameter(torch.randn(1, int(o["num_query_tokens"]), hidden_q) * 0.02)
         self.lm, self.tokenizer = self._llm(cfg, o, device)
         self.project = nn.Linear(hidden_q, self.lm.get_input_embeddings().embedding_dim)
-        self.refine = RefinementNetwork(channels, o["refine_dim"], o["refine_queries"], o["refine_layers"])
+        self.refine = RefinementNetwork(channels + 1, o["refine_dim"], o["refine_queries"], o["refine_layers"])
         self.image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         coord = self.tokenizer.convert_tokens_to_ids([f"[c-{i}]" for i in range(384)])
         self.register_buffer("coord_ids", torch.tensor(coord), persistent=False)
@@ -116,18 +118,46 @@ class LLaFS(nn.Module):
         return self._tokens
 
     # ---- visual tokens -----------------------------------------------------------------------
-    def visual_tokens(self, images: torch.Tensor, masks: torch.Tensor | None = None):
-        """(N, 3, H, W) images (and support masks) -> ((N, Q, D_llm) LLM tokens, (N, C, h, w) features)."""
-        feats = self.encoder(images)
-        memory = feats
-        if masks is not None:
-            inside = F.interpolate(masks[:, None].float(), size=feats.shape[-2:], mode="area")
-            memory = feats + inside * self.support_mask_embed[None, :, None, None]
+    def visual_tokens(self, feats: torch.Tensor, cue: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        """Q-Former tokens projected to the LLM, (N, Q, D_llm), from (N, C, h, w) features with
+        `embed` (C,) added in proportion to `cue` (N, h, w) in [0, 1]: the support mask for
+        support images, the similarity prior for the query."""
+        memory = feats + cue[:, None] * embed[None, :, None, None]
         # conv features carry no absolute position (a ViT's do): add it, or the LLM cannot localise
         h, w = feats.shape[-2:]
         memory = memory.flatten(2).transpose(1, 2) + sine_position(h, w, memory.shape[1], feats.device).to(feats.dtype)
-        out = self.qformer(query_embeds=self.query_tokens.expand(len(images), -1, -1), encoder_hidden_states=memory)
-        return self.project(out.last_hidden_state), feats
+        out = self.qformer(query_embeds=self.query_tokens.expand(len(feats), -1, -1), encoder_hidden_states=memory)
+        return self.project(out.last_hidden_state)
+
+    @staticmethod
+    def similarity_prior(query_feats, support_feats, support_masks) -> torch.Tensor:
+        """(B, h, w) in [0, 1]: cosine similarity of each query feature to the support
+        foreground prototype (masked average over the K supports), min-max normalised per image
+        (PFENet's training-free prior). It tells the LLM and the refinement which colours and
+        textures the target has; LLaFS's paper leaves this comparison to the LLM alone."""
+        b, k = support_masks.shape[:2]
+        weights = F.interpolate(support_masks.flatten(0, 1)[:, None].float(), size=support_feats.shape[-2:],
+                                mode="area").view(b, k, 1, *support_feats.shape[-2:])
+        feats = support_feats.view(b, k, *support_feats.shape[1:])
+        prototype = (feats * weights).sum((1, 3, 4)) / weights.sum((1, 3, 4)).clamp(min=1e-6)   # (B, C)
+        sim = F.cosine_similarity(query_feats, prototype[:, :, None, None], dim=1)             # (B, h, w)
+        lo, hi = sim.flatten(1).min(1).values, sim.flatten(1).max(1).values
+        return (sim - lo[:, None, None]) / (hi - lo).clamp(min=1e-6)[:, None, None]
+
+    def _visual_lists(self, batch: dict):
+        """Per sample the K support images' tokens and the query's, and the query's refinement
+        features (encoder features and the similarity prior, (B, C + 1, h, w))."""
+        b, k = batch["support_images"].shape[:2]
+        support_feats = self.encoder(batch["support_images"].flatten(0, 1))
+        query_feats = self.encoder(batch["query_image"])
+        masks = batch["support_masks"].flatten(0, 1)
+        inside = F.interpolate(masks[:, None].float(), size=support_feats.shape[-2:], mode="area")[:, 0]
+        support_tokens = self.visual_tokens(support_feats, inside, self.support_mask_embed)
+        prior = self.similarity_prior(query_feats, support_feats, batch["support_masks"])
+        query_tokens = self.visual_tokens(query_feats, prior, self.prior_embed)
+        support_tokens = support_tokens.view(b, k, *support_tokens.shape[1:])
+        visual = [list(support_tokens[i]) + [query_tokens[i]] for i in range(b)]
+        return visual, torch.cat([query_feats, prior[:, None]], 1)
 
     # ---- text --------------------------------------------------------------------------------
     def instruction(self, batch: dict, i: int) -> str:
@@ -178,13 +208,6 @@ class LLaFS(nn.Module):
             sl = slice(longest - len(e), longest) if left else slice(0, len(e))
             embeds[i, sl], labels[i, sl], attention[i, sl] = e, lab, 1
         return embeds, labels, attention
-
-    def _visual_lists(self, batch: dict):
-        b, k = batch["support_images"].shape[:2]
-        support_tokens, _ = self.visual_tokens(batch["support_images"].flatten(0, 1), batch["support_masks"].flatten(0, 1))
-        query_tokens, query_feats = self.visual_tokens(batch["query_image"])
-        support_tokens = support_tokens.view(b, k, *support_tokens.shape[1:])
-        return [list(support_tokens[i]) + [query_tokens[i]] for i in range(b)], query_feats
 
     # ---- training ----------------------------------------------------------------------------
     def _teacher_forced(self, batch, visual, answers):
