@@ -13,6 +13,6 @@ def test_demo_learns_in_short_form(tmp_path, monkeypatch):
     result = run(tmp_path, "cpu", steps=300, eval_samples=16)
     before, after = result["before"], result["after"]
     assert after["parsed"] >= 0.75, after
-    assert after["iou"] >= before["iou"] + 0.1, (before, after)
+    assert after["iou"] >= max(2 * before["iou"], before["iou"] + 0.08), (before, after)  # 0.08 -> 0.21 here
     assert result["grid"].stat().st_size > 10_000 and result["curves"].stat().st_size > 10_000
     assert (tmp_path / "llafs-run" / "checkpoints" / "step-000300" / "trainable.safetensors").exists()
