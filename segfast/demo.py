@@ -17,6 +17,7 @@ the query polygon from vision alone.
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -65,11 +66,17 @@ def evaluate(model, batches, device) -> tuple[dict, list]:
 
 
 def run(out="demo-out", device: str = "cpu", steps: int = 1000, batch: int = 8, eval_samples: int = 32) -> dict:
+    with warnings.catch_warnings():
+        # expected on a CPU: the masked-attention Triton kernel needs a GPU, and SDPA serves instead
+        warnings.filterwarnings("ignore", message=r"segfast\.ops\.masked_attention: the Triton kernel cannot run here")
+        return _run(Path(out), device, steps, batch, eval_samples)
+
+
+def _run(out: Path, device: str, steps: int, batch: int, eval_samples: int) -> dict:
     from segfast.models import MODELS
     from segfast.train import load_config, train
     from segfast.train.checkpoint import latest_checkpoint, load_trained
 
-    out = Path(out)
     cfg = load_config(base=demo_config(out, steps, batch, device))
     run_dir = Path(cfg.run.output_dir)
     if run_dir.exists():  # a fresh run each time: an old run's checkpoints would be resumed or mixed in
