@@ -62,7 +62,8 @@ def evaluate(model, batches, device) -> tuple[dict, list]:
         parsed += sum(e is None for e in out["errors"])
         outputs.append(out)
     n = int(refined.state[0, 3])
-    return {"iou": refined.compute()["gIoU"], "polygon_iou": polygon.compute()["gIoU"], "parsed": parsed / n}, outputs
+    return {"iou": refined.compute()["gIoU"], "polygon_iou": polygon.compute()["gIoU"], "parsed": parsed / n,
+            "samples": n}, outputs
 
 
 def run(out="demo-out", device: str = "cpu", steps: int = 1000, batch: int = 8, eval_samples: int = 32) -> dict:

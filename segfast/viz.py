@@ -57,6 +57,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _tint(image: torch.Tensor, mask: torch.Tensor, colour, alpha: float = 0.5) -> torch.Tensor:
     """(3, H, W) image in [0, 1] -> (H, W, 3) with `mask` blended towards `colour`."""
     img = image.permute(1, 2, 0).cpu().clone()
@@ -84,12 +93,7 @@ def llafs_grid(batch: dict, output: dict, path, rows: int = 4) -> Path:
         for poly in output["polygons"][r]:
             closed = torch.cat([poly, poly[:1]]).cpu() - 0.5  # imshow puts pixel centres on integers
             axes[r, 1].plot(closed[:, 0].numpy(), closed[:, 1].numpy(), "-o", color="yellow", lw=1, ms=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def training_curves(records: list, before: dict, after: dict, path) -> Path:
@@ -119,10 +123,5 @@ def training_curves(records: list, before: dict, after: dict, path) -> Path:
     right.set_ylabel("foreground IoU")
     right.set_ylim(0, 1)
     right.legend(fontsize=8)
-    right.set_title("held-out IoU (star: final, 32 pairs)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    right.set_title(f"held-out IoU (star: final, {after['samples']} pairs)")
+    return _save(plt, fig, path)

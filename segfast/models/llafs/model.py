@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfast.models.llafs.answer import AnswerError, format_answer, parse_answer
+from segfast.models.llafs.answer import AnswerError, coordinate_tokens, dequantize, format_answer, parse_answer
 from segfast.models.llafs.encoder import ImageEncoder
 from segfast.models.llafs.matching import reorder_ground_truth
 from segfast.models.llafs.prompts import IMAGE_TOKEN, pretrain_instruction, special_tokens, task_instruction
@@ -65,7 +65,7 @@ class LLaFS(nn.Module):
         self.project = nn.Linear(hidden_q, self.lm.get_input_embeddings().embedding_dim)
         self.refine = RefinementNetwork(channels + 1, o["refine_dim"], o["refine_queries"], o["refine_layers"])
         self.image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        coord = self.tokenizer.convert_tokens_to_ids([f"[c-{i}]" for i in range(384)])
+        coord = self.tokenizer.convert_tokens_to_ids(coordinate_tokens())
         self.register_buffer("coord_ids", torch.tensor(coord), persistent=False)
         self._tokens = 0
 
@@ -224,13 +224,11 @@ class LLaFS(nn.Module):
         coordinate tokens (teacher forcing), read back in pixels."""
         is_coord = torch.isin(targets, self.coord_ids)
         bins = logits.detach()[..., self.coord_ids].argmax(-1)
-        size = self.image_size
         out = []
         for row, sel in zip(bins, is_coord):
             values = row[sel]
-            v = values.numel() // 32 * 32  # 16 (x, y) pairs per object
-            xy = (values[:v].double().view(-1, 16, 2) + 0.5) * size / 384
-            out.append(xy)
+            pairs = values[: values.numel() // 32 * 32].view(-1, 16, 2)  # 16 (x, y) pairs per object
+            out.append(dequantize(pairs, self.image_size))
         return out
 
     def forward(self, batch: dict) -> dict:
