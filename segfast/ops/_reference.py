@@ -21,7 +21,7 @@ def pack_masks(masks: torch.Tensor) -> torch.Tensor:
     width = masks.shape[-1]
     pad = packed_row_bytes(width) * 8 - width
     bits = torch.nn.functional.pad(masks.to(torch.uint8), (0, pad))
-    bits = bits.reshape(*bits.shape[:-1], -1, 8)
+    bits = bits.reshape(*bits.shape[:-1], packed_row_bytes(width), 8)
     weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=masks.device)
     return (bits * weights).sum(-1, dtype=torch.uint8)
 
@@ -241,3 +241,33 @@ def rasterize_polygons(vertices: torch.Tensor, lengths: torch.Tensor, groups: to
             counts[int(groups[i])] += mask.to(torch.int32)
     masks = counts > 0
     return pack_masks(masks) if packed else masks
+
+
+# ---- mask logits -> packed masks, stability, boxes (SAM everything mode) -----------------------
+
+
+def binarize_logits(logits: torch.Tensor, hi: float, lo: float, mid: float, height: int, width: int,
+                    top: int, left: int):
+    """segment-anything's calculate_stability_score, `> threshold`, batched_mask_to_box and
+    uncrop_masks, written plainly: (packed, counts (N, 3) int32 [> hi, > lo, > mid], boxes)."""
+    counts = torch.stack([(logits > t).sum((-1, -2), dtype=torch.int32) for t in (hi, lo, mid)], dim=1)
+    n, h, w = logits.shape
+    masks = F.pad(logits > mid, (left, width - w - left, top, height - h - top))
+    rows, cols = masks.any(-1), masks.any(-2)
+    boxes = torch.zeros(n, 4, dtype=torch.int64, device=logits.device)
+    for i in range(n):
+        ys, xs = rows[i].nonzero()[:, 0], cols[i].nonzero()[:, 0]
+        if len(ys):
+            boxes[i] = torch.stack([xs[0], ys[0], xs[-1], ys[-1]])
+    return pack_masks(masks), counts, boxes
+
+
+def rle_counts(mask: torch.Tensor) -> list:
+    """COCO uncompressed RLE counts of one dense (H, W) mask: runs down the columns, zeros first."""
+    flat = mask.t().reshape(-1).to(torch.int8)
+    if flat.numel() == 0:
+        return [0]
+    change = (flat[1:] != flat[:-1]).nonzero()[:, 0] + 1
+    edges = [0] + change.tolist() + [flat.numel()]
+    counts = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    return ([0] if flat[0] else []) + counts
