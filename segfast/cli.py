@@ -66,6 +66,21 @@ def llafs_eval(args) -> int:
     return 0
 
 
+def proposals_command(args) -> int:
+    from segfast.models.sam.extract import extract_proposals
+
+    settings = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                    pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+                    box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
+                    min_mask_region_area=args.min_mask_region_area, image_batch=args.image_batch)
+    result = extract_proposals(args.images, args.out, model_type=args.model_type, checkpoint=args.checkpoint,
+                               top_k=args.top_k, device=args.device, workers=args.workers, **settings)
+    per_image = result["seconds_per_image"]
+    print(f"rank {result['rank']}: {result['done']} images done, {result['skipped']} already there"
+          + (f", {per_image:.3f} s/image" if per_image is not None else ""))
+    return 0
+
+
 def doctor(args) -> int:
     """Versions, what segfast can use here, and why not where it cannot."""
     import importlib.metadata
@@ -143,6 +158,25 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--attributes", help="JSON of per-class region attributes")
     p.set_defaults(func=llafs_eval)
+    p = sub.add_parser("proposals", help="SAM everything-mode proposals for an image folder (resumable; torchrun "
+                                         "shards by rank)")
+    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="one JSON per image is written here")
+    p.add_argument("--checkpoint", help="SAM checkpoint (e.g. sam_vit_h_4b8939.pth); omitted = random weights")
+    p.add_argument("--model-type", default="vit_h", help="vit_h, vit_l, vit_b or tiny")
+    p.add_argument("--top-k", type=int, default=100, help="keep the k largest proposals per image")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu"])
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
+    p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--points-per-batch", type=int, default=64)
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    p.add_argument("--stability-score-thresh", type=float, default=0.95)
+    p.add_argument("--box-nms-thresh", type=float, default=0.7)
+    p.add_argument("--crop-n-layers", type=int, default=0)
+    p.add_argument("--min-mask-region-area", type=int, default=0)
+    p.add_argument("--image-batch", type=int, default=1, help="images per image-encoder call")
+    p.set_defaults(func=proposals_command)
+
     p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
     p.set_defaults(func=doctor)
     args = parser.parse_args(argv)

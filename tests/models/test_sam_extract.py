@@ -1,0 +1,60 @@
+"""`segfast proposals` end to end on generated images (CPU, tiny SAM)."""
+
+import importlib
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("segment_anything")
+
+from segfast.cli import main  # noqa: E402
+from segfast.models.sam import ProposalGenerator, tiny_sam  # noqa: E402
+from segfast.models.sam.extract import load_proposals  # noqa: E402
+from segfast.ops import unpack_masks  # noqa: E402
+from segfast.train.distributed import DistEnv  # noqa: E402
+from tests.models.sam_fixtures import blob_image  # noqa: E402
+
+ARGS = ["--model-type", "tiny", "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+        "--top-k", "7", "--workers", "0"]
+
+
+def _images(root, n=4):
+    for i in range(n):
+        (root / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(blob_image(i, 90 + 10 * i, 130)).save(root / f"d{i % 2}" / f"im{i}.png")
+    return root
+
+
+def test_extract_resume_and_load(tmp_path, capsys):
+    images, out = _images(tmp_path / "images"), tmp_path / "out"
+    assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
+    files = sorted(out.rglob("*.json"))
+    assert [f.relative_to(out).as_posix() for f in files] == ["d0/im0.json", "d0/im2.json", "d1/im1.json",
+                                                              "d1/im3.json"]
+    data = json.loads(files[0].read_text())
+    assert (data["height"], data["width"]) == (90, 130) and data["seconds"] > 0
+    areas = [r["area"] for r in data["annotations"]]
+    assert 0 < len(areas) <= 7 and areas == sorted(areas, reverse=True)
+    # The stored RLE decodes to the generator's own largest masks.
+    packed, records = load_proposals(files[0])
+    expected = ProposalGenerator(tiny_sam(), points_per_side=8, pred_iou_thresh=0.0,
+                                 stability_score_thresh=0.0).generate_batch([blob_image(0, 90, 130)])[0]
+    expected = expected.top_k_by_area(7)
+    assert torch.equal(unpack_masks(packed, 130), expected.masks())
+    assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
+    assert "0 images done, 4 already there" in capsys.readouterr().out
+
+
+def test_shards_by_rank(tmp_path, monkeypatch):
+    images = _images(tmp_path / "images")
+    monkeypatch.setattr(importlib.import_module("segfast.train.distributed"), "init_distributed",
+                        lambda device: DistEnv(rank=1, world_size=2))
+    assert main(["proposals", "--images", str(images), "--out", str(tmp_path / "out"), *ARGS]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.json")) == ["im2.json", "im3.json"]  # sorted paths 1 and 3
+
+
+def test_bad_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="images"):
+        main(["proposals", "--images", str(tmp_path / "nope"), "--out", str(tmp_path), *ARGS])
