@@ -23,6 +23,12 @@ def _fewshot(options, split, seed):
     return FewShotEpisodes(seed=seed, split="train" if split == "train" else "val", **options)
 
 
-DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo, "fewshot": _fewshot}
+def _referring(options, split, seed):
+    from segfast.data.referring import ReferringSegmentation
+
+    return ReferringSegmentation(seed=seed, split=split, **options)
+
+
+DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo, "fewshot": _fewshot, "referring": _referring}
 
 __all__ = ["DATASETS", "MixtureDataset", "collate"]

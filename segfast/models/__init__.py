@@ -14,4 +14,10 @@ def _llafs(cfg, device=None):
     return LLaFS(cfg, device)
 
 
-MODELS = {"toy-llm": _toy, "llafs": _llafs}
+def _llmseg(cfg, device=None):
+    from segfast.models.llmseg.model import LLMSeg
+
+    return LLMSeg(cfg, device)
+
+
+MODELS = {"toy-llm": _toy, "llafs": _llafs, "llm-seg": _llmseg}

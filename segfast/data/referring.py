@@ -1,0 +1,213 @@
+"""Referring / reasoning segmentation data for LLM-Seg: a query, a target mask and the image's
+SAM proposals (from `segfast proposals`).
+
+Layouts read (local paths):
+  reasonseg   <root>/<split>/<name>.jpg + <name>.json as LISA's ReasonSeg:
+              {"text": [queries], "is_sentence": bool, "shapes": [{"label": "target" | "ignore",
+              "points": [[x, y], ...]}]}; the target is the union of "target" polygons.
+  llmseg40k   <root>/<split>.json: a list of {"image": path under <root>/images, "query": str or
+              [str], "segmentation": COCO polygons [[x, y, ...], ...] or COCO RLE}
+              (LLM-Seg40K's fields mapped to these names; see the README).
+  refcoco     <root>/<dataset>/refs(<split_by>).p and instances.json (the `refer` toolkit
+              layout), images under <root>/images/train2014; every sentence of a ref in `split`.
+  synthetic   generated rectangles with a coloured target named by the query; proposals are
+              the rectangles, some unions and noise boxes (no files; the built-in default).
+
+Polygons are rasterized with segfast (pycocotools' rule); the image, the target and every
+proposal are resized to image_size x image_size (nearest for masks), proposals packed and
+padded to max_proposals with empty masks (proposal_valid says which are real).
+"""
+
+import json
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segfast.ops import pack_masks, rasterize_polygons, unpack_masks
+
+FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40),
+           "white": (245, 245, 245), "black": (15, 15, 15)}
+SYNTHETIC_WORDS = ["segment", "the", "box", *COLOURS]
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's ImageNet normalisation
+
+
+def read_reasonseg(root: Path, split: str) -> list:
+    folder = root / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"root: no ReasonSeg split folder {folder}")
+    samples = []
+    for meta in sorted(folder.glob("*.json")):
+        data = json.loads(meta.read_text())
+        image = meta.with_suffix(".jpg")
+        polygons = [s["points"] for s in data["shapes"] if s.get("label", "target") == "target"]
+        samples.append({"image": image, "queries": list(data["text"]), "polygons": polygons})
+    return samples
+
+
+def read_llmseg40k(root: Path, split: str) -> list:
+    path = root / f"{split}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"root: no LLM-Seg40K annotation file {path}")
+    samples = []
+    for rec in json.loads(path.read_text()):
+        queries = rec["query"] if isinstance(rec["query"], list) else [rec["query"]]
+        seg = rec["segmentation"]
+        entry = {"image": root / "images" / rec["image"], "queries": queries}
+        if isinstance(seg, dict):
+            entry["rle"] = seg
+        else:
+            entry["polygons"] = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg]
+        samples.append(entry)
+    return samples
+
+
+def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str = "unc") -> list:
+    refs_path, inst_path = root / dataset / f"refs({split_by}).p", root / dataset / "instances.json"
+    for p in (refs_path, inst_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"root: missing {p} (refer toolkit layout)")
+    with open(refs_path, "rb") as f:
+        refs = pickle.load(f)
+    inst = json.loads(inst_path.read_text())
+    anns = {a["id"]: a for a in inst["annotations"]}
+    images = {i["id"]: i for i in inst["images"]}
+    samples = []
+    for ref in refs:
+        if ref["split"] != split:
+            continue
+        ann, info = anns[ref["ann_id"]], images[ref["image_id"]]
+        entry = {"image": root / "images" / "train2014" / info["file_name"],
+                 "queries": [s["sent"] for s in ref["sentences"]]}
+        if isinstance(ann["segmentation"], dict):
+            entry["rle"] = ann["segmentation"]
+        else:
+            entry["polygons"] = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in ann["segmentation"]]
+        samples.append(entry)
+    return samples
+
+
+def _target_mask(entry: dict, height: int, width: int) -> torch.Tensor:
+    if "rle" in entry:
+        from pycocotools import mask as mask_utils
+
+        rle = entry["rle"]
+        if isinstance(rle["counts"], list):
+            rle = mask_utils.frPyObjects(rle, height, width)
+        return torch.from_numpy(mask_utils.decode(rle)).bool()
+    polygons = [torch.as_tensor(np.asarray(p, dtype=np.float64)) for p in entry["polygons"]]
+    if not polygons:
+        return torch.zeros(height, width, dtype=torch.bool)
+    longest = max(len(p) for p in polygons)
+    vertices = torch.full((len(polygons), longest, 2), float("nan"), dtype=torch.float64)
+    for i, p in enumerate(polygons):
+        vertices[i, : len(p)] = p
+    lengths = torch.tensor([len(p) for p in polygons])
+    return rasterize_polygons(vertices, height, width, lengths=lengths, groups=torch.zeros(len(polygons),
+                              dtype=torch.long), num_masks=1, rule="coco")[0]
+
+
+def _resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0] > 0.5
+
+
+def _image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+
+
+def _pad(packed: torch.Tensor, k: int):
+    if len(packed) > k:
+        raise ValueError(f"{len(packed)} proposals exceed max_proposals={k}")
+    out = torch.zeros(k, *packed.shape[1:], dtype=torch.uint8)
+    out[: len(packed)] = packed
+    valid = torch.zeros(k, dtype=torch.bool)
+    valid[: len(packed)] = True
+    return out, valid
+
+
+class ReferringSegmentation(torch.utils.data.Dataset):
+    """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc)."""
+
+    def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", proposals: str = "",
+                 image_size: int = 56, max_proposals: int = 32, seed: int = 0, length: int = 256,
+                 dataset: str = "refcoco", split_by: str = "unc"):
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        self.format, self.size, self.k, self.seed, self.split = format, int(image_size), int(max_proposals), seed, split
+        if format == "synthetic":
+            self.samples = list(range(int(length)))
+            return
+        if not root:
+            raise ValueError(f"root is required for format={format!r}")
+        if not proposals:
+            raise ValueError("proposals: the folder written by `segfast proposals` for these images is required")
+        self.root, self.proposals = Path(root), Path(proposals)
+        read = {"reasonseg": read_reasonseg, "llmseg40k": read_llmseg40k,
+                "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by)}[format]
+        self.samples = read(self.root, split)
+        if not self.samples:
+            raise ValueError(f"no {format} samples for split {split!r} under {root}")
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        rng = random.Random(hash((self.seed, self.split, i)))
+        if self.format == "synthetic":
+            return self._synthetic(rng)
+        from PIL import Image
+
+        from segfast.models.sam.extract import load_proposals
+
+        entry = self.samples[i]
+        with Image.open(entry["image"]) as im:
+            image = np.asarray(im.convert("RGB"))
+        h, w = image.shape[:2]
+        target = _target_mask(entry, h, w)
+        rel = Path(entry["image"]).relative_to(self.root).with_suffix(".json")
+        name = self.proposals / rel
+        if not name.is_file():
+            name = self.proposals / Path(entry["image"]).with_suffix(".json").name
+        packed, _ = load_proposals(name, top_k=self.k)
+
+        props = pack_masks(_resize_masks(unpack_masks(packed, w), self.size)) if len(packed) else \
+            torch.zeros(0, self.size, 8 * -(-self.size // 64), dtype=torch.uint8)
+        proposals, valid = _pad(props, self.k)
+        return {"image": _image_tensor(image, self.size), "query": rng.choice(entry["queries"]),
+                "proposals": proposals, "proposal_valid": valid, "gt_mask": _resize_masks(target[None], self.size)[0]}
+
+    def _synthetic(self, rng: random.Random) -> dict:
+        s = self.size
+        names = rng.sample(sorted(COLOURS), 4)
+        image = np.full((s, s, 3), 128, np.uint8)
+        boxes = []
+        for name in names:
+            bh, bw = rng.randint(s // 6, s // 2), rng.randint(s // 6, s // 2)
+            y, x = rng.randint(0, s - bh), rng.randint(0, s - bw)
+            image[y:y + bh, x:x + bw] = COLOURS[name]
+            boxes.append((y, x, bh, bw))
+        # later rectangles cover earlier ones: each visible region is a proposal
+        label = np.full((s, s), -1)
+        for j, (y, x, bh, bw) in enumerate(boxes):
+            label[y:y + bh, x:x + bw] = j
+        regions = [torch.from_numpy(label == j) for j in range(len(boxes)) if (label == j).any()]
+        visible = [names[j] for j in range(len(boxes)) if (label == j).any()]
+        target = rng.randrange(len(regions))
+        extra = [regions[0] | regions[-1]]
+        for _ in range(3):  # noise boxes
+            y, x = rng.randint(0, s - 4), rng.randint(0, s - 4)
+            m = torch.zeros(s, s, dtype=torch.bool)
+            m[y:y + rng.randint(2, s // 3), x:x + rng.randint(2, s // 3)] = True
+            extra.append(m)
+        order = list(range(len(regions) + len(extra)))
+        rng.shuffle(order)
+        props = torch.stack(regions + extra)[order]
+        proposals, valid = _pad(pack_masks(props), self.k)
+        return {"image": _image_tensor(image, s), "query": f"segment the {visible[target]} box",
+                "proposals": proposals, "proposal_valid": valid, "gt_mask": regions[target]}

@@ -1,0 +1,1 @@
+"""LLM-Seg: [SEG]-token selection among SAM everything-mode proposals."""
