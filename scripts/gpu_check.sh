@@ -29,6 +29,7 @@ status=0
   "$python" -m benchmarks.bench_ohem --device cuda --quick --out "$results" || status=1
   "$python" -m benchmarks.bench_attention --device cuda --quick --out "$results" || status=1
   "$python" -m benchmarks.bench_train --device cuda --quick --out "$results" || status=1
+  "$python" -m benchmarks.bench_proposals --device cuda --quick --out "$results" || status=1
   echo "== done (status $status)"
   exit "$status"
 } 2>&1 | tee "$results/gpu_check.log"

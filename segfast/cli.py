@@ -16,7 +16,7 @@ def demo(args) -> int:
     return 0
 
 
-BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem", "attention", "train")
+BENCHMARKS = ("rasterize", "overlap", "pooling", "ohem", "attention", "train", "proposals")
 
 
 def _bench_module(name="rasterize"):

@@ -1,0 +1,132 @@
+"""SAM everything mode: segfast.models.sam.ProposalGenerator against segment-anything's
+SamAutomaticMaskGenerator, same model, same settings, same images; ms per image, images/s and
+peak GPU memory. Plus the LLM-Seg mask-selection side's training step (mask pooling, fusion,
+heads, losses, ground-truth IoU/IoP) with segfast's kernels and with the plain-PyTorch
+references (SEGFAST_BACKEND=reference).
+
+SAM weights are random (nothing is downloaded; timing only). With random weights few masks pass
+the default filters, so the post-processing load is lighter than with a trained SAM; the
+"filters off" case post-processes every mask (3 per point) and bounds it from above.
+
+    python -m benchmarks.bench_proposals [--quick] [--device cpu|cuda] [--out DIR]
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from benchmarks.harness import Report, measure, parse_args
+
+
+def images(n: int, height: int, width: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        im = np.empty((height, width, 3), np.uint8)
+        im[:] = rng.integers(0, 256, 3)
+        for _ in range(12):
+            y, x = rng.integers(0, height - 16), rng.integers(0, width - 16)
+            im[y:y + rng.integers(16, height // 2), x:x + rng.integers(16, width // 2)] = rng.integers(0, 256, 3)
+        out.append(im)
+    return out
+
+
+def peak_mib(device, fn):
+    if device != "cuda":
+        fn()
+        return ""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return round(torch.cuda.max_memory_allocated() / 2**20)
+
+
+def bench_generators(report, device, quick, repeats):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from segfast.models.sam import ProposalGenerator, load_sam
+
+    models = ["tiny"] if device == "cpu" else ["vit_b", "vit_h"]
+    settings = {"default": {}, "filters off": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
+    if device == "cpu":
+        settings = {k: dict(v, points_per_side=16) for k, v in settings.items()}
+    ims = images(2 if quick else 4, 768, 1024) if device == "cuda" else images(2, 240, 320)
+    for model_type in models:
+        sam = load_sam(model_type, None, device)
+        for name, kw in settings.items():
+            if quick and model_type == "vit_h" and name != "default":
+                continue  # keeps the GPU check under its 10 minutes
+            case = f"{model_type} {name} {ims[0].shape[1]}x{ims[0].shape[0]}"
+            contenders = {"sam-amg": SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **kw),
+                          "segfast": ProposalGenerator(sam, output_mode="coco_rle", **kw),
+                          "segfast points_per_batch=256": ProposalGenerator(sam, output_mode="coco_rle",
+                                                                           points_per_batch=256, **kw)}
+            counts = {}
+            for label, gen in contenders.items():
+                def run(gen=gen):
+                    return [gen.generate(im) for im in ims]
+                counts[label] = sum(len(r) for r in run())
+                memory = peak_mib(device, run)
+                ms = measure(run, device, repeats=repeats, warmup=0) / len(ims)
+                report.add(label, case, ms, note=f"{counts[label]} masks", images_per_s=round(1e3 / ms, 3),
+                           peak_mib=memory)
+            if len(set(counts.values())) != 1:
+                print(f"note: mask counts differ in {case}: {counts}", file=sys.stderr)
+        del sam
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def bench_selection_step(report, device, quick, repeats):
+    from segfast.data.referring import ReferringSegmentation
+    from segfast.models.llmseg.heads import Fusion, iop_loss, iou_alignment_loss, mlp, similarity
+    from segfast.models.llmseg.model import ground_truth
+    from segfast.ops import mask_pool
+
+    size, k, batch = (896, 100, 4) if device == "cuda" else (224, 32, 2)
+    data = ReferringSegmentation(image_size=size, max_proposals=k, length=batch)
+    samples = [data[i] for i in range(batch)]
+    proposals = torch.stack([s["proposals"] for s in samples]).to(device)
+    valid = torch.stack([s["proposal_valid"] for s in samples]).to(device)
+    gt = torch.stack([s["gt_mask"] for s in samples]).to(device)
+    grid = size // 14
+    feats = torch.randn(batch, 1024, grid, grid, device=device)
+    project = torch.nn.Conv2d(1024, 256, 1).to(device)
+    fusion, head = Fusion().to(device), mlp([256, 64, 1]).to(device)
+    seg = torch.randn(batch, 256, device=device, requires_grad=True)
+
+    def step():
+        emb = mask_pool(project(feats), proposals, weights="bilinear", width=size)
+        s, e = fusion(seg, emb)
+        gt_iou, gt_iop = ground_truth(proposals, gt)
+        loss = iou_alignment_loss(similarity(e, s), gt_iou, valid) + 50 * iop_loss(
+            torch.sigmoid(head(e)[..., 0]), gt_iop, valid)
+        loss.backward()
+        return loss
+
+    case = f"B={batch} K={k} {size}px"
+    for label, backend in (("segfast", ""), ("plain torch (reference)", "reference")):
+        old = os.environ.get("SEGFAST_BACKEND")
+        os.environ["SEGFAST_BACKEND"] = backend
+        try:
+            memory = peak_mib(device, step)
+            report.add(label, case, measure(step, device, repeats=repeats), peak_mib=memory)
+        finally:
+            os.environ.pop("SEGFAST_BACKEND") if old is None else os.environ.update(SEGFAST_BACKEND=old)
+
+
+def main(argv=None):
+    args = parse_args(__doc__, argv)
+    report = Report("sam everything mode", args.device)
+    bench_generators(report, args.device, args.quick, min(args.repeats, 3))
+    report.save(args.out, "proposals", baseline="sam-amg")
+    step = Report("llm-seg selection step", args.device)
+    bench_selection_step(step, args.device, args.quick, args.repeats)
+    step.save(args.out, "llmseg_step", baseline="plain torch (reference)")
+
+
+if __name__ == "__main__":
+    main()
