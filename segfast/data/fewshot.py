@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from segfast.ops import mask_to_polar_polygons, rasterize_polygons
+from segfast.data.coco_masks import segmentation_mask
+from segfast.ops import mask_to_polar_polygons
 
 PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                   "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -156,30 +157,10 @@ class _Coco:
     def image(self, image_id):
         return _load_rgb(self.dir / self.images[image_id]["file_name"])
 
-    def _instance(self, ann, h, w):
-        seg = ann["segmentation"]
-        if isinstance(seg, list):  # polygons: one object, possibly in several parts
-            polys = [torch.tensor(p, dtype=torch.float64).view(-1, 2) for p in seg if len(p) >= 6]
-            if not polys:
-                return torch.zeros(h, w, dtype=torch.bool)
-            longest = max(len(p) for p in polys)
-            vertices = torch.full((len(polys), longest, 2), float("nan"), dtype=torch.float64)
-            for i, p in enumerate(polys):
-                vertices[i, : len(p)] = p
-            lengths = torch.tensor([len(p) for p in polys])
-            return rasterize_polygons(vertices, h, w, lengths=lengths, groups=torch.zeros(len(polys), dtype=torch.long),
-                                      num_masks=1, rule="coco")[0]
-        try:
-            from pycocotools import mask as mask_utils
-        except ImportError:
-            raise ImportError("COCO RLE annotations (crowds) need pycocotools: pip install pycocotools") from None
-        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg
-        return torch.from_numpy(mask_utils.decode(rle).astype(bool))
-
     def masks(self, image_id, cls):
         im = self.images[image_id]
         h, w = im["height"], im["width"]
-        objects = [self._instance(a, h, w) for a in self.anns[(image_id, cls)]]
+        objects = [segmentation_mask(a["segmentation"], h, w) for a in self.anns[(image_id, cls)]]
         union = torch.stack(objects).any(0)
         return union, torch.zeros_like(union), objects
 

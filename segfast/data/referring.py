@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segfast.ops import pack_masks, rasterize_polygons, unpack_masks
+from segfast.data.coco_masks import segmentation_mask
+from segfast.ops import pack_masks, unpack_masks
 
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40),
@@ -45,7 +46,7 @@ def read_reasonseg(root: Path, split: str) -> list:
         data = json.loads(meta.read_text())
         image = meta.with_suffix(".jpg")
         polygons = [s["points"] for s in data["shapes"] if s.get("label", "target") == "target"]
-        samples.append({"image": image, "queries": list(data["text"]), "polygons": polygons})
+        samples.append({"image": image, "queries": list(data["text"]), "segmentation": polygons})
     return samples
 
 
@@ -56,13 +57,8 @@ def read_llmseg40k(root: Path, split: str) -> list:
     samples = []
     for rec in json.loads(path.read_text()):
         queries = rec["query"] if isinstance(rec["query"], list) else [rec["query"]]
-        seg = rec["segmentation"]
-        entry = {"image": root / "images" / rec["image"], "queries": queries}
-        if isinstance(seg, dict):
-            entry["rle"] = seg
-        else:
-            entry["polygons"] = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg]
-        samples.append(entry)
+        samples.append({"image": root / "images" / rec["image"], "queries": queries,
+                        "segmentation": rec["segmentation"]})
     return samples
 
 
@@ -81,34 +77,9 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
         if ref["split"] != split:
             continue
         ann, info = anns[ref["ann_id"]], images[ref["image_id"]]
-        entry = {"image": root / "images" / "train2014" / info["file_name"],
-                 "queries": [s["sent"] for s in ref["sentences"]]}
-        if isinstance(ann["segmentation"], dict):
-            entry["rle"] = ann["segmentation"]
-        else:
-            entry["polygons"] = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in ann["segmentation"]]
-        samples.append(entry)
+        samples.append({"image": root / "images" / "train2014" / info["file_name"],
+                        "queries": [s["sent"] for s in ref["sentences"]], "segmentation": ann["segmentation"]})
     return samples
-
-
-def _target_mask(entry: dict, height: int, width: int) -> torch.Tensor:
-    if "rle" in entry:
-        from pycocotools import mask as mask_utils
-
-        rle = entry["rle"]
-        if isinstance(rle["counts"], list):
-            rle = mask_utils.frPyObjects(rle, height, width)
-        return torch.from_numpy(mask_utils.decode(rle)).bool()
-    polygons = [torch.as_tensor(np.asarray(p, dtype=np.float64)) for p in entry["polygons"]]
-    if not polygons:
-        return torch.zeros(height, width, dtype=torch.bool)
-    longest = max(len(p) for p in polygons)
-    vertices = torch.full((len(polygons), longest, 2), float("nan"), dtype=torch.float64)
-    for i, p in enumerate(polygons):
-        vertices[i, : len(p)] = p
-    lengths = torch.tensor([len(p) for p in polygons])
-    return rasterize_polygons(vertices, height, width, lengths=lengths, groups=torch.zeros(len(polygons),
-                              dtype=torch.long), num_masks=1, rule="coco")[0]
 
 
 def _resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -169,7 +140,7 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         with Image.open(entry["image"]) as im:
             image = np.asarray(im.convert("RGB"))
         h, w = image.shape[:2]
-        target = _target_mask(entry, h, w)
+        target = segmentation_mask(entry["segmentation"], h, w)
         rel = Path(entry["image"]).relative_to(self.root).with_suffix(".json")
         name = self.proposals / rel
         if not name.is_file():
