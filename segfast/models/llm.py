@@ -101,3 +101,56 @@ def load_llm(cfg: ModelConfig, device: torch.device | None = None):
         model = apply_lora(model, cfg.lora, train_embeddings=len(tokenizer) != before)
     log.info("segfast: loaded %s (%s) from %s", type(model).__name__, hf_config.model_type, cfg.path)
     return model, tokenizer, token_ids
+
+
+def model_options(model: str, options: dict, defaults: dict) -> dict:
+    """defaults updated by options; unknown keys are an error naming them."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown model.options for {model}: {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **options}
+
+
+def build_llm(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
+    """(lm, tokenizer) for a segmentation model: the local checkpoint at cfg.path with `tokens`
+    added (load_llm), or, without a path, a tiny random Llama (fields `tiny`) over a word
+    tokenizer of `words`. LoRA per cfg.lora; embeddings and LM head train fully beside it."""
+    if cfg.path:
+        cfg = ModelConfig(**{**cfg.__dict__, "special_tokens": list(cfg.special_tokens) + list(tokens)})
+        lm, tokenizer, _ = load_llm(cfg, device)
+    else:
+        from segfast.models.tiny import tiny_llama, word_tokenizer
+
+        tokenizer = word_tokenizer(words)
+        add_special_tokens(tokenizer, tokens)
+        lm = tiny_llama(**{**tiny, "vocab_size": len(tokenizer)})
+        if cfg.lora.enabled:
+            lm = apply_lora(lm, cfg.lora, train_embeddings=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return lm, tokenizer
+
+
+class LLMHooks:
+    """The engine hooks (segfast.models.protocol) of a model whose language model is `self.lm`
+    and which counts its tokens per forward in `self._tokens`."""
+
+    @property
+    def peft_model(self):
+        from peft import PeftModel
+
+        return self.lm if isinstance(self.lm, PeftModel) else None
+
+    def transformer_blocks(self) -> list:
+        base = self.lm.get_base_model() if self.peft_model is not None else self.lm
+        inner = getattr(base, "model", base)
+        layers = getattr(inner, "layers", None)
+        if layers is None:  # image-text models keep the decoder under language_model
+            layers = getattr(getattr(inner, "language_model", None), "layers", None)
+        return list(layers or [])
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def count_tokens(self, batch: dict) -> int:
+        return self._tokens

@@ -27,9 +27,10 @@ from torch import nn
 from segfast.models.llafs.answer import AnswerError, coordinate_tokens, dequantize, format_answer, parse_answer
 from segfast.models.llafs.encoder import ImageEncoder
 from segfast.models.llafs.matching import reorder_ground_truth
-from segfast.models.llafs.prompts import IMAGE_TOKEN, pretrain_instruction, special_tokens, task_instruction
+from segfast.models.llafs.prompts import (IMAGE_TOKEN, pretrain_instruction, special_tokens, task_instruction,
+                                         template_words)
 from segfast.models.llafs.refine import RefinementNetwork, sine_position
-from segfast.models.llm import add_special_tokens, apply_lora, load_llm
+from segfast.models.llm import LLMHooks, build_llm, model_options
 from segfast.ops import ohem_cross_entropy, rasterize_polygons
 from segfast.train.config import ModelConfig
 
@@ -45,14 +46,10 @@ DEFAULTS = dict(image_size=64, encoder="tiny", encoder_path="", encoder_widths=[
                 max_objects=4)
 
 
-class LLaFS(nn.Module):
+class LLaFS(LLMHooks, nn.Module):
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
-        unknown = set(cfg.options) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown model.options for llafs: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        o = {**DEFAULTS, **cfg.options}
-        self.options = o
+        o = self.options = model_options("llafs", cfg.options, DEFAULTS)
         self.image_size = int(o["image_size"])
         self.encoder = ImageEncoder(o["encoder"], o["encoder_path"], tuple(o["encoder_widths"]), o["freeze_encoder"])
         channels = self.encoder.out_channels
@@ -61,7 +58,7 @@ class LLaFS(nn.Module):
         self.qformer = self._qformer(o, channels)
         hidden_q = self.qformer.config.hidden_size
         self.query_tokens = nn.Parameter(torch.randn(1, int(o["num_query_tokens"]), hidden_q) * 0.02)
-        self.lm, self.tokenizer = self._llm(cfg, o, device)
+        self.lm, self.tokenizer = build_llm(cfg, o["llm"], template_words(), special_tokens(), device)
         self.project = nn.Linear(hidden_q, self.lm.get_input_embeddings().embedding_dim)
         self.refine = RefinementNetwork(channels + 1, o["refine_dim"], o["refine_queries"], o["refine_layers"])
         self.image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -81,41 +78,6 @@ class LLaFS(nn.Module):
                                  f"encoder channels; the image encoder gives {channels}")
             return model
         return Blip2QFormerModel(Blip2QFormerConfig(**{**o["qformer"], "encoder_hidden_size": channels}))
-
-    @staticmethod
-    def _llm(cfg: ModelConfig, o, device):
-        if cfg.path:  # a local Llama / CodeLlama checkpoint; LoRA, embeddings and lm_head train
-            cfg = ModelConfig(**{**cfg.__dict__, "special_tokens": list(cfg.special_tokens) + special_tokens()})
-            lm, tokenizer, _ = load_llm(cfg, device)
-        else:
-            from segfast.models.llafs.prompts import template_words
-            from segfast.models.tiny import tiny_llama, word_tokenizer
-
-            tokenizer = word_tokenizer(template_words())
-            add_special_tokens(tokenizer, special_tokens())
-            lm = tiny_llama(**{**o["llm"], "vocab_size": len(tokenizer)})
-            if cfg.lora.enabled:
-                lm = apply_lora(lm, cfg.lora, train_embeddings=True)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-        return lm, tokenizer
-
-    # ---- engine hooks ------------------------------------------------------------------------
-    @property
-    def peft_model(self):
-        from peft import PeftModel
-
-        return self.lm if isinstance(self.lm, PeftModel) else None
-
-    def transformer_blocks(self) -> list:
-        base = self.lm.get_base_model() if self.peft_model is not None else self.lm
-        return list(base.model.layers)
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-    def count_tokens(self, batch: dict) -> int:
-        return self._tokens
 
     # ---- visual tokens -----------------------------------------------------------------------
     def visual_tokens(self, feats: torch.Tensor, cue: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfast.models.llm import add_special_tokens, apply_lora, load_llm
+from segfast.models.llm import LLMHooks, build_llm, model_options
 from segfast.models.llmseg.heads import Fusion, iop_loss, iou_alignment_loss, mlp, select, similarity
 from segfast.ops import mask_iop, mask_iou, mask_pool, unpack_masks
 from segfast.train.config import ModelConfig
@@ -51,19 +51,16 @@ def prompt_words() -> list:
     return sorted(set((PROMPT + ANSWER).replace("{query}", "").split()) | set(SYNTHETIC_WORDS) | {"."})
 
 
-class LLMSeg(nn.Module):
+class LLMSeg(LLMHooks, nn.Module):
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
-        unknown = set(cfg.options) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown model.options for llm-seg: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        o = self.options = {**DEFAULTS, **cfg.options}
+        o = self.options = model_options("llm-seg", cfg.options, DEFAULTS)
         self.image_size = int(o["image_size"])
         self.dinov2 = self._dinov2(o).requires_grad_(False).eval()
         width = self.dinov2.config.hidden_size
         dim = int(o["dim"])
         self.project = nn.Conv2d(width, dim, 1)
-        self.lm, self.tokenizer = self._llm(cfg, o, device)
+        self.lm, self.tokenizer = build_llm(cfg, o["llm"], prompt_words(), [SEG], device)
         d_llm = self.lm.get_input_embeddings().embedding_dim
         self.visual = mlp([width, d_llm, d_llm])
         self.seg_fc = mlp([d_llm, d_llm, dim])
@@ -80,46 +77,10 @@ class LLMSeg(nn.Module):
             return Dinov2Model.from_pretrained(o["dinov2_path"])
         return Dinov2Model(Dinov2Config(**{**o["dinov2"], "image_size": o["image_size"]}))
 
-    @staticmethod
-    def _llm(cfg: ModelConfig, o, device):
-        if cfg.path:  # a local LLaVA / Llama checkpoint: [SEG] added, LoRA, embeddings train
-            cfg = ModelConfig(**{**cfg.__dict__, "special_tokens": list(cfg.special_tokens) + [SEG]})
-            lm, tokenizer, _ = load_llm(cfg, device)
-        else:
-            from segfast.models.tiny import tiny_llama, word_tokenizer
-
-            tokenizer = word_tokenizer(prompt_words())
-            add_special_tokens(tokenizer, [SEG])
-            lm = tiny_llama(**{**o["llm"], "vocab_size": len(tokenizer)})
-            if cfg.lora.enabled:
-                lm = apply_lora(lm, cfg.lora, train_embeddings=True)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-        return lm, tokenizer
-
     def train(self, mode: bool = True):
         super().train(mode)
         self.dinov2.eval()  # frozen: no dropout, ever
         return self
-
-    # ---- engine hooks ------------------------------------------------------------------------
-    @property
-    def peft_model(self):
-        from peft import PeftModel
-
-        return self.lm if isinstance(self.lm, PeftModel) else None
-
-    def transformer_blocks(self) -> list:
-        base = self.lm.get_base_model() if self.peft_model is not None else self.lm
-        inner = getattr(base, "model", base)
-        layers = getattr(inner, "layers", None) or getattr(getattr(inner, "language_model", None), "layers", None)
-        return list(layers or [])
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-    def count_tokens(self, batch: dict) -> int:
-        return self._tokens
 
     # ---- forward -----------------------------------------------------------------------------
     def features(self, image: torch.Tensor) -> torch.Tensor:
