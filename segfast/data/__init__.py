@@ -29,6 +29,36 @@ def _referring(options, split, seed):
     return ReferringSegmentation(seed=seed, split=split, **options)
 
 
-DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo, "fewshot": _fewshot, "referring": _referring}
+def _seg_conversations(options, split, seed):
+    from segfast.data.conversations import SegConversations
+
+    return SegConversations(seed=seed, split=split, **options)
+
+
+def _semantic_queries(options, split, seed):
+    from segfast.data.semantic import SemanticQueries
+
+    return SemanticQueries(seed=seed, split=split, **options)
+
+
+def _multiround(options, split, seed):
+    from segfast.data.multiround import MultiRoundConversations
+
+    return MultiRoundConversations(seed=seed, split=split, **options)
+
+
+def _mixture(options, split, seed):
+    """options: {datasets: [{name, options}], rates: [..], length}: LISA-style sampling at rates."""
+    parts = options.get("datasets") or []
+    unknown = [p.get("name") for p in parts if p.get("name") not in DATASETS or p.get("name") == "mixture"]
+    if unknown:
+        raise ValueError(f"data.options.datasets: unknown dataset names {unknown}; known: {sorted(set(DATASETS) - {'mixture'})}")
+    datasets = [DATASETS[p["name"]](p.get("options", {}), split, seed) for p in parts]
+    return MixtureDataset(datasets, list(options.get("rates", [1] * len(parts))), int(options.get("length", 10000)), seed)
+
+
+DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo, "fewshot": _fewshot, "referring": _referring,
+            "seg-conversations": _seg_conversations, "semantic-queries": _semantic_queries,
+            "multiround": _multiround, "mixture": _mixture}
 
 __all__ = ["DATASETS", "MixtureDataset", "collate"]

@@ -20,4 +20,22 @@ def _llmseg(cfg, device=None):
     return LLMSeg(cfg, device)
 
 
-MODELS = {"toy-llm": _toy, "llafs": _llafs, "llm-seg": _llmseg}
+def _lisa(cfg, device=None):
+    from segfast.models.lisa.model import LISA
+
+    return LISA(cfg, device)
+
+
+def _lasagna(cfg, device=None):
+    from segfast.models.lasagna.model import LaSagnA
+
+    return LaSagnA(cfg, device)
+
+
+def _segllm(cfg, device=None):
+    from segfast.models.segllm.model import SegLLM
+
+    return SegLLM(cfg, device)
+
+
+MODELS = {"toy-llm": _toy, "llafs": _llafs, "llm-seg": _llmseg, "lisa": _lisa, "lasagna": _lasagna, "segllm": _segllm}

@@ -64,14 +64,21 @@ def add_special_tokens(tokenizer, tokens) -> list[int]:
     return verify_single_ids(tokenizer, tokens)
 
 
+# LoRA adapts the language model only: LLaVA's CLIP tower stays frozen and its projector trains
+# fully (as a module to save), the split LISA makes
+VISION = r".*(vision_tower|multi_modal_projector).*"
+
+
 def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    modules_to_save = ["embed_tokens", "lm_head"] if train_embeddings else None
+    modules_to_save = ["embed_tokens", "lm_head"] if train_embeddings else []
+    if hasattr(getattr(model, "model", None), "multi_modal_projector"):
+        modules_to_save.append("multi_modal_projector")
     peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), modules_to_save=modules_to_save,
-                              task_type="CAUSAL_LM")
+                              target_modules=list(cfg.target_modules), exclude_modules=VISION,
+                              modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
     return get_peft_model(model, peft_cfg)
 
 

@@ -25,3 +25,18 @@ class OHEMCrossEntropyLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"thresh={self.thresh}, min_kept={self.min_kept}, ignore_index={self.ignore_index}, "
                 f"reduction={self.reduction!r}, avg_non_ignore={self.avg_non_ignore}")
+
+
+def mask_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """LISA's sigmoid_ce_loss per mask: (N, H, W) logits and {0, 1} targets -> (N,) mean
+    binary cross-entropy over each mask's pixels."""
+    return nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").flatten(1).mean(1)
+
+
+def mask_dice_loss(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1000.0, eps: float = 1e-6) -> torch.Tensor:
+    """LISA's dice_loss per mask: (N,) 1 - (2 Σ p·t + eps) / (Σ p + Σ t + eps) with p = sigmoid,
+    every sum taken over pixels scaled by 1/scale (which keeps it finite in fp16 and makes eps
+    matter only for empty masks)."""
+    p = torch.sigmoid(logits).flatten(1) / scale
+    t = targets.to(p.dtype).flatten(1)
+    return 1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) / scale + eps)

@@ -263,7 +263,7 @@ def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: s
         count += 1
     model.train(was_training)
     out = {f"eval/{k}": mean_across(v / max(count, 1), env).item() for k, v in totals.items()}
-    for name, meter in meters.items():
-        if int(meter.state[:, 3].sum()):
-            out.update({f"eval/{name}/{k}": v for k, v in meter.sync().compute().items()})
+    for name, meter in meters.items():  # models may add meters (mIoU, per-round IoU) in their hook
+        if bool(meter.state.any()):
+            out.update({f"eval/{name}/{k}": v for k, v in meter.sync().compute().items() if isinstance(v, (int, float))})
     return out

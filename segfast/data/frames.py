@@ -1,0 +1,58 @@
+"""Image and mask inputs of the [SEG]-token models: SAM's frame (longest side resized to S,
+normalised, zero-padded bottom/right — exactly segment-anything's ResizeLongestSide followed by
+Sam.preprocess) and the CLIP tower's square input."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def valid_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """The unpadded (h, w) in SAM's frame: ResizeLongestSide.get_preprocess_shape."""
+    scale = size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def _rgb(image: np.ndarray) -> torch.Tensor:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+
+
+def sam_frame(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """((3, size, size) normalised, padded image, (h, w) unpadded size)."""
+    h, w = valid_size(image.shape[0], image.shape[1], size)
+    x = F.interpolate(_rgb(image), size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    x = (x - torch.tensor(SAM_MEAN)[:, None, None]) / torch.tensor(SAM_STD)[:, None, None]
+    return F.pad(x, (0, size - w, 0, size - h)), (h, w)
+
+
+def frame_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, H, W) bool masks -> (n, size, size) in SAM's frame (nearest, zero padding)."""
+    h, w = valid_size(masks.shape[-2], masks.shape[-1], size)
+    if len(masks) == 0:
+        return torch.zeros(0, size, size, dtype=torch.bool)
+    resized = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0.5
+    return F.pad(resized, (0, size - w, 0, size - h))
+
+
+def frame_labels(label: np.ndarray, size: int, ignore_index: int = 255) -> torch.Tensor:
+    """(H, W) integer label map -> (size, size) long in SAM's frame, padding = ignore_index."""
+    h, w = valid_size(label.shape[0], label.shape[1], size)
+    x = torch.from_numpy(label.astype(np.int64))[None, None].float()
+    x = F.interpolate(x, size=(h, w), mode="nearest")[0, 0].long()
+    return F.pad(x, (0, size - w, 0, size - h), value=ignore_index)
+
+
+def clip_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """(3, size, size) CLIP-normalised square resize of the whole image."""
+    x = F.interpolate(_rgb(image) / 255, size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
+    return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
+def model_inputs(image: np.ndarray, sam_size: int, clip_size: int) -> dict:
+    frame, valid = sam_frame(image, sam_size)
+    return {"image": frame, "valid_size": torch.tensor(valid), "clip_image": clip_input(image, clip_size)}

@@ -1,0 +1,1 @@
+"""LaSagnA: many and absent targets per query on the LISA base."""

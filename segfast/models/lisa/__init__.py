@@ -1,0 +1,1 @@
+"""LISA and the [SEG]-token family's shared parts (conversations, SAM prompting)."""

@@ -1,0 +1,102 @@
+"""LLaVA-style image-text models for the [SEG]-token family (LISA, LaSagnA, SegLLM).
+
+A local checkpoint (model.path, transformers' LlavaForConditionalGeneration layout: CLIP vision
+tower, projector, language model) loads through segfast.models.llm.load_llm; without a path a
+tiny random LLaVA is built from configs over a word tokenizer (tests, CPU smoke runs). Either way
+the CLIP tower is frozen, the projector trains fully and LoRA adapts the language model.
+
+segfast builds the input embeddings itself (image features scattered into the `<image>` slots,
+mask memory into its slots) and calls the model with inputs_embeds, so one code path serves
+training, evaluation and generation.
+"""
+
+import torch
+
+from segfast.models.llm import add_special_tokens, apply_lora, load_llm
+from segfast.models.tiny import TINY_LLAMA, word_tokenizer
+from segfast.train.config import ConfigError, ModelConfig
+
+IMAGE = "<image>"
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                   patch_size=8)
+
+
+def tiny_llava(tokenizer, text: dict | None = None, vision: dict | None = None):
+    """A random LlavaForConditionalGeneration: CLIP vision tower TINY_VISION and Llama TINY_LLAMA
+    (each updated by the given fields), the image token being the tokenizer's IMAGE."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(vision_config=CLIPVisionConfig(**{**TINY_VISION, **(vision or {})}),
+                         text_config=LlamaConfig(**{**TINY_LLAMA, **(text or {}), "vocab_size": len(tokenizer)}),
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), pad_token_id=tokenizer.pad_token_id)
+    return LlavaForConditionalGeneration(config)
+
+
+def save_tiny_llava(directory, words, text: dict | None = None, vision: dict | None = None):
+    """Writes a tiny random LLaVA and its tokenizer to `directory` in transformers' format (what
+    model.path reads): tests go through the real from_pretrained path with it."""
+    tokenizer = word_tokenizer(words)
+    add_special_tokens(tokenizer, [IMAGE])
+    tiny_llava(tokenizer, text, vision).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def base_model(lm):
+    """The transformers model under a peft wrapper (or lm itself)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def build_llava(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
+    """(lm, tokenizer) with `tokens` added as single ids; see the module doc."""
+    if cfg.path:
+        cfg = ModelConfig(**{**cfg.__dict__, "special_tokens": list(cfg.special_tokens) + list(tokens)})
+        lm, tokenizer, _ = load_llm(cfg, device)
+        if not hasattr(getattr(base_model(lm), "model", None), "vision_tower"):
+            raise ConfigError(f"model.path {cfg.path} is not a LLaVA-style model (no vision tower); the [SEG] models "
+                              "need an image-text checkpoint such as llava-hf/llava-1.5-7b-hf")
+        image_id = base_model(lm).config.image_token_id
+        if tokenizer.convert_tokens_to_ids(IMAGE) != image_id:
+            raise ConfigError(f"model.path {cfg.path}: the tokenizer's {IMAGE} is not the model's image_token_id "
+                              f"{image_id}")
+    else:
+        tokenizer = word_tokenizer(words)
+        add_special_tokens(tokenizer, [IMAGE, *tokens])
+        lm = tiny_llava(tokenizer, tiny.get("text"), tiny.get("vision"))
+        if cfg.lora.enabled:
+            lm = apply_lora(lm, cfg.lora, train_embeddings=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    vision_tower(lm).requires_grad_(False).eval()
+    return lm, tokenizer
+
+
+def vision_tower(lm):
+    return base_model(lm).model.vision_tower
+
+
+def image_token_count(lm) -> int:
+    """Image features per image: CLIP's patch grid (plus CLS for the "full" strategy)."""
+    config = base_model(lm).config
+    v = config.vision_config
+    return (v.image_size // v.patch_size) ** 2 + (config.vision_feature_select_strategy == "full")
+
+
+def image_size(lm) -> int:
+    return base_model(lm).config.vision_config.image_size
+
+
+def image_features(lm, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, image_token_count, d_llm): the frozen CLIP tower's selected layer (CLS dropped for
+    the "default" strategy), through the trainable projector, as LLaVA computes them."""
+    base = base_model(lm)
+    config = base.config
+    layers = config.vision_feature_layer
+    with torch.no_grad():
+        tower = base.model.vision_tower
+        hidden = tower(pixel_values.to(tower.dtype), output_hidden_states=True).hidden_states
+        picked = [hidden[i] for i in (layers if isinstance(layers, (list, tuple)) else [layers])]
+        if config.vision_feature_select_strategy == "default":
+            picked = [h[:, 1:] for h in picked]
+        selected = torch.cat(picked, dim=-1)
+    return base.model.multi_modal_projector(selected)

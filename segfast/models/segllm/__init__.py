@@ -1,0 +1,1 @@
+"""SegLLM: multi-round segmentation with mask memory on the LISA base."""

@@ -1,0 +1,86 @@
+"""SegLLM's mask encoding: two LLM-input embeddings per mask.
+
+* mask embedding: the image with every pixel outside the mask blacked out, cropped to the mask's
+  box (torchvision roi_align, one batched call for all masks), through a frozen CLIP vision
+  model (transformers), its pooled output through a trainable MLP to the LLM width;
+* box embedding: sinusoidal features of the box corners (normalised to [0, 1]) through a
+  trainable linear layer to the LLM width.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from segfast.data.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
+
+TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                 patch_size=8)
+
+
+def load_clip(path: str, tiny: dict):
+    """A frozen CLIPVisionModel from a local directory (a CLIP or CLIP-vision checkpoint), or a
+    tiny random one from TINY_CLIP updated by `tiny`."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    model = CLIPVisionModel.from_pretrained(path) if path else CLIPVisionModel(CLIPVisionConfig(**{**TINY_CLIP, **tiny}))
+    return model.requires_grad_(False).eval()
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(n, 4) float XYXY boxes (exclusive max) of (n, H, W) bool masks; an empty mask gets the
+    whole frame."""
+    n, h, w = masks.shape
+    rows, cols = masks.any(2), masks.any(1)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    big = torch.tensor(10**9, device=masks.device)
+    x0 = torch.where(cols, ar_w, big).amin(1)
+    x1 = torch.where(cols, ar_w + 1, -big).amax(1)
+    y0 = torch.where(rows, ar_h, big).amin(1)
+    y1 = torch.where(rows, ar_h + 1, -big).amax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    whole = torch.tensor([0.0, 0.0, w, h], device=masks.device)
+    return torch.where(masks.flatten(1).any(1)[:, None], boxes, whole)
+
+
+def fourier(x: torch.Tensor, bands: int) -> torch.Tensor:
+    """(..., k) in [0, 1] -> (..., k * 2 * bands) sin/cos at frequencies 2^j * pi."""
+    freqs = (2.0 ** torch.arange(bands, device=x.device)) * math.pi
+    angles = x[..., None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
+
+
+class MaskEncoder(nn.Module):
+    slots = 2
+
+    def __init__(self, clip, width: int, bands: int = 8):
+        super().__init__()
+        self.clip, self.bands = clip, bands
+        hidden = clip.config.hidden_size
+        self.mask_mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, width))
+        self.box_proj = nn.Linear(4 * 2 * bands, width)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()  # frozen
+        return self
+
+    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
+        size = self.clip.config.image_size
+        rgb = image.float() * torch.tensor(SAM_STD, device=image.device)[:, None, None] + \
+            torch.tensor(SAM_MEAN, device=image.device)[:, None, None]
+        blacked = (rgb[None] / 255) * masks[:, None].float()
+        boxes = mask_boxes(masks)
+        from torchvision.ops import roi_align
+
+        rois = torch.cat([torch.arange(len(masks), device=image.device, dtype=torch.float)[:, None], boxes], 1)
+        crops = roi_align(blacked, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=False)
+        crops = (crops - torch.tensor(CLIP_MEAN, device=image.device)[:, None, None]) / \
+            torch.tensor(CLIP_STD, device=image.device)[:, None, None]
+        with torch.no_grad():
+            pooled = self.clip(pixel_values=crops.to(self.clip.dtype)).pooler_output
+        s = masks.shape[-1]
+        box = self.box_proj(fourier(boxes / s, self.bands))
+        return torch.stack([self.mask_mlp(pooled.float()), box], 1)
