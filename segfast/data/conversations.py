@@ -38,7 +38,8 @@ def vocabulary() -> list:
     text = " ".join(SHORT_QUESTIONS + LONG_QUESTIONS + ANSWERS + [QUESTION])
     for mark in ".,?{}[]":
         text = text.replace(mark, " ")
-    return sorted(set(text.split()) | set(SCENE_WORDS) | set(TEMPLATE_WORDS) | {".", ",", "?"})
+    frame = {"USER", "ASSISTANT", ":", ".", ",", "?"}  # segfast.models.lisa.conversation.round_text
+    return sorted(set(text.split()) | set(SCENE_WORDS) | set(TEMPLATE_WORDS) | frame)
 
 
 def ask(rng: random.Random, name: str | None = None, sentence: str | None = None) -> dict:

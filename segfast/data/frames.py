@@ -19,7 +19,7 @@ def valid_size(height: int, width: int, size: int) -> tuple[int, int]:
 def _rgb(image: np.ndarray) -> torch.Tensor:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
 
 
 def sam_frame(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:

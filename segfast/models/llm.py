@@ -74,10 +74,11 @@ def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False):
     from peft import get_peft_model
 
     modules_to_save = ["embed_tokens", "lm_head"] if train_embeddings else []
-    if hasattr(getattr(model, "model", None), "multi_modal_projector"):
+    vision = hasattr(getattr(model, "model", None), "multi_modal_projector")
+    if vision:
         modules_to_save.append("multi_modal_projector")
     peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), exclude_modules=VISION,
+                              target_modules=list(cfg.target_modules), exclude_modules=VISION if vision else None,
                               modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
     return get_peft_model(model, peft_cfg)
 
