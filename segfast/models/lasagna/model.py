@@ -33,7 +33,7 @@ class LaSagnA(LISA):
         for chunk in chunks(classes, int(chunk_size or self.options["chunk_size"])):
             names = [classes[c] for c in chunk]
             asked = {**batch, "conversation": [[{"question": question(names), "answer": None}]] * b}
-            for i, result in enumerate(self.generate(asked, return_logits=True, **generate_kwargs)):
+            for i, result in enumerate(self.generate(asked, return_logits=True, warn=False, **generate_kwargs)):
                 fired = [name for name, present in parse(result["text"], names) if present]
                 for name, logits in zip(fired, result["logits"]):  # one mask per <SEG>, in order
                     if name is None:

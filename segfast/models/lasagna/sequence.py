@@ -5,8 +5,9 @@
 (the USER:/ASSISTANT: frame comes from segfast.models.lisa.conversation; `<image>` is LLaVA's
 image token.) The paper's three training strategies, each a switch of `build`:
 
-* random class list: the question names a random subset of the dataset's classes (the present
-  ones sampled with absent ones to `num_classes` names); off, it names present classes only,
+* random class list: the question names a random subset of the dataset's classes: 1 to
+  `num_classes` present ones, then absent ones up to `num_classes` names (more present ones when
+  absent ones run out), shuffled; off, it names present classes only,
   as LISA's semantic-segmentation data does.
 * sequence augmentation: absent classes named in the question are answered `{name}<NEG>`; off,
   the answer lists present classes only.
@@ -45,6 +46,7 @@ def build(present: list, classes: list, rng: random.Random, num_classes: int = 1
         pos = rng.sample(present, min(len(present), rng.randint(1, num_classes))) if present else []
         absent = [c for c in named if c not in set(present)]
         sampled = pos + rng.sample(absent, min(len(absent), num_classes - len(pos)))
+        sampled += [c for c in present if c not in pos][: num_classes - len(sampled)]  # too few absent ones
     else:
         sampled = rng.sample(present, min(len(present), num_classes))
     if not sampled:

@@ -134,13 +134,14 @@ class LISA(LLMHooks, nn.Module):
     # ---- inference -----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int | None = None, return_logits: bool = False,
-                 memory: list | None = None, **generate_kwargs) -> list:
+                 memory: list | None = None, warn: bool = True, **generate_kwargs) -> list:
         """Answers the last question of each conversation (its answer, if any, is ignored) by
         batched greedy generation; then one pass over prompt + answer gives a mask per generated
         [SEG]. Returns per sample {"text", "masks" (n, h, w) bool on the unpadded frame, and with
         return_logits "logits" (n, S, S) on the padded frame}. Warns
         when a sample's answer has no [SEG] (its masks are then empty, not silently reused).
-        memory: per sample the mask memory of the history's [SEG] tokens (SegLLM)."""
+        memory: per sample the mask memory of the history's [SEG] tokens (SegLLM). warn=False
+        for answers that may rightly hold none (LaSagnA's all-<NEG> chunks)."""
         prompts = [[*c[:-1], {**c[-1], "answer": None}] for c in batch["conversation"]]
         encoded = [self.encode(p) for p in prompts]
         embeds, attention, _, _ = self.embed(encoded, batch["clip_image"], memory, left=True)
@@ -164,7 +165,7 @@ class LISA(LLMHooks, nn.Module):
         for b, answer in enumerate(answers):
             text = self.tokenizer.decode(answer, skip_special_tokens=False)
             logits = self.decode(image_emb[b], self.queries(hidden[b], ids[b].tolist(), len(encoded[b].ids)))
-            if len(logits) == 0:
+            if len(logits) == 0 and warn:
                 warnings.warn(f"sample {b}: no {self.seg_token} token was generated (answer {text!r}); it gets no mask",
                               stacklevel=2)
             h, w = (int(x) for x in batch["valid_size"][b])
