@@ -9,6 +9,7 @@ masks (n, S, S) bool.
 """
 
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,15 +32,15 @@ FORMATS = ("reasonseg", "refcoco", "synthetic")
 
 
 def vocabulary() -> list:
-    """The words of every [SEG]-model template and generated scene: the tiny tokenizer's vocabulary."""
-    from segfast.data.multiround import TEMPLATE_WORDS
+    """The words of every [SEG]-model template and generated scene: the tiny tokenizer's
+    vocabulary (placeholders and the special tokens themselves left out)."""
+    from segfast.data.multiround import TEMPLATES
     from segfast.models.lasagna.sequence import QUESTION
 
-    text = " ".join(SHORT_QUESTIONS + LONG_QUESTIONS + ANSWERS + [QUESTION])
-    for mark in ".,?{}[]":
-        text = text.replace(mark, " ")
+    text = " ".join(SHORT_QUESTIONS + LONG_QUESTIONS + ANSWERS + TEMPLATES + [QUESTION])
+    text = re.sub(r"\{\w+\}|\[\w+\]|<\w+>|[.,?]", " ", text)
     frame = {"USER", "ASSISTANT", ":", ".", ",", "?"}  # segfast.models.lisa.conversation.round_text
-    return sorted(set(text.split()) | set(SCENE_WORDS) | set(TEMPLATE_WORDS) | frame)
+    return sorted(set(text.split()) | set(SCENE_WORDS) | frame)
 
 
 def ask(rng: random.Random, name: str | None = None, sentence: str | None = None) -> dict:

@@ -45,8 +45,7 @@ INTERACTIONAL = "Segment the {name} that is {verb} the {ref}."
 ANSWER, REF_ANSWER = "It is [SEG].", "Relative to [REF], it is [SEG]."
 WHERE = {"to the left of": lambda t, r: t[2] <= r[0], "to the right of": lambda t, r: t[0] >= r[2],
          "above": lambda t, r: t[3] <= r[1], "below": lambda t, r: t[1] >= r[3]}
-TEMPLATE_WORDS = " ".join([FIRST, DIRECT, POSITIONAL, HIERARCHICAL, INTERACTIONAL, ANSWER, REF_ANSWER,
-                           *WHERE]).replace(".", " ").replace(",", " ").replace("{", " ").replace("}", " ").split()
+TEMPLATES = [FIRST, DIRECT, POSITIONAL, HIERARCHICAL, INTERACTIONAL, ANSWER, REF_ANSWER, *WHERE]
 
 
 def _options(instances: list, target_ids: set, ref: dict, relations) -> list:
