@@ -1,6 +1,8 @@
 """Command line: `segfast demo | bench | doctor`."""
 
 import argparse
+import json
+import os
 import sys
 
 import torch
@@ -42,6 +44,15 @@ def train_command(args) -> int:
     result = train(load_config(args.config, overrides))
     if not result["losses"]:
         print("segfast: nothing to do (already at run.total_steps)")
+    return 0
+
+
+def evaluate_command(args) -> int:
+    from segfast.train.engine import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.overrides, args.batches)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -144,6 +155,12 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.output_dir")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.total_steps=200")
     p.set_defaults(func=train_command)
+    p = sub.add_parser("evaluate", help="a checkpoint's losses and metrics (gIoU/cIoU, mIoU, per round) on its "
+                                        "eval split (also under torchrun)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
+    p.add_argument("--batches", type=int, default=0, help="micro-batches per process (0 = all)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.options.root=/data/ade model.path=...")
+    p.set_defaults(func=evaluate_command)
     p = sub.add_parser("export", help="merge LoRA and save a plain transformers model directory")
     p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
     p.add_argument("--out", required=True)

@@ -119,16 +119,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: DistEnv) -> di
     return state
 
 
-def load_trained(directory, device="cpu"):
+def load_trained(directory, device="cpu", overrides=()):
     """The trained model of a checkpoint directory, for inference: rebuilt from its config.yaml
-    with the run's seed (so frozen random-init parts match), then its trainable weights loaded."""
+    (plus dotted `overrides`, e.g. model.path on another machine) with the run's seed (so frozen
+    random-init parts match), then its trainable weights loaded."""
     from segfast.models import MODELS
     from segfast.train.config import load_config
 
     directory = Path(directory)
     if not (directory / "trainable.safetensors").exists():
         raise FileNotFoundError(f"{directory} is not a segfast checkpoint (no trainable.safetensors)")
-    cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()))
+    cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()), overrides=overrides)
     torch.manual_seed(cfg.run.seed)  # as the engine does before building the model
     model = MODELS[cfg.model.name](cfg.model, torch.device(device))
     weights = load_file(str(directory / "trainable.safetensors"))

@@ -139,13 +139,25 @@ def _build(cls, data: dict, prefix: str):
 
 
 def _set_dotted(tree: dict, dotted: str, value):
+    """Sets a.b.c in nested mappings; an integer part indexes a list (data.options.datasets.0...)."""
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{dotted}: {part} is not an index of a list of {len(node)}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"{dotted}: {part} is not a section")
-    node[parts[-1]] = value
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"{dotted}: {last} is not an index of a list of {len(node)}")
+        node[int(last)] = value
+    else:
+        node[last] = value
 
 
 def load_config(path: str | Path | None = None, overrides: list | tuple = (), base: dict | None = None) -> TrainConfig:

@@ -267,3 +267,26 @@ def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: s
         if bool(meter.state.any()):
             out.update({f"eval/{name}/{k}": v for k, v in meter.sync().compute().items() if isinstance(v, (int, float))})
     return out
+
+
+def evaluate_checkpoint(directory, overrides=(), batches: int = 0) -> dict:
+    """Evaluation of a saved checkpoint on its config's eval split (data overrides allowed, e.g.
+    data.options.root): the losses and the model's meters over `batches` micro-batches per
+    process, 0 = every full batch. Runs under torchrun too (the meters merge across processes)."""
+    import yaml
+
+    from segfast.train.config import load_config
+
+    directory = Path(directory)
+    cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()), overrides=overrides)
+    env = init_distributed(cfg.run.device)
+    try:
+        model = checkpoint.load_trained(directory, env.device, overrides)
+        dataset = DATASETS[cfg.data.name](cfg.data.options, "eval", cfg.run.seed)
+        per_process = len(dataset) // (cfg.run.micro_batch_size * env.world_size)
+        cfg.run.eval_batches = min(batches, per_process) if batches else per_process
+        if cfg.run.eval_batches < 1:
+            raise ValueError(f"the eval split has {len(dataset)} samples, fewer than one micro-batch per process")
+        return evaluate(model, model, dataset, cfg, env, choose_precision(cfg.run.precision, env.device))
+    finally:
+        shutdown(env)

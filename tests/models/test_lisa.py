@@ -175,6 +175,29 @@ def test_lisa_trains_through_segfast_train_on_a_mixture(tmp_path):
     assert (tmp_path / "checkpoints" / "step-000003" / "adapter").is_dir()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/iou/gIoU" in r for r in records)
+    from segfast.train.engine import evaluate_checkpoint
+
+    scores = evaluate_checkpoint(tmp_path / "checkpoints" / "step-000003", batches=2)
+    assert scores["eval/iou/samples"] > 0 and 0 <= scores["eval/iou/cIoU"] <= 1 and np.isfinite(scores["eval/text"])
     with pytest.raises(ValueError, match="unknown dataset names"):
         segfast.train({"model": {"name": "lisa"}, "data": {"name": "mixture", "options": {"datasets": [{"name": "x"}]}},
                        "run": {"output_dir": str(tmp_path / "bad"), "device": "cpu"}})
+
+
+@pytest.mark.parametrize("name", ["lisa", "lasagna", "segllm"])
+def test_shipped_configs_load_with_list_overrides(name):
+    from segfast.models.llm import model_options
+    from segfast.train import load_config
+
+    override = "data.options.datasets.0.options.root=/data/x" if name != "segllm" else "data.options.root=/data/x"
+    cfg = load_config(f"configs/{name}.yaml", [override, "model.options.sam_checkpoint=/w/sam.pth"])
+    model_cls = {"lisa": "segfast.models.lisa.model", "lasagna": "segfast.models.lasagna.model",
+                 "segllm": "segfast.models.segllm.model"}[name]
+    import importlib
+
+    model_options(name, cfg.model.options, importlib.import_module(model_cls).DEFAULTS)  # every key is known
+    data = cfg.data.options["datasets"][0]["options"] if name != "segllm" else cfg.data.options
+    assert data["root"] == "/data/x" and cfg.model.options["sam_checkpoint"] == "/w/sam.pth"
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config(f"configs/{name}.yaml", ["data.options.datasets.9.x=1"] if name != "segllm" else
+                    ["model.lora.target_modules.9=1"])
