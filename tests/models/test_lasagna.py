@@ -1,7 +1,6 @@
 """LaSagnA: the complex-query sequence format and its three strategies, chunking, parsing,
 chunked semantic inference, ADE20K / COCO-Stuff layouts, a training step, segfast.train."""
 
-import json
 import random
 
 import numpy as np
@@ -11,12 +10,11 @@ from PIL import Image
 
 pytest.importorskip("segment_anything")
 
-import segfast  # noqa: E402
 from segfast.data.semantic import SemanticQueries  # noqa: E402
 from segfast.models.lasagna.sequence import answer, build, chunks, parse, question  # noqa: E402
 from segfast.models.lisa.conversation import round_text  # noqa: E402
 from tests.models.seg_family import assert_frozen_and_trained, batch_of, build as build_model  # noqa: E402
-from tests.models.seg_family import trainable_gradients  # noqa: E402
+from tests.models.seg_family import train_tiny, trainable_gradients  # noqa: E402
 
 CLASSES = ["wall", "floor", None, "sky", "tree", "car", "person"]  # index 2 unused (as COCO-Stuff ids)
 
@@ -74,8 +72,8 @@ def test_chunked_segmentation_combines_masks_by_logit():
     high[:10], low[:20] = 4.0, 2.0
     asked = []
 
-    def fake_generate(b, return_logits, warn, **kw):
-        assert return_logits and not warn
+    def fake_generate(b, return_logits, warn, images, **kw):
+        assert return_logits and not warn and len(images) == 2
         names = _names(b["conversation"][0][0]["question"])
         asked.append(names)
         replies = {("wall", "floor"): ("wall<SEG>, floor<NEG>", [high]), ("sky", "tree"): ("tree<SEG>, sky<NEG>", [low]),
@@ -137,12 +135,6 @@ def test_training_step_and_segfast_train(tmp_path):
     grads = trainable_gradients(model, losses)
     assert_frozen_and_trained(model, grads, trained=("lora_B", "text_fc", "mask_decoder", "multi_modal_projector"),
                               frozen=("vision_tower", "image_encoder"))
-    result = segfast.train({
-        "model": {"name": "lasagna", "lora": {"r": 4, "alpha": 8}, "options": {"max_new_tokens": 8}},
-        "data": {"name": "semantic-queries", "options": {"length": 8}},
-        "optim": {"lr": 1e-3, "warmup_steps": 0},
-        "run": {"output_dir": str(tmp_path), "total_steps": 2, "global_batch_size": 2, "micro_batch_size": 2,
-                "save_every": 2, "eval_every": 2, "eval_batches": 1, "device": "cpu"}})
-    assert result["step"] == 2 and all(np.isfinite(v) for v in result["losses"])
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = train_tiny(tmp_path, {"name": "lasagna", "options": {"max_new_tokens": 8}},
+                         {"name": "semantic-queries", "options": {"length": 8}})
     assert any("eval/miou/mIoU" in r for r in records)

@@ -30,10 +30,12 @@ class LaSagnA(LISA):
         b, s = len(batch["image"]), self.decoder.image_size
         best = torch.full((b, s, s), float("-inf"), device=batch["image"].device)
         label = torch.full((b, s, s), IGNORE, dtype=torch.long, device=best.device)
+        images = self.encode_images(batch)  # CLIP and SAM's encoder once, not once per chunk
         for chunk in chunks(classes, int(chunk_size or self.options["chunk_size"])):
             names = [classes[c] for c in chunk]
             asked = {**batch, "conversation": [[{"question": question(names), "answer": None}]] * b}
-            for i, result in enumerate(self.generate(asked, return_logits=True, warn=False, **generate_kwargs)):
+            for i, result in enumerate(self.generate(asked, return_logits=True, warn=False, images=images,
+                                                      **generate_kwargs)):
                 fired = [name for name, present in parse(result["text"], names) if present]
                 for name, logits in zip(fired, result["logits"]):  # one mask per <SEG>, in order
                     if name is None:

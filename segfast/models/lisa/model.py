@@ -66,10 +66,15 @@ class LISA(LLMHooks, nn.Module):
                       memory_after={self.seg_id} if self.memory_slots else (), memory_slots=self.memory_slots,
                       system=self.options["system"])
 
-    def embed(self, encoded: list, clip_image: torch.Tensor, memory: list | None = None, left: bool = False):
+    def encode_images(self, batch: dict) -> tuple:
+        """(LLaVA image features (B, n, d), SAM image embeddings (B, C, h, w)): computed once per
+        batch and shared by every pass over it (generation, chunks, rounds)."""
+        return image_features(self.lm, batch["clip_image"]), self.decoder.embed(batch["image"])
+
+    def embed(self, encoded: list, feats: torch.Tensor, memory: list | None = None, left: bool = False):
         """(inputs_embeds, attention_mask, labels, ids) of right- (or left-) padded sequences with
-        image features and mask memory (per sample (slots, d) or None) in their slots."""
-        device = clip_image.device
+        image features `feats` and mask memory (per sample (slots, d) or None) in their slots."""
+        device = feats.device
         longest = max(len(e.ids) for e in encoded)
 
         def pad(rows, fill):
@@ -80,7 +85,6 @@ class LISA(LLMHooks, nn.Module):
         kinds = pad([e.kinds for e in encoded], -1)
         attention = pad([[1] * len(e.ids) for e in encoded], 0)
         embeds = self.lm.get_input_embeddings()(ids).clone()
-        feats = image_features(self.lm, clip_image)
         embeds[kinds == IMAGE_SLOT] = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
         if memory is not None and (kinds == MEMORY_SLOT).any():
             embeds[kinds == MEMORY_SLOT] = torch.cat([m for m in memory if m is not None]).to(embeds.dtype)
@@ -116,12 +120,13 @@ class LISA(LLMHooks, nn.Module):
             return {"bce": zero, "dice": zero}
         return {"bce": o["lambda_bce"] * torch.cat(bce).mean(), "dice": o["lambda_dice"] * torch.cat(dice).mean()}
 
-    def run(self, batch: dict, memory: list | None = None):
-        """Teacher-forced pass: (LM output, mask logits per sample (n_b, S, S))."""
+    def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
+        """Teacher-forced pass: (LM output, mask logits per sample (n_b, S, S)); `images` from
+        encode_images when the caller already has them."""
+        feats, image_emb = images or self.encode_images(batch)
         encoded = [self.encode(c) for c in batch["conversation"]]
-        embeds, attention, labels, ids = self.embed(encoded, batch["clip_image"], memory)
+        embeds, attention, labels, ids = self.embed(encoded, feats, memory)
         out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True)
-        image_emb = self.decoder.embed(batch["image"])
         hidden = out.hidden_states[-1]
         logits = [self.decode(image_emb[b], self.queries(hidden[b], ids[b].tolist())) for b in range(len(encoded))]
         return out, logits
@@ -134,17 +139,20 @@ class LISA(LLMHooks, nn.Module):
     # ---- inference -----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int | None = None, return_logits: bool = False,
-                 memory: list | None = None, warn: bool = True, **generate_kwargs) -> list:
+                 memory: list | None = None, warn: bool = True, images: tuple | None = None,
+                 **generate_kwargs) -> list:
         """Answers the last question of each conversation (its answer, if any, is ignored) by
         batched greedy generation; then one pass over prompt + answer gives a mask per generated
         [SEG]. Returns per sample {"text", "masks" (n, h, w) bool on the unpadded frame, and with
         return_logits "logits" (n, S, S) on the padded frame}. Warns
         when a sample's answer has no [SEG] (its masks are then empty, not silently reused).
         memory: per sample the mask memory of the history's [SEG] tokens (SegLLM). warn=False
-        for answers that may rightly hold none (LaSagnA's all-<NEG> chunks)."""
+        for answers that may rightly hold none (LaSagnA's all-<NEG> chunks). images: from
+        encode_images, to reuse across calls on the same images."""
         prompts = [[*c[:-1], {**c[-1], "answer": None}] for c in batch["conversation"]]
         encoded = [self.encode(p) for p in prompts]
-        embeds, attention, _, _ = self.embed(encoded, batch["clip_image"], memory, left=True)
+        feats, image_emb = images or self.encode_images(batch)
+        embeds, attention, _, _ = self.embed(encoded, feats, memory, left=True)
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         new = self.lm.generate(inputs_embeds=embeds, attention_mask=attention, do_sample=False, eos_token_id=eos,
                                pad_token_id=pad, max_new_tokens=max_new_tokens or int(self.options["max_new_tokens"]),
@@ -158,9 +166,8 @@ class LISA(LLMHooks, nn.Module):
             e = Encoded(list(enc.ids), list(enc.labels), list(enc.kinds))
             e.extend(answer, False)
             full.append(e)
-        embeds, attention, _, ids = self.embed(full, batch["clip_image"], memory)
+        embeds, attention, _, ids = self.embed(full, feats, memory)
         hidden = self.lm(inputs_embeds=embeds, attention_mask=attention, output_hidden_states=True).hidden_states[-1]
-        image_emb = self.decoder.embed(batch["image"])
         results = []
         for b, answer in enumerate(answers):
             text = self.tokenizer.decode(answer, skip_special_tokens=False)

@@ -68,15 +68,15 @@ class SegLLM(LISA):
             refs.append(None if ref is None else torch.stack([ref, pad]))
         return targets, refs
 
-    def run(self, batch: dict, memory: list | None = None):
+    def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
         """Teacher-forced pass with the given memory (default: the target masks): (LM output,
         per sample (target logits (n_b, S, S), reference logits (r_b, S, S), reference ids (r_b,)))."""
         if memory is None:
             memory = self.encode_memory(batch["image"], list(batch["masks"]))
+        feats, image_emb = images or self.encode_images(batch)
         encoded = [self.encode(c) for c in batch["conversation"]]
-        embeds, attention, labels, ids = self.embed(encoded, batch["clip_image"], memory)
+        embeds, attention, labels, ids = self.embed(encoded, feats, memory)
         out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True)
-        image_emb = self.decoder.embed(batch["image"])
         results = []
         for b in range(len(encoded)):
             targets, refs = self.round_queries(out.hidden_states[-1][b], ids[b].tolist())
@@ -112,12 +112,13 @@ class SegLLM(LISA):
         for b in range(len(batch["image"])):
             one = {k: v[b:b + 1] for k, v in batch.items() if k in ("image", "clip_image", "valid_size")}
             rounds, masks, replies = [], [], []
+            images = self.encode_images(one)  # once per conversation, not per round
             s = self.decoder.image_size
             for turn in batch["conversation"][b]:
                 history = self.encode_memory(one["image"], [torch.stack(masks)])[0] if masks else None
                 if generate:
                     result = self.generate({**one, "conversation": [rounds + [turn]]}, memory=[history],
-                                           return_logits=True, **generate_kwargs)[0]
+                                           return_logits=True, images=images, **generate_kwargs)[0]
                     text, logits = result["text"], result["logits"]
                     turn = {**turn, "answer": text}
                 else:  # the current round's memory slots come after its [SEG]: zeros do not matter
@@ -125,7 +126,7 @@ class SegLLM(LISA):
                     n = text.count(self.seg_token)
                     current = one["image"].new_zeros(self.memory_slots * n, self.lm.get_input_embeddings().embedding_dim)
                     memory = current if history is None else torch.cat([history, current])
-                    _, results = self.run({**one, "conversation": [rounds + [turn]]}, memory=[memory])
+                    _, results = self.run({**one, "conversation": [rounds + [turn]]}, memory=[memory], images=images)
                     logits = results[0][0][len(results[0][0]) - n:]
                 mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=one["image"].device)
                 rounds.append(turn)
