@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
-from segfast.data.frames import frame_masks, model_inputs
+from segfast.data.frames import frame_masks, model_inputs, read_rgb
 from segfast.data.scenes import SCENE_WORDS, synthetic_scene
 
 IMAGE = "<image>"
@@ -93,11 +93,8 @@ class SegConversations(torch.utils.data.Dataset):
             rounds = [ask(rng, name=inst["category"]) for inst in chosen]
             masks = torch.from_numpy(np.stack([inst["mask"] for inst in chosen]))
         else:
-            from PIL import Image
-
             entries = self.items[i]
-            with Image.open(entries[0]["image"]) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = read_rgb(entries[0]["image"])
             chosen = rng.sample(entries, min(self.refs, len(entries)))
             long = self.format == "reasonseg"
             rounds = [ask(rng, sentence=rng.choice(e["queries"])) if long else ask(rng, name=rng.choice(e["queries"]))

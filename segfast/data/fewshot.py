@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.frames import read_rgb
 from segfast.ops import mask_to_polar_polygons
 
 PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -74,10 +75,7 @@ def connected_components(mask: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
 
 
 def _load_labels(path: Path) -> torch.Tensor:

@@ -10,6 +10,14 @@ SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def read_rgb(path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB array of an image file (a writable copy)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
+
+
 def valid_size(height: int, width: int, size: int) -> tuple[int, int]:
     """The unpadded (h, w) in SAM's frame: ResizeLongestSide.get_preprocess_shape."""
     scale = size / max(height, width)

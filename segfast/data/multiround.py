@@ -28,12 +28,11 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.conversations import IMAGE
-from segfast.data.frames import frame_masks, model_inputs
+from segfast.data.frames import frame_masks, model_inputs, read_rgb
 from segfast.data.scenes import synthetic_scene
 
 RELATIONS = ("positional", "hierarchical", "interactional")
@@ -161,11 +160,8 @@ class MultiRoundConversations(torch.utils.data.Dataset):
             if self.format == "synthetic":
                 image, instances = synthetic_scene(rng)
             else:
-                from PIL import Image
-
                 path, height, width, anns = self.items[(i + attempt) % len(self.items)]
-                with Image.open(path) as im:
-                    image = np.asarray(im.convert("RGB"))
+                image = read_rgb(path)
                 instances = coco_instances(anns, height, width)
             rounds = build_rounds(instances, rng, self.rounds, self.relations)
             if rounds:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.frames import read_rgb
 from segfast.ops import pack_masks, unpack_masks
 
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
@@ -132,13 +133,10 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         rng = random.Random(hash((self.seed, self.split, i)))
         if self.format == "synthetic":
             return self._synthetic(rng)
-        from PIL import Image
-
         from segfast.models.sam.extract import load_proposals
 
         entry = self.samples[i]
-        with Image.open(entry["image"]) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_rgb(entry["image"])
         h, w = image.shape[:2]
         target = segmentation_mask(entry["segmentation"], h, w)
         rel = Path(entry["image"]).relative_to(self.root).with_suffix(".json")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segfast.data.frames import frame_labels, frame_masks, model_inputs
+from segfast.data.frames import frame_labels, frame_masks, model_inputs, read_rgb
 from segfast.data.scenes import OBJECT_COLOURS, synthetic_scene
 from segfast.models.lasagna.sequence import build
 
@@ -111,11 +111,8 @@ class SemanticQueries(torch.utils.data.Dataset):
                 if inst["parent"] is None:
                     label[inst["mask"]] = self.classes.index(inst["category"].split()[0])
         else:
-            from PIL import Image
-
             image_path, label_path = self.items[i]
-            with Image.open(image_path) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = read_rgb(image_path)
             label = load_label(self.format, label_path)
         present = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes)]
         question, answer, targets = build(present, self.classes, rng, **self.strategy)

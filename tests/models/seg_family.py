@@ -56,3 +56,36 @@ def square_masks(size: int, boxes) -> torch.Tensor:
     for i, (x0, y0, x1, y1) in enumerate(boxes):
         m[i, y0:y1, x0:x1] = True
     return torch.from_numpy(m)
+
+
+def train_tiny(output_dir, model: dict, data: dict, steps: int = 2) -> list:
+    """A short CPU run through segfast.train with a checkpoint and an evaluation at the last step;
+    checks every loss is finite and returns the metrics.jsonl records."""
+    import json
+
+    import segfast
+
+    result = segfast.train({
+        "model": {"lora": {"r": 4, "alpha": 8}, **model}, "data": data, "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "run": {"output_dir": str(output_dir), "total_steps": steps, "global_batch_size": 2, "micro_batch_size": 2,
+                "save_every": steps, "eval_every": steps, "eval_batches": 1, "device": "cpu"}})
+    assert result["step"] == steps and len(result["losses"]) == steps
+    assert all(np.isfinite(v) for v in result["losses"])
+    assert (output_dir / "checkpoints" / f"step-{steps:06d}" / "adapter").is_dir()
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_refer(root, image: np.ndarray, refs: list, annotations: list) -> None:
+    """A refCOCO-style folder (the refer toolkit layout) with one image c.jpg (image id 1)."""
+    import json
+    import pickle
+
+    from PIL import Image
+
+    (root / "refcoco").mkdir(parents=True)
+    (root / "images" / "train2014").mkdir(parents=True)
+    Image.fromarray(image).save(root / "images" / "train2014" / "c.jpg")
+    with open(root / "refcoco" / "refs(unc).p", "wb") as f:
+        pickle.dump(refs, f)
+    (root / "refcoco" / "instances.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": annotations}))

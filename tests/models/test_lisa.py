@@ -2,7 +2,6 @@
 generated, single ids), loading from saved tiny LLaVA/SAM, data layouts, segfast.train."""
 
 import json
-import pickle
 import warnings
 
 import numpy as np
@@ -22,7 +21,7 @@ from segfast.models.tiny import word_tokenizer  # noqa: E402
 from segfast.nn.losses import mask_bce_loss, mask_dice_loss  # noqa: E402
 from segfast.train.config import ConfigError  # noqa: E402
 from tests.models.seg_family import (assert_frozen_and_trained, batch_of, build, saved_weights,  # noqa: E402
-                                     trainable_gradients)
+                                     train_tiny, trainable_gradients, write_refer)
 
 
 def _tokenizer():
@@ -137,16 +136,11 @@ def test_reasonseg_and_refcoco_conversations(tmp_path):
     (tmp_path / "rs" / "train" / "a.json").write_text(json.dumps(
         {"text": ["what holds the drink?"], "is_sentence": True,
          "shapes": [{"label": "target", "points": [[0, 0], [30, 0], [30, 20], [0, 20]]}]}))
-    (tmp_path / "rc" / "refcoco").mkdir(parents=True)
-    (tmp_path / "rc" / "images" / "train2014").mkdir(parents=True)
-    Image.fromarray(image).save(tmp_path / "rc" / "images" / "train2014" / "c.jpg")
-    with open(tmp_path / "rc" / "refcoco" / "refs(unc).p", "wb") as f:
-        pickle.dump([{"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
-                     {"split": "train", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "right block"}]}], f)
-    (tmp_path / "rc" / "refcoco" / "instances.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "c.jpg"}],
-        "annotations": [{"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]},
-                        {"id": 8, "segmentation": [[30, 0, 60, 0, 60, 40, 30, 40]]}]}))
+    write_refer(tmp_path / "rc", image,
+                [{"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
+                 {"split": "train", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "right block"}]}],
+                [{"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]},
+                 {"id": 8, "segmentation": [[30, 0, 60, 0, 60, 40, 30, 40]]}])
     rs = SegConversations("reasonseg", str(tmp_path / "rs"), image_size=64)[0]
     assert "what holds the drink?" in rs["conversation"][0]["question"] and rs["masks"].shape == (1, 64, 64)
     polygon = segmentation_mask([[0, 0, 30, 0, 30, 20, 0, 20]], 40, 60)
@@ -164,16 +158,9 @@ def test_reasonseg_and_refcoco_conversations(tmp_path):
 
 def test_lisa_trains_through_segfast_train_on_a_mixture(tmp_path):
     conv = {"name": "seg-conversations", "options": {"length": 8}}
-    result = segfast.train({
-        "model": {"name": "lisa", "lora": {"r": 4, "alpha": 8}},
-        "data": {"name": "mixture", "options": {"datasets": [conv, {**conv, "options": {"length": 8, "refs_per_image": 1}}],
-                                                "rates": [3, 1], "length": 16}},
-        "optim": {"lr": 1e-3, "warmup_steps": 0},
-        "run": {"output_dir": str(tmp_path), "total_steps": 3, "global_batch_size": 2, "micro_batch_size": 2,
-                "save_every": 3, "eval_every": 3, "eval_batches": 1, "device": "cpu"}})
-    assert result["step"] == 3 and all(np.isfinite(v) for v in result["losses"])
-    assert (tmp_path / "checkpoints" / "step-000003" / "adapter").is_dir()
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = train_tiny(tmp_path, {"name": "lisa"},
+                         {"name": "mixture", "options": {"datasets": [conv, {**conv, "options": {"length": 8, "refs_per_image": 1}}],
+                                                         "rates": [3, 1], "length": 16}}, steps=3)
     assert any("eval/iou/gIoU" in r for r in records)
     from segfast.train.engine import evaluate_checkpoint
 

@@ -2,7 +2,6 @@
 of the full tiny model through segfast.train."""
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from segfast.data.referring import ReferringSegmentation  # noqa: E402
 from segfast.models import MODELS  # noqa: E402
 from segfast.models.llmseg.heads import iop_loss, iou_alignment_loss, select, similarity  # noqa: E402
 from segfast.train.config import LoraConfig, ModelConfig  # noqa: E402
+from tests.models.seg_family import train_tiny, write_refer  # noqa: E402
 
 
 def test_selection_strategies_on_hand_made_cases():
@@ -77,14 +77,8 @@ def test_training_step_gradients_reach_lora_fusion_and_heads():
 
 
 def test_trains_through_segfast_train(tmp_path):
-    result = segfast.train({
-        "model": {"name": "llm-seg", "lora": {"r": 4, "alpha": 8}},
-        "data": {"name": "referring", "options": {"length": 16}},
-        "optim": {"lr": 1e-3, "warmup_steps": 0},
-        "run": {"output_dir": str(tmp_path), "total_steps": 3, "global_batch_size": 2, "micro_batch_size": 2,
-                "save_every": 3, "eval_every": 3, "eval_batches": 1, "device": "cpu"}})
-    assert result["step"] == 3 and len(result["losses"]) == 3 and all(np.isfinite(v) for v in result["losses"])
-    assert (tmp_path / "checkpoints" / "step-000003" / "adapter").is_dir()
+    records = train_tiny(tmp_path, {"name": "llm-seg"}, {"name": "referring", "options": {"length": 16}}, steps=3)
+    assert any("eval/iou/gIoU" in r for r in records)
 
 
 def test_synthetic_sample_contains_its_target():
@@ -130,15 +124,10 @@ def test_reasonseg_llmseg40k_and_refcoco_layouts(tmp_path):
         "segmentation": [sum(_square(25, 40, 35, 55), [])]}]))
     _proposals_json(tmp_path / "props40" / "images" / "b.json", masks)
     # refCOCO (refer layout)
-    (tmp_path / "rc" / "refcoco").mkdir(parents=True)
-    (tmp_path / "rc" / "images" / "train2014").mkdir(parents=True)
-    Image.fromarray(image).save(tmp_path / "rc" / "images" / "train2014" / "c.jpg")
-    with open(tmp_path / "rc" / "refcoco" / "refs(unc).p", "wb") as f:
-        pickle.dump([{"split": "val", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
-                     {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "x"}]}], f)
-    (tmp_path / "rc" / "refcoco" / "instances.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "c.jpg"}],
-        "annotations": [{"id": 7, "segmentation": [sum(_square(10, 10, 20, 30), [])]}]}))
+    write_refer(tmp_path / "rc", image,
+                [{"split": "val", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
+                 {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "x"}]}],
+                [{"id": 7, "segmentation": [sum(_square(10, 10, 20, 30), [])]}])
     _proposals_json(tmp_path / "propsrc" / "images" / "train2014" / "c.json", masks)
 
     cases = [("reasonseg", "rs", "props", "val", 0, "what holds the drink?"),

@@ -12,11 +12,10 @@ from PIL import Image
 
 pytest.importorskip("segment_anything")
 
-import segfast  # noqa: E402
 from segfast.data.multiround import MultiRoundConversations, build_rounds  # noqa: E402
 from segfast.models.segllm.memory import mask_boxes  # noqa: E402
 from tests.models.seg_family import (assert_frozen_and_trained, batch_of, build, saved_weights,  # noqa: E402
-                                     trainable_gradients)
+                                     train_tiny, trainable_gradients)
 
 
 def _inst(id, category, box, parent=None, interactions=()):
@@ -138,7 +137,12 @@ def test_training_step_from_saved_llava_sam_and_clip(tmp_path):
 def test_round_by_round_inference_and_per_round_metrics(tmp_path):
     model = build("segllm", max_rounds=3).eval()
     batch = batch_of(MultiRoundConversations(length=4, num_rounds=3))
+    calls = []
+    embed = model.decoder.embed
+    model.decoder.embed = lambda images: calls.append(len(images)) or embed(images)
     replies = model.converse(batch)
+    assert calls == [1, 1]  # SAM's image encoder once per conversation, not once per round
+    model.decoder.embed = embed
     assert [len(r) for r in replies] == [len(c) for c in batch["conversation"]]
     assert all(r["mask"].shape == (64, 64) for rs in replies for r in rs)
     meters = {}
@@ -149,12 +153,5 @@ def test_round_by_round_inference_and_per_round_metrics(tmp_path):
         build("segllm", max_rounds=1).evaluate(batch, {})
     generated = model.converse(batch, generate=True, max_new_tokens=4)
     assert all(isinstance(r["text"], str) for rs in generated for r in rs)
-    result = segfast.train({
-        "model": {"name": "segllm", "lora": {"r": 4, "alpha": 8}},
-        "data": {"name": "multiround", "options": {"length": 8}},
-        "optim": {"lr": 1e-3, "warmup_steps": 0},
-        "run": {"output_dir": str(tmp_path), "total_steps": 2, "global_batch_size": 2, "micro_batch_size": 2,
-                "save_every": 2, "eval_every": 2, "eval_batches": 1, "device": "cpu"}})
-    assert result["step"] == 2 and all(np.isfinite(v) for v in result["losses"])
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = train_tiny(tmp_path, {"name": "segllm"}, {"name": "multiround", "options": {"length": 8}})
     assert any("eval/rounds/round1/cIoU" in r for r in records)
