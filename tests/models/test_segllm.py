@@ -151,7 +151,10 @@ def test_round_by_round_inference_and_per_round_metrics(tmp_path):
     assert result["round0/samples"] == 2 and result["samples"] == sum(len(c) for c in batch["conversation"])
     with pytest.raises(ValueError, match="max_rounds"):
         build("segllm", max_rounds=1).evaluate(batch, {})
-    generated = model.converse(batch, generate=True, max_new_tokens=4)
-    assert all(isinstance(r["text"], str) for rs in generated for r in rs)
+    # generated answers with no [SEG] and with several: the memory follows what was generated
+    none = model.converse(batch, generate=True, max_new_tokens=4, bad_words_ids=[[model.seg_id]])
+    assert all("[SEG]" not in r["text"] and not r["mask"].any() for rs in none for r in rs)
+    several = model.converse(batch, generate=True, max_new_tokens=2, sequence_bias={(model.seg_id,): 1e4})
+    assert all(r["text"].split() == ["[SEG]"] * 2 for rs in several for r in rs)
     records = train_tiny(tmp_path, {"name": "segllm"}, {"name": "multiround", "options": {"length": 8}})
     assert any("eval/rounds/round1/cIoU" in r for r in records)

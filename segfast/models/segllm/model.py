@@ -106,16 +106,17 @@ class SegLLM(LISA):
     @torch.no_grad()
     def converse(self, batch: dict, generate: bool = False, **generate_kwargs) -> list:
         """Round by round, each round's memory being the model's own earlier masks: per sample a
-        list of {"text", "mask" (S, S) bool} per round. generate=False keeps the given answers
-        (teacher-forced text, SegLLM's evaluation); True generates each answer."""
+        list of {"text", "mask" (S, S) bool} per round (the last [SEG]'s mask; empty without one).
+        generate=False keeps the given answers (teacher-forced text, SegLLM's evaluation); True
+        generates each answer, and every generated [SEG] gets its mask encoded into the memory."""
         out = []
         for b in range(len(batch["image"])):
             one = {k: v[b:b + 1] for k, v in batch.items() if k in ("image", "clip_image", "valid_size")}
-            rounds, masks, replies = [], [], []
+            rounds, replies, memory = [], [], []  # memory: the encodings of the history's [SEG] masks
             images = self.encode_images(one)  # once per conversation, not per round
             s = self.decoder.image_size
             for turn in batch["conversation"][b]:
-                history = self.encode_memory(one["image"], [torch.stack(masks)])[0] if masks else None
+                history = torch.cat(memory) if memory else None
                 if generate:
                     result = self.generate({**one, "conversation": [rounds + [turn]]}, memory=[history],
                                            return_logits=True, images=images, **generate_kwargs)[0]
@@ -125,12 +126,14 @@ class SegLLM(LISA):
                     text = turn["answer"]
                     n = text.count(self.seg_token)
                     current = one["image"].new_zeros(self.memory_slots * n, self.lm.get_input_embeddings().embedding_dim)
-                    memory = current if history is None else torch.cat([history, current])
-                    _, results = self.run({**one, "conversation": [rounds + [turn]]}, memory=[memory], images=images)
+                    _, results = self.run({**one, "conversation": [rounds + [turn]]},
+                                          memory=[current if history is None else torch.cat([history, current])],
+                                          images=images)
                     logits = results[0][0][len(results[0][0]) - n:]
+                if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
+                    memory.append(self.encode_memory(one["image"], [logits > 0])[0])
                 mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=one["image"].device)
                 rounds.append(turn)
-                masks.append(mask)
                 replies.append({"text": text, "mask": mask})
             out.append(replies)
         return out
