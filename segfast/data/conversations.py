@@ -4,8 +4,9 @@ whose answers hold [SEG], one target mask per [SEG].
 Layouts read (local paths; the readers of segfast.data.referring): reasonseg (a long query, LISA's
 LONG_QUESTION templates) and refcoco/+/g in the refer layout (up to refs_per_image referring
 expressions of one image as rounds, LISA's SHORT_QUESTION templates); synthetic (generated
-boxes, the built-in default). Samples: the frames of segfast.data.frames plus conversation and
-masks (n, S, S) bool.
+boxes, the built-in default). The engine's "eval" split reads the files' eval_split (val, or
+test, testA, ...). Samples: the frames of segfast.data.frames plus conversation and masks
+(n, S, S) bool.
 """
 
 import random
@@ -58,7 +59,7 @@ def with_image_once(rounds: list) -> list:
 class SegConversations(torch.utils.data.Dataset):
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
                  clip_size: int = 32, refs_per_image: int = 3, seed: int = 0, length: int = 256,
-                 dataset: str = "refcoco", split_by: str = "unc"):
+                 dataset: str = "refcoco", split_by: str = "unc", eval_split: str = "val"):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         if refs_per_image < 1:
@@ -72,6 +73,7 @@ class SegConversations(torch.utils.data.Dataset):
             raise ValueError(f"root is required for format={format!r}")
         from segfast.data.referring import read_reasonseg, read_refcoco
 
+        split = eval_split if split == "eval" else split  # the engine's eval split is the files' val (or test*)
         if format == "reasonseg":
             self.items = [[s] for s in read_reasonseg(Path(root), split)]
         else:  # refer: the expressions of one image become rounds of one conversation

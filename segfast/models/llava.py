@@ -100,3 +100,40 @@ def image_features(lm, pixel_values: torch.Tensor) -> torch.Tensor:
             picked = [h[:, 1:] for h in picked]
         selected = torch.cat(picked, dim=-1)
     return base.model.multi_modal_projector(selected)
+
+
+def conversation_embeds(lm, pad_id: int, encoded: list, feats: torch.Tensor, memory: list | None = None,
+                        left: bool = False):
+    """(inputs_embeds, attention_mask, labels, ids) of right- (or left-, for generation) padded
+    encoded conversations (segfast.models.lisa.conversation) with image features `feats`
+    (B, slots, d) in their image slots and mask memory (per sample (slots, d) or None) in theirs."""
+    from segfast.models.lisa.conversation import IGNORE, IMAGE_SLOT, MEMORY_SLOT
+
+    device = feats.device
+    longest = max(len(e.ids) for e in encoded)
+
+    def pad(rows, fill):
+        return torch.tensor([[fill] * (longest - len(r)) + r if left else r + [fill] * (longest - len(r))
+                             for r in rows], device=device)
+
+    ids, labels = pad([e.ids for e in encoded], pad_id), pad([e.labels for e in encoded], IGNORE)
+    kinds = pad([e.kinds for e in encoded], -1)
+    attention = pad([[1] * len(e.ids) for e in encoded], 0)
+    embeds = lm.get_input_embeddings()(ids).clone()
+    embeds[kinds == IMAGE_SLOT] = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
+    if memory is not None and (kinds == MEMORY_SLOT).any():
+        embeds[kinds == MEMORY_SLOT] = torch.cat([m for m in memory if m is not None]).to(embeds.dtype)
+    return embeds, attention, labels, ids
+
+
+def greedy_answers(lm, tokenizer, embeds: torch.Tensor, attention: torch.Tensor, max_new_tokens: int,
+                   **generate_kwargs) -> list:
+    """Token ids of each left-padded prompt's greedy answer, up to (not including) </s>."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    new = lm.generate(inputs_embeds=embeds, attention_mask=attention, do_sample=False, eos_token_id=eos,
+                      pad_token_id=pad, max_new_tokens=max_new_tokens, **generate_kwargs)
+    answers = []
+    for row in new.tolist():
+        row = row[: row.index(eos)] if eos in row else row
+        answers.append([t for t in row if t != pad])
+    return answers

@@ -40,3 +40,17 @@ def mask_dice_loss(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1
     p = torch.sigmoid(logits).flatten(1) / scale
     t = targets.to(p.dtype).flatten(1)
     return 1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) / scale + eps)
+
+
+def framed_mask_losses(logits: list, targets: list, valid_size: torch.Tensor) -> tuple:
+    """(BCE (N,), DICE (N,)) of every mask of a batch in SAM's padded frame, each taken on its
+    image's unpadded (h, w) region: logits and targets are per sample (n_b, S, S)."""
+    bce, dice = [], []
+    for b, (pred, gt) in enumerate(zip(logits, targets)):
+        h, w = (int(x) for x in valid_size[b])
+        if len(pred):
+            bce.append(mask_bce_loss(pred[:, :h, :w], gt[:, :h, :w]))
+            dice.append(mask_dice_loss(pred[:, :h, :w], gt[:, :h, :w]))
+    if not bce:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(bce), torch.cat(dice)

@@ -152,6 +152,10 @@ def test_reasonseg_and_refcoco_conversations(tmp_path):
         inside, outside = (mask[:43, :32], mask[:, 32:]) if "left block" in turn["question"] else \
             (mask[:43, 32:], mask[:, :32])
         assert inside.all() and not outside.any() and not mask[43:].any()
+    # the engine asks for split "eval": it reads the files' eval_split
+    assert len(SegConversations("reasonseg", str(tmp_path / "rs"), split="eval", eval_split="train")) == 1
+    with pytest.raises(FileNotFoundError, match="val"):
+        SegConversations("reasonseg", str(tmp_path / "rs"), split="eval")
     with pytest.raises(ValueError, match="format"):
         SegConversations("coco")
 

@@ -21,11 +21,12 @@ import warnings
 import torch
 from torch import nn
 
-from segfast.models.lisa.conversation import IMAGE_SLOT, MEMORY_SLOT, Encoded, encode, predicting
+from segfast.models.lisa.conversation import Encoded, encode, predicting
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
-from segfast.models.llava import IMAGE, build_llava, image_features, image_token_count
+from segfast.models.llava import (IMAGE, build_llava, conversation_embeds, greedy_answers, image_features,
+                                  image_token_count)
 from segfast.models.llm import LLMHooks, model_options
-from segfast.nn.losses import mask_bce_loss, mask_dice_loss
+from segfast.nn.losses import framed_mask_losses
 from segfast.train.config import ModelConfig
 
 DEFAULTS = dict(sam_type="tiny", sam_checkpoint="", sam_image_size=64,
@@ -72,22 +73,9 @@ class LISA(LLMHooks, nn.Module):
         return image_features(self.lm, batch["clip_image"]), self.decoder.embed(batch["image"])
 
     def embed(self, encoded: list, feats: torch.Tensor, memory: list | None = None, left: bool = False):
-        """(inputs_embeds, attention_mask, labels, ids) of right- (or left-) padded sequences with
-        image features `feats` and mask memory (per sample (slots, d) or None) in their slots."""
-        device = feats.device
-        longest = max(len(e.ids) for e in encoded)
-
-        def pad(rows, fill):
-            return torch.tensor([[fill] * (longest - len(r)) + r if left else r + [fill] * (longest - len(r))
-                                 for r in rows], device=device)
-
-        ids, labels = pad([e.ids for e in encoded], self.tokenizer.pad_token_id), pad([e.labels for e in encoded], -100)
-        kinds = pad([e.kinds for e in encoded], -1)
-        attention = pad([[1] * len(e.ids) for e in encoded], 0)
-        embeds = self.lm.get_input_embeddings()(ids).clone()
-        embeds[kinds == IMAGE_SLOT] = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
-        if memory is not None and (kinds == MEMORY_SLOT).any():
-            embeds[kinds == MEMORY_SLOT] = torch.cat([m for m in memory if m is not None]).to(embeds.dtype)
+        """conversation_embeds with this model's LLM; counts the tokens for the engine."""
+        embeds, attention, labels, ids = conversation_embeds(self.lm, self.tokenizer.pad_token_id, encoded, feats,
+                                                             memory, left)
         self._tokens = int(attention.sum())
         return embeds, attention, labels, ids
 
@@ -105,20 +93,16 @@ class LISA(LLMHooks, nn.Module):
 
     def mask_losses(self, logits: list, targets: list, valid_size: torch.Tensor) -> dict:
         """λ_bce BCE + λ_dice DICE averaged over every mask of the batch, on the unpadded region."""
-        bce, dice = [], []
         for b, (pred, gt) in enumerate(zip(logits, targets)):
             if len(pred) != len(gt):
                 raise ValueError(f"masks: sample {b} has {len(gt)} target masks but its answer has {len(pred)} "
                                  f"{self.seg_token} tokens")
-            h, w = (int(x) for x in valid_size[b])
-            if len(pred):
-                bce.append(mask_bce_loss(pred[:, :h, :w], gt[:, :h, :w]))
-                dice.append(mask_dice_loss(pred[:, :h, :w], gt[:, :h, :w]))
+        bce, dice = framed_mask_losses(logits, targets, valid_size)
         o = self.options
-        if not bce:  # text-only batch: zero, but still connected to the trainable decoder path
+        if not len(bce):  # text-only batch: zero, but still connected to the trainable decoder path
             zero = sum(p.sum() for p in self.text_fc.parameters()) * 0.0
             return {"bce": zero, "dice": zero}
-        return {"bce": o["lambda_bce"] * torch.cat(bce).mean(), "dice": o["lambda_dice"] * torch.cat(dice).mean()}
+        return {"bce": o["lambda_bce"] * bce.mean(), "dice": o["lambda_dice"] * dice.mean()}
 
     def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
         """Teacher-forced pass: (LM output, mask logits per sample (n_b, S, S)); `images` from
@@ -153,14 +137,8 @@ class LISA(LLMHooks, nn.Module):
         encoded = [self.encode(p) for p in prompts]
         feats, image_emb = images or self.encode_images(batch)
         embeds, attention, _, _ = self.embed(encoded, feats, memory, left=True)
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        new = self.lm.generate(inputs_embeds=embeds, attention_mask=attention, do_sample=False, eos_token_id=eos,
-                               pad_token_id=pad, max_new_tokens=max_new_tokens or int(self.options["max_new_tokens"]),
-                               **generate_kwargs)
-        answers = []
-        for b, row in enumerate(new.tolist()):
-            row = row[: row.index(eos)] if eos in row else row
-            answers.append([t for t in row if t != pad])
+        answers = greedy_answers(self.lm, self.tokenizer, embeds, attention,
+                                 max_new_tokens or int(self.options["max_new_tokens"]), **generate_kwargs)
         full = []
         for enc, answer in zip(encoded, answers):
             e = Encoded(list(enc.ids), list(enc.labels), list(enc.kinds))
