@@ -56,6 +56,18 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def cot_cache_command(args) -> int:
+    from segfast.models.llavaseg.cache import cache_chain_of_thought
+    from segfast.train import load_config
+
+    result = cache_chain_of_thought(load_config(args.config, args.overrides), args.splits, args.batch_size,
+                                    args.workers)
+    parsed = "" if result["parsed"] is None else f", target and attributes parsed in {result['parsed']:.1%}"
+    print(f"rank {result['rank']}: {result['generated']} answers generated, {result['already_cached']} already "
+          f"cached{parsed}")
+    return 0
+
+
 def export_command(args) -> int:
     from segfast.train.export import export
 
@@ -161,6 +173,14 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=0, help="micro-batches per process (0 = all)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.options.root=/data/ade model.path=...")
     p.set_defaults(func=evaluate_command)
+    p = sub.add_parser("cot-cache", help="LLaVASeg: generate and cache the frozen MLLM's chain-of-thought answers "
+                                         "for a config's data (resumable; torchrun shards by rank)")
+    p.add_argument("--config", required=True, help="YAML file of the LLaVASeg run (model and data)")
+    p.add_argument("--splits", nargs="+", default=["train", "eval"], choices=["train", "eval"])
+    p.add_argument("--batch-size", type=int, default=8, help="queries per generation batch")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.path=/weights/llava-1.5-7b-hf")
+    p.set_defaults(func=cot_cache_command)
     p = sub.add_parser("export", help="merge LoRA and save a plain transformers model directory")
     p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
     p.add_argument("--out", required=True)

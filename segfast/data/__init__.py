@@ -47,6 +47,12 @@ def _multiround(options, split, seed):
     return MultiRoundConversations(seed=seed, split=split, **options)
 
 
+def _seg_queries(options, split, seed):
+    from segfast.data.queries import SegQueries
+
+    return SegQueries(seed=seed, split=split, **options)
+
+
 def _mixture(options, split, seed):
     """options: {datasets: [{name, options}], rates: [..], length}: LISA-style sampling at rates."""
     parts = options.get("datasets") or []
@@ -59,6 +65,6 @@ def _mixture(options, split, seed):
 
 DATASETS = {"toy-tokens": _toy_tokens, "llafs-pseudo": _llafs_pseudo, "fewshot": _fewshot, "referring": _referring,
             "seg-conversations": _seg_conversations, "semantic-queries": _semantic_queries,
-            "multiround": _multiround, "mixture": _mixture}
+            "multiround": _multiround, "seg-queries": _seg_queries, "mixture": _mixture}
 
 __all__ = ["DATASETS", "MixtureDataset", "collate"]

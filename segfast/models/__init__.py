@@ -1,5 +1,7 @@
 """The trainable systems and their shared parts. MODELS maps config names to constructors
-(cfg: ModelConfig, device) -> nn.Module implementing segfast.models.protocol.SegModel."""
+(cfg: ModelConfig, device) -> nn.Module implementing segfast.models.protocol.SegModel;
+CONFIG_DEFAULTS holds a model's own defaults for the other config sections (a config's values
+still win)."""
 
 
 def _toy(cfg, device=None):
@@ -38,4 +40,15 @@ def _segllm(cfg, device=None):
     return SegLLM(cfg, device)
 
 
-MODELS = {"toy-llm": _toy, "llafs": _llafs, "llm-seg": _llmseg, "lisa": _lisa, "lasagna": _lasagna, "segllm": _segllm}
+def _llavaseg(cfg, device=None):
+    from segfast.models.llavaseg.model import LLaVASeg
+
+    return LLaVASeg(cfg, device)
+
+
+MODELS = {"toy-llm": _toy, "llafs": _llafs, "llm-seg": _llmseg, "lisa": _lisa, "lasagna": _lasagna, "segllm": _segllm,
+          "llavaseg": _llavaseg}
+
+# LLaVASeg: the MLLM stays frozen (no LoRA); AdamW at 1e-4 with weight decay 1e-4 as the paper trains
+CONFIG_DEFAULTS = {"llavaseg": {"model": {"lora": {"enabled": False}},
+                                "optim": {"lr": 1e-4, "weight_decay": 1e-4}}}

@@ -174,9 +174,20 @@ def load_config(path: str | Path | None = None, overrides: list | tuple = (), ba
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
         _set_dotted(tree, key.strip(), yaml.safe_load(value) if value.strip() else "")
+    from segfast.models import CONFIG_DEFAULTS
+
+    tree = _merged(CONFIG_DEFAULTS.get((tree.get("model") or {}).get("name"), {}), tree)
     cfg = _build(TrainConfig, tree, "")
     validate(cfg)
     return cfg
+
+
+def _merged(defaults: dict, tree: dict) -> dict:
+    """tree over defaults, nested dicts merged key by key."""
+    out = dict(defaults)
+    for key, value in tree.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -1,0 +1,1 @@
+"""LLaVASeg: chain-of-thought prompting of a frozen MLLM and language-aware SAM adapters."""

@@ -1,0 +1,143 @@
+"""The frozen MLLM's side of LLaVASeg: the chain of thought by greedy generation, and the MLLM's
+embeddings of the resulting target + attribute text (the segmentation prompt).
+
+The MLLM is a LLaVA-style model (segfast.models.llava: a local LlavaForConditionalGeneration, or
+a tiny random one) with every parameter frozen and kept in eval mode: no LoRA, no new tokens,
+so its dialogue is exactly the original model's.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from segfast.models.lisa.conversation import encode
+from segfast.models.llava import (IMAGE, base_model, build_llava, conversation_embeds, greedy_answers,
+                                  image_features, image_token_count)
+from segfast.models.llavaseg.prompts import (REASONING, Templates, fallback_target, first_rounds, parse_attributes,
+                                             parse_merged, parse_target)
+from segfast.train.config import ConfigError, LoraConfig, ModelConfig
+
+PROMPT_FEATURES = ("hidden", "input")
+
+
+class ChainOfThought(nn.Module):
+    """options: templates (Templates fields to override), merged, max_new_tokens, system,
+    prompt_features ("hidden": the MLLM's last-layer states of the prompt text read alone;
+    "input": its input token embeddings), llava (tiny LLaVA fields when model.path is empty)."""
+
+    def __init__(self, cfg: ModelConfig, options: dict, words, device=None):
+        super().__init__()
+        if cfg.lora.enabled:
+            raise ConfigError("model.lora.enabled: LLaVASeg keeps the MLLM frozen (its dialogue ability is the point); "
+                              "set model.lora.enabled=false")
+        if options["prompt_features"] not in PROMPT_FEATURES:
+            raise ValueError(f"model.options.prompt_features must be one of {PROMPT_FEATURES}, "
+                             f"got {options['prompt_features']!r}")
+        self.templates = Templates.of(options["templates"])
+        self.merged, self.system = bool(options["merged"]), options["system"]
+        self.max_new_tokens, self.features = int(options["max_new_tokens"]), options["prompt_features"]
+        frozen = ModelConfig(**{**cfg.__dict__, "lora": LoraConfig(enabled=False)})
+        self.lm, self.tokenizer = build_llava(frozen, options["llava"], list(words), [], device)
+        self.lm.requires_grad_(False).eval()
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
+        self.image_slots = image_token_count(self.lm)
+        self.source = cfg.path or "tiny"
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.lm.eval()  # frozen: no dropout, ever
+        return self
+
+    @property
+    def width(self) -> int:
+        return self.lm.get_input_embeddings().embedding_dim
+
+    def fingerprint(self) -> str:
+        """What the cached answers depend on: the MLLM, the templates, merging, the length limit."""
+        what = {"model": self.source, "templates": asdict(self.templates), "merged": self.merged,
+                "system": self.system, "max_new_tokens": self.max_new_tokens}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ---- generation ----------------------------------------------------------------------------
+    def answer(self, conversations: list, feats: torch.Tensor) -> list:
+        """The greedy answer (text) to the last question of each conversation, image features
+        (B, slots, d) in its <image> slots."""
+        encoded = [encode(self.tokenizer, c, image_token_id=self.image_token_id, image_slots=self.image_slots,
+                          system=self.system) for c in conversations]
+        embeds, attention, _, _ = conversation_embeds(self.lm, self.tokenizer.pad_token_id, encoded, feats, left=True)
+        answers = greedy_answers(self.lm, self.tokenizer, embeds, attention, self.max_new_tokens)
+        return [self.tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
+
+    @torch.no_grad()
+    def run(self, clip_images: torch.Tensor, queries: list, kinds: list, keys: list) -> list:
+        """One record per query: {"reason" (step 1's answer, the conversational reply), "target",
+        "attributes", "parsed" (False when a fallback name was used), "dialogue" (the rounds),
+        "prompting" (the fingerprint)}."""
+        if not (len(queries) == len(kinds) == len(keys) == len(clip_images)):
+            raise ValueError(f"queries, kinds, keys and clip_images must have one entry per sample, got "
+                             f"{len(queries)}, {len(kinds)}, {len(keys)}, {len(clip_images)}")
+        feats = image_features(self.lm, clip_images)
+        dialogues = [first_rounds(q, k, key, self.templates, self.merged) for q, k, key in zip(queries, kinds, keys)]
+        if self.merged:
+            self._fill(dialogues, range(len(dialogues)), feats)
+        else:
+            self._fill(dialogues, [b for b, k in enumerate(kinds) if k == REASONING], feats)
+            for b, k in enumerate(kinds):
+                if k == REASONING:
+                    dialogues[b].append({"question": self.templates.target, "answer": None})
+            self._fill(dialogues, range(len(dialogues)), feats)
+            for d in dialogues:
+                d.append({"question": self.templates.attributes.format(target=parse_target(d[-1]["answer"])),
+                          "answer": None})
+            self._fill(dialogues, range(len(dialogues)), feats)
+        return [self._record(d, q, k) for d, q, k in zip(dialogues, queries, kinds)]
+
+    def _fill(self, dialogues: list, which, feats: torch.Tensor) -> None:
+        which = list(which)
+        if which:
+            for b, text in zip(which, self.answer([dialogues[b] for b in which], feats[which])):
+                dialogues[b][-1]["answer"] = text
+
+    def _record(self, dialogue: list, query: str, kind: str) -> dict:
+        reason = dialogue[0]["answer"]
+        if self.merged:
+            parsed = parse_merged(dialogue[-1]["answer"])
+            if kind == REASONING:
+                reason = parsed["reason"] or reason
+            target, attributes, ok = parsed["target"], parsed["attributes"], parsed["parsed"]
+        else:
+            target, attributes = parse_target(dialogue[1]["answer"]), parse_attributes(dialogue[2]["answer"])
+            ok = bool(target)
+        return {"reason": reason, "target": target if ok else fallback_target(query, kind, reason),
+                "attributes": attributes, "parsed": ok, "dialogue": dialogue, "prompting": self.fingerprint()}
+
+    # ---- the segmentation prompt ---------------------------------------------------------------
+    def prompt_text(self, record: dict) -> str:
+        text = self.templates.prompt.format(target=record["target"], attributes=record["attributes"])
+        return " ".join(text.split()).strip(" .") or record["target"]
+
+    @torch.no_grad()
+    def prompt_embeddings(self, texts: list) -> tuple:
+        """((B, L, d) float embeddings of each text's tokens from the MLLM, right-padded, (B, L)
+        bool mask of real tokens). The BOS token is read but not returned."""
+        rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if any(not r for r in rows):
+            raise ValueError(f"prompt text: an empty prompt cannot prompt the segmenter: {texts}")
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        longest = max(len(r) for r in rows) + len(bos)
+        device = self.lm.get_input_embeddings().weight.device
+        ids = torch.full((len(rows), longest), self.tokenizer.pad_token_id, device=device)
+        mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=device)
+        for b, r in enumerate(rows):
+            ids[b, : len(bos) + len(r)] = torch.tensor(bos + r)
+            mask[b, len(bos): len(bos) + len(r)] = True
+        if self.features == "input":
+            states = self.lm.get_input_embeddings()(ids)
+        else:
+            language = base_model(self.lm).model.language_model
+            states = language(input_ids=ids, attention_mask=mask | (torch.arange(longest, device=device) < len(bos)))
+            states = states.last_hidden_state
+        return states[:, len(bos):].float(), mask[:, len(bos):]
