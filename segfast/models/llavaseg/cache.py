@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 
-def read_cache(directory) -> dict:
-    """key -> record of every complete line of every part."""
+def read_cache(directory, warn: bool = True) -> dict:
+    """key -> record of every complete line of every part (warn: about torn lines)."""
     records, torn = {}, 0
     for part in sorted(Path(directory).glob("part-*.jsonl")):
         for line in part.read_text().splitlines():
@@ -30,7 +30,7 @@ def read_cache(directory) -> dict:
                 torn += 1
                 continue
             records[record["key"]] = record
-    if torn:
+    if torn and warn:
         warnings.warn(f"chain-of-thought cache {directory}: {torn} incomplete line(s) skipped (an interrupted "
                       "writer); rerun segfast cot-cache to fill them", stacklevel=2)
     return records
@@ -82,7 +82,7 @@ def cache_chain_of_thought(cfg, splits=("train", "eval"), batch_size: int = 8, w
                 if not getattr(dataset, "cot_cache", ""):
                     raise ValueError(f"data options: set cot_cache (a directory) for the {split} split's "
                                      f"{type(dataset).__name__} to cache its chain of thought")
-                cached = read_cache(dataset.cot_cache)
+                cached = read_cache(dataset.cot_cache, warn=False)  # torn lines are redone here
                 requests = dataset.requests()
                 mine = requests[env.rank::env.world_size]
                 todo = [r for r in mine if r["key"] not in cached]

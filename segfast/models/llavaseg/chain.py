@@ -40,7 +40,9 @@ class ChainOfThought(nn.Module):
         self.merged, self.system = bool(options["merged"]), options["system"]
         self.max_new_tokens, self.features = int(options["max_new_tokens"]), options["prompt_features"]
         frozen = ModelConfig(**{**cfg.__dict__, "lora": LoraConfig(enabled=False)})
-        self.lm, self.tokenizer = build_llava(frozen, options["llava"], list(words), [], device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # a tiny random MLLM is the same one wherever it is built (cache, training)
+            self.lm, self.tokenizer = build_llava(frozen, options["llava"], list(words), [], device)
         self.lm.requires_grad_(False).eval()
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
         self.image_slots = image_token_count(self.lm)

@@ -1,0 +1,357 @@
+"""LLaVASeg: chain-of-thought prompts and parsing on fixed generations, the MLLM's prompt
+embeddings, zero-initialised language-aware adapters, a training step that leaves the MLLM
+untouched, the resumable chain-of-thought cache, data layouts and segfast.train."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("segment_anything")
+
+from segfast.data.queries import SegQueries  # noqa: E402
+from segfast.models.llavaseg.adapters import LanguageAdapters, global_layers  # noqa: E402
+from segfast.models.llavaseg.cache import CacheWriter, cache_chain_of_thought, read_cache  # noqa: E402
+from segfast.models.llavaseg.prompts import (Templates, first_rounds, parse_merged, parse_target,  # noqa: E402
+                                             reason_question, simulated_answer)
+from segfast.train import load_config  # noqa: E402
+from segfast.train.config import ConfigError, LoraConfig, ModelConfig  # noqa: E402
+from tests.models.seg_family import batch_of, saved_weights, write_refer  # noqa: E402
+
+SMALL = {"adapter_dim": 16, "adapter_heads": 2, "max_new_tokens": 12}
+
+
+def _model(path: str = "", **options):
+    from segfast.models.llavaseg.model import LLaVASeg
+
+    torch.manual_seed(0)
+    return LLaVASeg(ModelConfig(name="llavaseg", path=path, lora=LoraConfig(enabled=False),
+                                options={**SMALL, **options}))
+
+
+def _scripted(chain, replies: dict):
+    """Replaces the MLLM's generation with fixed answers chosen by the last question's start;
+    records every conversation it was asked."""
+    asked = []
+
+    def answer(conversations, feats):
+        assert len(feats) == len(conversations)
+        asked.extend(copy.deepcopy(conversations))  # the chain fills the answers in later
+        return [next(v for k, v in replies.items() if c[-1]["question"].replace("<image> ", "").startswith(k))
+                for c in conversations]
+
+    chain.answer = answer
+    return asked
+
+
+# ---- prompts ---------------------------------------------------------------------------------------
+def test_reason_question_and_first_rounds():
+    t = Templates()
+    assert reason_question("the thing used to cut bread.", t) == \
+        "What is the object or part that is the thing used to cut bread in this image?"
+    assert reason_question("What can I sit on? ", t) == "What can I sit on?"  # a question is asked as is
+    merged = first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=True)
+    assert merged == [{"question": f"<image> what keeps the rain off? {t.extract}", "answer": None}]
+    assert first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=False) == \
+        [{"question": "<image> what keeps the rain off?", "answer": None}]
+    short = first_rounds("man on the left", "short", "img\tman on the left", t, merged=True)
+    assert short[0]["question"] == "<image> What is the object or part that is man on the left in this image?"
+    assert short[0]["answer"] in [s.format(query="man on the left") for s in t.simulated]
+    assert short[1] == {"question": t.extract, "answer": None}
+    assert first_rounds("man", "short", "k", t, merged=False)[1]["question"] == t.target
+    # the simulated answer is a function of the key: the same every epoch and in the cache
+    keys = [f"img{i}\tman" for i in range(40)]
+    assert [simulated_answer("man", k, t) for k in keys] == [simulated_answer("man", k, t) for k in keys]
+    assert len({simulated_answer("man", k, t) for k in keys}) == len(t.simulated)
+    with pytest.raises(ValueError, match="kind"):
+        first_rounds("x", "long", "k", t, merged=True)
+    with pytest.raises(ValueError, match="unknown templates"):
+        Templates.of({"reasons": "x"})
+    assert Templates.of({"target": "Name it."}).target == "Name it."
+
+
+def test_parsing_fixed_generations():
+    answer = ("The umbrella keeps the rain off. Target: the black umbrella. "
+              "Attributes: black, round, held above the woman on the right.")
+    assert parse_merged(answer) == {"reason": "The umbrella keeps the rain off", "target": "the black umbrella",
+                                    "attributes": "black, round, held above the woman on the right", "parsed": True}
+    # word-level tokenizers decode with spaces around punctuation; markers in any case
+    spaced = "it is a box . TARGET : red box . attributes : red , square , on the left ."
+    assert parse_merged(spaced) == {"reason": "it is a box", "target": "red box",
+                                    "attributes": "red, square, on the left", "parsed": True}
+    for broken in ("Target: red box", "Attributes: red", "no markers at all", "Target: . Attributes: red"):
+        assert not parse_merged(broken)["parsed"], broken
+    assert parse_target("It is the red box. It is on the left.") == "red box"
+    assert parse_target("Target: a man in a blue shirt") == "man in a blue shirt"
+    assert parse_target("dog") == "dog"
+
+
+def test_chain_merged_and_separate_rounds_on_fixed_generations():
+    model = _model()
+    t = model.chain.templates
+    replies = {"What is the object or part": "It is the red box.", "which": "x Target: red box. Attributes: red, big.",
+               "Then name": "Target: blue box. Attributes: blue, small.", t.target: "The green box.",
+               "Describe": "green, left."}
+    asked = _scripted(model.chain, replies)
+    clips = torch.zeros(2, 3, 32, 32)
+    records = model.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
+    assert [len(c) for c in asked] == [1, 2]  # one generation round each; the short query's reason round simulated
+    assert records[0]["reason"] == "x" and records[0]["target"] == "red box" and records[0]["attributes"] == "red, big"
+    assert records[1]["reason"] == simulated_answer("blue box", "b", t) and records[1]["target"] == "blue box"
+    assert all(r["parsed"] for r in records) and model.chain.prompt_text(records[0]) == "red box. red, big"
+
+    separate = _model(merged=False)
+    asked = _scripted(separate.chain, {**replies, "which": "The red box."})
+    records = separate.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
+    assert [len(c) for c in asked] == [1, 2, 2, 3, 3]  # step 1 (reasoning only), step 2, step 3
+    attribute_questions = [c[-1]["question"] for c in asked[-2:]]
+    assert attribute_questions == [t.attributes.format(target="green box")] * 2  # the parsed target goes in
+    assert [r["target"] for r in records] == ["green box", "green box"]
+    assert records[0]["reason"] == "The red box." and records[0]["attributes"] == "green, left"
+    assert [len(r["dialogue"]) for r in records] == [3, 3]
+
+    _scripted(model.chain, {"": "nothing useful"})  # unparsable: the query or the reason names the target
+    records = model.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
+    assert not any(r["parsed"] for r in records)
+    assert [r["target"] for r in records] == ["nothing useful", "blue box"]
+
+
+def test_prompt_embeddings_come_from_the_frozen_mllm_and_ignore_padding():
+    model = _model()
+    chain, tok = model.chain, model.chain.tokenizer
+    texts = ["red box. red", "the blue box on the left. blue, small"]
+    embeddings, mask = chain.prompt_embeddings(texts)
+    assert mask.sum(1).tolist() == [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    for b, text in enumerate(texts):  # each alone (no padding) gives the same states
+        ids = torch.tensor([[tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]])
+        alone = chain.lm.model.language_model(input_ids=ids).last_hidden_state[0, 1:]
+        torch.testing.assert_close(embeddings[b][mask[b]], alone, atol=1e-5, rtol=1e-5)
+    rows = _model(prompt_features="input").chain.prompt_embeddings(texts)[0]
+    ids = tok(texts[0], add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(rows[0, : len(ids)], chain.lm.get_input_embeddings().weight[ids])
+    with pytest.raises(ValueError, match="prompt_features"):
+        _model(prompt_features="cls")
+
+
+# ---- adapters --------------------------------------------------------------------------------------
+def test_zero_initialised_adapters_leave_sams_encoder_output_unchanged():
+    from segfast.models.sam.build import tiny_sam
+
+    encoder = tiny_sam(image_size=64, dim=32).image_encoder.requires_grad_(False)  # frozen, as in the model
+    assert global_layers(encoder) == [1]
+    adapters = LanguageAdapters(encoder, [0, 1], text_dim=24, inner=16, heads=2)
+    gen = torch.Generator().manual_seed(1)
+    images, text = torch.randn(2, 3, 64, 64, generator=gen), torch.randn(2, 5, 24, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        original = encoder(images)
+    torch.testing.assert_close(adapters(encoder, images, text, mask), original, atol=0, rtol=0)
+    for adapter in adapters.adapters.values():  # a trained output projection moves it, text-dependently
+        torch.nn.init.normal_(adapter.out.weight, std=0.1, generator=gen)
+    moved = adapters(encoder, images, text, mask)
+    assert (moved - original).abs().max() > 1e-3
+    other = text.clone()
+    other[0, 3:] = 100.0  # padding positions do not matter ...
+    torch.testing.assert_close(adapters(encoder, images, other, mask)[0], moved[0])
+    other[0, 0] = 100.0  # ... real tokens do
+    assert (adapters(encoder, images, other, mask)[0] - moved[0]).abs().max() > 1e-4
+    # activation checkpointing of the frozen blocks: same values and gradients
+    grads = []
+    for checkpointing in (False, True):
+        adapters.checkpointing = checkpointing
+        adapters.zero_grad()
+        adapters(encoder, images, text, mask).square().sum().backward()
+        grads.append([p.grad.clone() for p in adapters.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert all(p.grad is None for p in encoder.parameters())
+    with pytest.raises(ValueError, match="adapter_layers"):
+        LanguageAdapters(encoder, [2], 24, 16, 2)
+
+
+# ---- training ----------------------------------------------------------------------------------------
+def _snapshot(module) -> dict:
+    return {n: p.detach().clone() for n, p in module.state_dict().items()}
+
+
+def test_training_steps_touch_only_adapters_mlp_and_decoder():
+    model = _model(adapter_layers=[0, 1])
+    batch = batch_of(SegQueries(length=4), 2)
+    frozen = {"chain": _snapshot(model.chain), "encoder": _snapshot(model.decoder.sam.image_encoder),
+              "prompt_encoder": _snapshot(model.decoder.sam.prompt_encoder)}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("adapters.", "text_mlp.", "to_prompt.", "decoder.sam.mask_decoder."))
+                             for n in trainable)
+    assert not any(n.startswith("decoder.sam.mask_decoder.iou_prediction_head") for n in trainable)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    assert not model.chain.lm.training and not model.decoder.sam.image_encoder.training
+    reached = set()
+    for _ in range(2):
+        optimizer.zero_grad()
+        losses = model(batch)
+        assert set(losses) == {"bce", "dice"}
+        sum(losses.values()).backward()
+        assert all(p.grad is None for p in model.chain.parameters())  # the MLLM never receives gradients
+        reached |= {n.split(".")[0] + ("." + n.split(".")[2] if n.startswith("adapters") else "")
+                    for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        optimizer.step()
+    # step 1 reaches the zero-initialised output projections; step 2 everything behind them
+    assert {"adapters.0", "adapters.1", "text_mlp", "to_prompt", "decoder"} <= reached
+    adapter = model.adapters.adapters["0"]
+    assert adapter.q.weight.grad.abs().sum() > 0 and adapter.kv.weight.grad.abs().sum() > 0
+    for name, module in (("chain", model.chain), ("encoder", model.decoder.sam.image_encoder),
+                         ("prompt_encoder", model.decoder.sam.prompt_encoder)):
+        for key, value in _snapshot(module).items():
+            assert torch.equal(value, frozen[name][key]), f"{name}.{key} changed"
+
+
+def test_lora_is_refused_and_loss_weights_are_the_papers():
+    from segfast.models.llavaseg.model import DEFAULTS, LLaVASeg
+
+    assert (DEFAULTS["lambda_bce"], DEFAULTS["lambda_dice"]) == (1.0, 0.5)
+    with pytest.raises(ConfigError, match="frozen"):
+        LLaVASeg(ModelConfig(name="llavaseg", lora=LoraConfig(enabled=True)))
+    cfg = load_config(base={"model": {"name": "llavaseg"}})
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.model.lora.enabled) == (1e-4, 1e-4, False)
+    assert load_config(base={"model": {"name": "llavaseg"}, "optim": {"lr": 3e-4}}).optim.lr == 3e-4
+
+
+def test_segment_returns_the_reason_answer_with_the_mask():
+    model = _model().eval()
+    _scripted(model.chain, {"which": "The red box is the one you mean. Target: red box. Attributes: red.",
+                            "": "Target: blue box. Attributes: blue."})
+    ds = SegQueries(length=4)
+    batch = batch_of(ds, 2)
+    out = model.segment(batch)
+    assert [o["answer"] for o in out] == [simulated_answer(batch["query"][0], batch["key"][0], model.chain.templates),
+                                          "The red box is the one you mean"]
+    assert [o["target"] for o in out] == ["blue box", "red box"]
+    for o, (h, w) in zip(out, batch["valid_size"].tolist()):
+        assert o["mask"].shape == (h, w) and o["mask"].dtype == torch.bool and o["logits"].shape == (64, 64)
+        assert torch.equal(o["mask"], o["logits"][:h, :w] > 0)
+
+
+# ---- data and cache -----------------------------------------------------------------------------------
+def test_reasonseg_refcoco_and_synthetic_queries(tmp_path):
+    image = np.zeros((40, 60, 3), np.uint8)
+    (tmp_path / "rs" / "val").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "rs" / "val" / "a.jpg")
+    (tmp_path / "rs" / "val" / "a.json").write_text(json.dumps(
+        {"text": ["what holds the drink?", "the cup"], "is_sentence": True,
+         "shapes": [{"label": "target", "points": [[0, 0], [30, 0], [30, 20], [0, 20]]}]}))
+    rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="eval")  # the engine's eval reads val
+    assert len(rs) == 2 and [rs.request(i)["query"] for i in range(2)] == ["what holds the drink?", "the cup"]
+    sample = rs[0]
+    assert sample["kind"] == "reasoning" and sample["key"] == "a.jpg\twhat holds the drink?"
+    assert sample["masks"].shape == (1, 64, 64) and sample["masks"][0, :21, :32].all() and not sample["masks"][0, 22:].any()
+    write_refer(tmp_path / "rc", image,
+                [{"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left"}, {"sent": "dark one"}]}],
+                [{"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]}])
+    rc = SegQueries("refcoco", str(tmp_path / "rc"))
+    assert [rc.request(i)["kind"] for i in range(len(rc))] == ["short", "short"]
+    syn = SegQueries(length=4)
+    assert [syn.request(i)["kind"] for i in range(4)] == ["short", "reasoning"] * 2
+    assert syn.request(1)["query"].endswith("?") and syn.request(1) == syn.request(1)
+    assert SegQueries(length=4, split="eval").request(0)["key"] != syn.request(0)["key"]
+    with pytest.raises(ValueError, match="format"):
+        SegQueries("coco")
+
+
+def _config(tmp_path, weights: dict | None = None, **run) -> dict:
+    weights = weights or {}
+    model = {"name": "llavaseg", "path": weights.get("path", ""),
+             "options": {**SMALL, "sam_checkpoint": weights.get("sam_checkpoint", "")}}
+    return {"model": model,
+            "data": {"name": "seg-queries", "options": {"length": 6, "cot_cache": str(tmp_path / "cot")}},
+            "optim": {"lr": 1e-3, "warmup_steps": 0},
+            "run": {"output_dir": str(tmp_path / "run"), "total_steps": 2, "global_batch_size": 2,
+                    "micro_batch_size": 2, "save_every": 2, "eval_every": 2, "eval_batches": 2, "device": "cpu", **run}}
+
+
+def test_chain_of_thought_cache_resumes_and_is_checked(tmp_path):
+    cfg = load_config(base=_config(tmp_path))
+    first = cache_chain_of_thought(cfg, splits=["train"], batch_size=4, workers=0)
+    assert first["generated"] == 6 and first["already_cached"] == 0
+    cached = read_cache(tmp_path / "cot")
+    part = tmp_path / "cot" / "part-00000.jsonl"
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # killed while writing the third record
+    with pytest.warns(UserWarning, match="incomplete"):
+        assert len(read_cache(tmp_path / "cot")) == 2
+    second = cache_chain_of_thought(cfg, splits=["train", "eval"], batch_size=4, workers=0)
+    assert second["generated"] == 4 + 6 and second["already_cached"] == 2
+    resumed = read_cache(tmp_path / "cot")  # no warning: the torn line was cut off
+    assert len(resumed) == 12 and all(resumed[k] == v for k, v in cached.items())  # greedy: the same answers
+    assert len(part.read_text().splitlines()) == 12
+    assert cache_chain_of_thought(cfg, batch_size=4, workers=0)["generated"] == 0
+
+    ds = SegQueries(length=6, cot_cache=str(tmp_path / "cot"))
+    assert ds[3]["cot"] == resumed[ds.request(3)["key"]]
+    model = _model()
+    batch = batch_of(ds, 2)
+    model.chain.answer = None  # with a cache the MLLM does not generate
+    assert set(model(batch)) == {"bce", "dice"}
+    other = _model(templates={"target": "Name it."})
+    with pytest.raises(ValueError, match="another MLLM or other templates"):
+        other(batch_of(ds, 2))
+    with pytest.raises(ValueError, match="no chain-of-thought answer"):
+        SegQueries(length=7, cot_cache=str(tmp_path / "cot"))[0]
+    with pytest.raises(ValueError, match="set cot_cache"):
+        cache_chain_of_thought(load_config(base={**_config(tmp_path), "data": {"name": "seg-queries"}}), workers=0)
+    writer = CacheWriter(tmp_path / "cot2", rank=3)
+    writer.append([{"key": "k", "x": 1}])
+    assert writer.path.name == "part-00003.jsonl" and read_cache(tmp_path / "cot2") == {"k": {"key": "k", "x": 1}}
+
+
+def test_llavaseg_trains_through_segfast_train_from_saved_weights(tmp_path):
+    import segfast
+    from safetensors.torch import load_file
+
+    from segfast.train.engine import evaluate_checkpoint
+
+    weights = saved_weights(tmp_path / "weights")
+    config = _config(tmp_path, weights, gradient_checkpointing=True)
+    cache_chain_of_thought(load_config(base=config), batch_size=3, workers=0)
+    result = segfast.train(config)
+    assert result["step"] == 2 and all(np.isfinite(result["losses"]))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/iou/gIoU" in r for r in records)
+    step = tmp_path / "run" / "checkpoints" / "step-000002"
+    saved = load_file(str(step / "trainable.safetensors"))
+    assert saved and not any(k.startswith("chain.") for k in saved) and not (step / "adapter").exists()
+    assert any(k.startswith("adapters.") for k in saved)
+    metrics = evaluate_checkpoint(step, batches=1)
+    assert "eval/iou/cIoU" in metrics and np.isfinite(metrics["eval/bce"])
+    # the MLLM in the trained model is the saved one, bit for bit
+    from transformers import LlavaForConditionalGeneration
+
+    from segfast.train.checkpoint import load_trained
+
+    trained = load_trained(step).chain.lm.state_dict()
+    original = LlavaForConditionalGeneration.from_pretrained(weights["path"]).state_dict()
+    assert trained.keys() == original.keys() and all(torch.equal(trained[k], original[k]) for k in original)
+
+
+def test_trains_without_a_cache_generating_on_the_fly(tmp_path):
+    import segfast
+
+    config = _config(tmp_path)
+    config["data"]["options"].pop("cot_cache")
+    result = segfast.train(config)
+    assert result["step"] == 2 and all(np.isfinite(result["losses"]))
+
+
+def test_shipped_config_loads():
+    from segfast.models.llavaseg.model import DEFAULTS
+    from segfast.models.llm import model_options
+
+    cfg = load_config("configs/llavaseg.yaml", ["data.options.datasets.1.options.root=/data/rs",
+                                                "model.options.sam_checkpoint=/w/sam.pth"])
+    model_options("llavaseg", cfg.model.options, DEFAULTS)  # every key is known
+    assert cfg.data.options["datasets"][1]["options"]["root"] == "/data/rs"
+    assert not cfg.model.lora.enabled and (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 1e-4)
+    assert all(d["name"] == "seg-queries" and d["options"]["cot_cache"] for d in cfg.data.options["datasets"])
