@@ -85,8 +85,9 @@ def cache_chain_of_thought(cfg, splits=("train", "eval"), batch_size: int = 8, w
                 cached = read_cache(dataset.cot_cache, warn=False)  # torn lines are redone here
                 requests = dataset.requests()
                 mine = requests[env.rank::env.world_size]
-                todo = [r for r in mine if r["key"] not in cached]
-                skipped += len(mine) - len(todo)
+                # one answer per key: the same image and query text (two refs, one sentence) share it
+                todo = list({r["key"]: r for r in mine if r["key"] not in cached}.values())
+                skipped += sum(r["key"] in cached for r in mine)
                 if not todo:
                     continue
                 writer = CacheWriter(dataset.cot_cache, env.rank)
