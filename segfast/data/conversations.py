@@ -19,6 +19,7 @@ import torch
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import frame_masks, model_inputs, read_rgb
+from segfast.data.rng import sample_rng
 from segfast.data.scenes import SCENE_WORDS, synthetic_scene
 
 IMAGE = "<image>"
@@ -88,7 +89,7 @@ class SegConversations(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = random.Random(hash((self.seed, self.split, i)))
+        rng = sample_rng(self.seed, self.split, i)
         if self.format == "synthetic":
             image, instances = synthetic_scene(rng)
             chosen = rng.sample(instances, min(self.refs, len(instances)))

@@ -33,6 +33,7 @@ import torch
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.conversations import IMAGE
 from segfast.data.frames import frame_masks, model_inputs, read_rgb
+from segfast.data.rng import sample_rng
 from segfast.data.scenes import synthetic_scene
 
 RELATIONS = ("positional", "hierarchical", "interactional")
@@ -155,7 +156,7 @@ class MultiRoundConversations(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = random.Random(hash((self.seed, self.split, i)))
+        rng = sample_rng(self.seed, self.split, i)
         for attempt in range(len(self.items)):  # an image without a unique instance gives the next one
             if self.format == "synthetic":
                 image, instances = synthetic_scene(rng)

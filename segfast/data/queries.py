@@ -11,13 +11,13 @@ across runs and machines: the image file name and the query), masks (1, S, S) bo
 cot_cache (a directory written by `segfast cot-cache`) cot: the cached chain-of-thought record.
 """
 
-import random
 from pathlib import Path
 
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import clip_input, frame_masks, model_inputs, read_rgb
+from segfast.data.rng import sample_rng
 from segfast.data.scenes import synthetic_scene
 
 FORMATS = ("reasonseg", "refcoco", "synthetic")
@@ -82,7 +82,7 @@ class SegQueries(torch.utils.data.Dataset):
         return cached
 
     def _scene(self, i: int) -> tuple:
-        rng = random.Random(hash((self.seed, self.split, i)))
+        rng = sample_rng(self.seed, self.split, i)
         image, instances = synthetic_scene(rng)
         return image, instances, rng.choice(instances)
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import read_rgb
+from segfast.data.rng import sample_rng
 from segfast.ops import pack_masks, unpack_masks
 
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
@@ -130,7 +131,7 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
-        rng = random.Random(hash((self.seed, self.split, i)))
+        rng = sample_rng(self.seed, self.split, i)
         if self.format == "synthetic":
             return self._synthetic(rng)
         from segfast.models.sam.extract import load_proposals

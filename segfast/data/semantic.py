@@ -17,13 +17,13 @@ dataset's names), and one conversation built by segfast.models.lasagna.sequence.
 """
 
 import csv
-import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from segfast.data.frames import frame_labels, frame_masks, model_inputs, read_rgb
+from segfast.data.rng import sample_rng
 from segfast.data.scenes import OBJECT_COLOURS, synthetic_scene
 from segfast.models.lasagna.sequence import build
 
@@ -103,7 +103,7 @@ class SemanticQueries(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = random.Random(hash((self.seed, self.split, i)))
+        rng = sample_rng(self.seed, self.split, i)
         if self.format == "synthetic":
             image, instances = synthetic_scene(rng, parts=False)
             label = np.full(image.shape[:2], IGNORE, np.int64)
