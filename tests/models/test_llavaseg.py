@@ -209,6 +209,20 @@ def test_training_steps_touch_only_adapters_mlp_and_decoder():
             assert torch.equal(value, frozen[name][key]), f"{name}.{key} changed"
 
 
+def test_half_precision_mllm_under_bf16_autocast():
+    """A 7B checkpoint loads in its stored half precision while SAM stays fp32: the prompt
+    embeddings, image features and adapters meet across dtypes (CPU autocast stands in for CUDA)."""
+    model = _model()
+    model.chain.lm.to(torch.bfloat16)
+    batch = batch_of(SegQueries(length=4), 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(batch)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_lora_is_refused_and_loss_weights_are_the_papers():
     from segfast.models.llavaseg.model import DEFAULTS, LLaVASeg
 
