@@ -321,6 +321,16 @@ def test_chain_of_thought_cache_resumes_and_is_checked(tmp_path):
     assert writer.path.name == "part-00003.jsonl" and read_cache(tmp_path / "cot2") == {"k": {"key": "k", "x": 1}}
 
 
+def test_cache_fills_every_dataset_of_a_mixture(tmp_path):
+    config = _config(tmp_path)
+    parts = [{"name": "seg-queries", "options": {"length": n, "cot_cache": str(tmp_path / f"cot{n}")}}
+             for n in (2, 3)]
+    config["data"] = {"name": "mixture", "options": {"datasets": parts, "rates": [1, 1], "length": 4}}
+    result = cache_chain_of_thought(load_config(base=config), splits=["train"], batch_size=2, workers=0)
+    assert result["generated"] == 5
+    assert [len(read_cache(tmp_path / f"cot{n}")) for n in (2, 3)] == [2, 3]
+
+
 def test_llavaseg_trains_through_segfast_train_from_saved_weights(tmp_path):
     import segfast
     from safetensors.torch import load_file
