@@ -19,6 +19,8 @@ adapter_layers ("global" = after SAM's global-attention blocks, or a list of blo
 adapter_dim, adapter_heads, lambda_bce, lambda_dice.
 """
 
+import re
+
 import torch
 from torch import nn
 
@@ -37,8 +39,6 @@ DEFAULTS = dict(sam_type="tiny", sam_checkpoint="", sam_image_size=64,
 
 def words() -> list:
     """The tiny tokenizer's vocabulary: the [SEG] family's plus the chain-of-thought templates'."""
-    import re
-
     from segfast.data.conversations import vocabulary
     from segfast.data.queries import SYNTHETIC_REASONING
     from segfast.models.llavaseg.prompts import Templates
