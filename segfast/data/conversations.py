@@ -72,9 +72,9 @@ class SegConversations(torch.utils.data.Dataset):
             return
         if not root:
             raise ValueError(f"root is required for format={format!r}")
-        from segfast.data.referring import read_reasonseg, read_refcoco
+        from segfast.data.referring import file_split, read_reasonseg, read_refcoco
 
-        split = eval_split if split == "eval" else split  # the engine's eval split is the files' val (or test*)
+        split = file_split(split, eval_split)
         if format == "reasonseg":
             self.items = [[s] for s in read_reasonseg(Path(root), split)]
         else:  # refer: the expressions of one image become rounds of one conversation

@@ -37,9 +37,9 @@ class SegQueries(torch.utils.data.Dataset):
         else:
             if not root:
                 raise ValueError(f"root is required for format={format!r}")
-            from segfast.data.referring import read_reasonseg, read_refcoco
+            from segfast.data.referring import file_split, read_reasonseg, read_refcoco
 
-            files = eval_split if split == "eval" else split
+            files = file_split(split, eval_split)
             entries = read_reasonseg(Path(root), files) if format == "reasonseg" else \
                 read_refcoco(Path(root), files, dataset, split_by)
             self.items = [(e, q) for e in entries for q in range(len(e["queries"]))]

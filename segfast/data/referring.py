@@ -15,7 +15,8 @@ Layouts read (local paths):
 
 Polygons are rasterized with segfast (pycocotools' rule); the image, the target and every
 proposal are resized to image_size x image_size (nearest for masks), proposals packed and
-padded to max_proposals with empty masks (proposal_valid says which are real).
+padded to max_proposals with empty masks (proposal_valid says which are real). The engine's
+"eval" split reads the files' eval_split (val by default; file_split).
 """
 
 import json
@@ -37,6 +38,12 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), 
            "white": (245, 245, 245), "black": (15, 15, 15)}
 SYNTHETIC_WORDS = ["segment", "the", "box", *COLOURS]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's ImageNet normalisation
+
+
+def file_split(split: str, eval_split: str = "val") -> str:
+    """The split to read from the files: the engine asks for "train" or "eval", and the files
+    name their evaluation split val, test, testA, ... (eval_split)."""
+    return eval_split if split == "eval" else split
 
 
 def read_reasonseg(root: Path, split: str) -> list:
@@ -109,7 +116,7 @@ class ReferringSegmentation(torch.utils.data.Dataset):
 
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", proposals: str = "",
                  image_size: int = 56, max_proposals: int = 32, seed: int = 0, length: int = 256,
-                 dataset: str = "refcoco", split_by: str = "unc"):
+                 dataset: str = "refcoco", split_by: str = "unc", eval_split: str = "val"):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         self.format, self.size, self.k, self.seed, self.split = format, int(image_size), int(max_proposals), seed, split
@@ -123,7 +130,7 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         self.root, self.proposals = Path(root), Path(proposals)
         read = {"reasonseg": read_reasonseg, "llmseg40k": read_llmseg40k,
                 "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by)}[format]
-        self.samples = read(self.root, split)
+        self.samples = read(self.root, file_split(split, eval_split))
         if not self.samples:
             raise ValueError(f"no {format} samples for split {split!r} under {root}")
 

@@ -142,6 +142,11 @@ def test_reasonseg_llmseg40k_and_refcoco_layouts(tmp_path):
         dense = segfast.ops.unpack_masks(s["proposals"], 40)
         iou = segfast.ops.mask_iou(dense[:2], s["gt_mask"][None])[:, 0]
         assert iou.argmax() == target and iou.max() > 0.8, (fmt, iou)
+    # the engine evaluates on split "eval": the files' val (or eval_split)
+    for fmt, root, props in (("reasonseg", "rs", "props"), ("refcoco", "rc", "propsrc")):
+        assert len(ReferringSegmentation(fmt, str(tmp_path / root), "eval", str(tmp_path / props))) == 1
+    assert len(ReferringSegmentation("llmseg40k", str(tmp_path / "l40"), "eval", str(tmp_path / "props40"),
+                                     eval_split="train")) == 1
     with pytest.raises(ValueError, match="proposals"):
         ReferringSegmentation("reasonseg", str(tmp_path / "rs"), "val", "")
     with pytest.raises(FileNotFoundError, match="root"):
