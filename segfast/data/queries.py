@@ -50,10 +50,11 @@ class SegQueries(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.items)
 
-    def request(self, i: int) -> dict:
-        """{index, key, query, kind} of sample i: what the chain of thought needs."""
+    def request(self, i: int, target: dict | None = None) -> dict:
+        """{index, key, query, kind} of sample i: what the chain of thought needs (target: the
+        synthetic scene's chosen instance, when the caller has drawn it already)."""
         if self.format == "synthetic":
-            name, image = self._scene(i)[2]["category"], f"synthetic-{self.seed}-{self.split}-{i}"
+            name, image = (target or self._scene(i)[2])["category"], f"synthetic-{self.seed}-{self.split}-{i}"
             query, kind = (SYNTHETIC_REASONING.format(name=name), "reasoning") if i % 2 else (name, "short")
         else:
             entry, q = self.items[i]
@@ -86,21 +87,21 @@ class SegQueries(torch.utils.data.Dataset):
         image, instances = synthetic_scene(rng)
         return image, instances, rng.choice(instances)
 
-    def _image_and_mask(self, i: int) -> tuple:
-        if self.format == "synthetic":
-            image, _, chosen = self._scene(i)
-            return image, torch.from_numpy(chosen["mask"][None])
-        entry, _ = self.items[i]
-        image = read_rgb(entry["image"])
-        return image, segmentation_mask(entry["segmentation"], *image.shape[:2])[None]
+    def _image(self, i: int):
+        return self._scene(i)[0] if self.format == "synthetic" else read_rgb(self.items[i][0]["image"])
 
     def clip_batch(self, indices: list) -> torch.Tensor:
         """(n, 3, C, C) CLIP inputs of samples `indices` (the chain of thought's images)."""
-        return torch.stack([clip_input(self._image_and_mask(i)[0], self.clip_size) for i in indices])
+        return torch.stack([clip_input(self._image(i), self.clip_size) for i in indices])
 
     def __getitem__(self, i: int) -> dict:
-        image, mask = self._image_and_mask(i)
-        request = self.request(i)
+        if self.format == "synthetic":
+            image, _, target = self._scene(i)
+            mask, request = torch.from_numpy(target["mask"][None]), self.request(i, target)
+        else:
+            image = self._image(i)
+            mask = segmentation_mask(self.items[i][0]["segmentation"], *image.shape[:2])[None]
+            request = self.request(i)
         sample = {**model_inputs(image, self.size, self.clip_size), "query": request["query"], "kind": request["kind"],
                   "key": request["key"], "masks": frame_masks(mask, self.size)}
         if self.cot_cache:

@@ -47,6 +47,7 @@ class ChainOfThought(nn.Module):
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
         self.image_slots = image_token_count(self.lm)
         self.source = cfg.path or "tiny"
+        self.prompting = self._fingerprint()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -57,7 +58,7 @@ class ChainOfThought(nn.Module):
     def width(self) -> int:
         return self.lm.get_input_embeddings().embedding_dim
 
-    def fingerprint(self) -> str:
+    def _fingerprint(self) -> str:
         """What the cached answers depend on: the MLLM, the templates, merging, the length limit."""
         what = {"model": self.source, "templates": asdict(self.templates), "merged": self.merged,
                 "system": self.system, "max_new_tokens": self.max_new_tokens}
@@ -77,7 +78,7 @@ class ChainOfThought(nn.Module):
     def run(self, clip_images: torch.Tensor, queries: list, kinds: list, keys: list) -> list:
         """One record per query: {"reason" (step 1's answer, the conversational reply), "target",
         "attributes", "parsed" (False when a fallback name was used), "dialogue" (the rounds),
-        "prompting" (the fingerprint)}."""
+        "prompting" (a fingerprint of the MLLM and templates)}."""
         if not (len(queries) == len(kinds) == len(keys) == len(clip_images)):
             raise ValueError(f"queries, kinds, keys and clip_images must have one entry per sample, got "
                              f"{len(queries)}, {len(kinds)}, {len(keys)}, {len(clip_images)}")
@@ -114,7 +115,7 @@ class ChainOfThought(nn.Module):
             target, attributes = parse_target(dialogue[1]["answer"]), parse_attributes(dialogue[2]["answer"])
             ok = bool(target)
         return {"reason": reason, "target": target if ok else fallback_target(query, kind, reason),
-                "attributes": attributes, "parsed": ok, "dialogue": dialogue, "prompting": self.fingerprint()}
+                "attributes": attributes, "parsed": ok, "dialogue": dialogue, "prompting": self.prompting}
 
     # ---- the segmentation prompt ---------------------------------------------------------------
     def prompt_text(self, record: dict) -> str:

@@ -81,7 +81,7 @@ class LLaVASeg(nn.Module):
         records = batch.get("cot")
         if records is None:
             records = batch["cot"] = self.chain.run(batch["clip_image"], batch["query"], batch["kind"], batch["key"])
-        stale = [r["key"] for r in records if r.get("prompting") != self.chain.fingerprint()]
+        stale = [r["key"] for r in records if r.get("prompting") != self.chain.prompting]
         if stale:
             raise ValueError(f"the chain-of-thought cache holds answers from another MLLM or other templates "
                              f"(e.g. {stale[0]!r}); point data.options.cot_cache at a new directory and rerun "
