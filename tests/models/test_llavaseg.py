@@ -117,6 +117,10 @@ def test_chain_merged_and_separate_rounds_on_fixed_generations():
     records = model.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
     assert not any(r["parsed"] for r in records)
     assert [r["target"] for r in records] == ["nothing useful", "blue box"]
+    asked = _scripted(separate.chain, {"which": "The red box.", "": "?"})  # no name in step 2's answers
+    records = separate.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
+    assert [r["target"] for r in records] == ["red box", "blue box"] and not any(r["parsed"] for r in records)
+    assert [c[-1]["question"] for c in asked[-2:]] == [t.attributes.format(target=n) for n in ("red box", "blue box")]
 
 
 def test_prompt_embeddings_come_from_the_frozen_mllm_and_ignore_padding():

@@ -92,9 +92,9 @@ class ChainOfThought(nn.Module):
                 if k == REASONING:
                     dialogues[b].append({"question": self.templates.target, "answer": None})
             self._fill(dialogues, range(len(dialogues)), feats)
-            for d in dialogues:
-                d.append({"question": self.templates.attributes.format(target=parse_target(d[-1]["answer"])),
-                          "answer": None})
+            for d, q, k in zip(dialogues, queries, kinds):  # step 3 asks about the name the record will hold
+                name = parse_target(d[-1]["answer"]) or fallback_target(q, k, d[0]["answer"])
+                d.append({"question": self.templates.attributes.format(target=name), "answer": None})
             self._fill(dialogues, range(len(dialogues)), feats)
         return [self._record(d, q, k) for d, q, k in zip(dialogues, queries, kinds)]
 

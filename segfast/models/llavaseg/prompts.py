@@ -77,7 +77,7 @@ MARKER = re.compile(r"\b(target|attributes)\s*:", re.IGNORECASE)
 
 def _clean(text: str) -> str:
     text = re.sub(r"\s+([.,;:!?])", r"\1", text)  # word tokenizers decode "red ." for "red."
-    return " ".join(text.split()).strip(" .,;:'\"")
+    return " ".join(text.split()).strip(" .,;:!?'\"")
 
 
 def parse_merged(answer: str) -> dict:
