@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "overlap/overlap.h"
+#include "pooling/grid_weights.h"
 #include "rasterize/rasterize.h"
 
 namespace py = pybind11;
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
 #if defined(SEGFAST_WITH_CUDA)
     info["cuda"] = true;
     info["cuda_max_raster_width"] = segfast::rasterize_cuda_max_width();
+    info["cuda_max_pool_band"] = segfast::grid_weights_cuda_max_band();
 #else
     info["cuda"] = false;
 #endif

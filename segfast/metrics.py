@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from segfast.ops import mask_area, mask_intersection
-from segfast.ops.overlap import as_packed
+from segfast.ops.overlap import as_packed, check_same_size
 
 IOU_SCALE = 2**32  # fixed-point unit of summed per-sample IoUs
 
@@ -52,6 +52,7 @@ class IoUMeter:
         """pred, gt: (N, H, W) bool or packed masks of the same size; one sample per mask."""
         if not 0 <= round < self.state.shape[0]:
             raise ValueError(f"round must be in [0, {self.state.shape[0]}), got {round}")
+        check_same_size(pred, gt, ("pred", "gt"), matched=True)  # before packing or resizing hides it
         pred, gt = self._prepare(pred, gt)
         pp, pg = as_packed("pred", pred), as_packed("gt", gt)
         inter = mask_intersection(pp, pg, matched=True).cpu()

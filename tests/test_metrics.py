@@ -28,6 +28,18 @@ def test_giou_ciou_hand_computed():
     assert meter.compute()["cIoU"] == 6 / 10
 
 
+@pytest.mark.parametrize("meter", [IoUMeter(), NcIoUMeter((8, 8))])
+def test_meters_check_sizes_before_packing_or_resizing(meter):
+    """4-wide and 5-wide masks pack into the same 64-bit word, and resizing makes any two sizes
+    equal: the sizes are compared first (a 4x4 vs 4x5 pair once scored gIoU 0.8)."""
+    pred, gt = torch.ones(1, 4, 4, dtype=torch.bool), torch.ones(1, 4, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="same mask size"):
+        meter.update(pred, gt)
+    with pytest.raises(ValueError, match="same mask size"):
+        meter.update(pack_masks(pred), torch.ones(1, 5, 4, dtype=torch.bool))
+    assert meter.state.sum() == 0
+
+
 def test_giou_ciou_against_plain_loop(gen):
     meter = IoUMeter()
     inters, unions, ious = 0, 0, []

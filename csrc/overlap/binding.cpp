@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/word_aligned.h"
 #include "overlap/overlap.h"
 
 #if defined(SEGFAST_WITH_CUDA)
@@ -23,10 +24,10 @@ OverlapParams make_params(const at::Tensor& a, const at::Tensor& b, bool matched
   TORCH_CHECK(a.device() == b.device(), "segfast::mask_intersections: a and b must share a device");
   TORCH_CHECK(!matched || a.size(0) == b.size(0), "segfast::mask_intersections: matched needs as many b as a");
   out = matched ? at::empty({a.size(0)}, a.options().dtype(at::kLong))
-                : at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kLong));
+                : at::zeros({a.size(0), b.size(0)}, a.options().dtype(at::kLong));
   OverlapParams p;
-  p.a = static_cast<const uint64_t*>(a.data_ptr());
-  p.b = static_cast<const uint64_t*>(b.data_ptr());
+  p.a = word_aligned(a, "segfast::mask_intersections", "a");
+  p.b = word_aligned(b, "segfast::mask_intersections", "b");
   p.n = a.size(0);
   p.m = b.size(0);
   p.words = a.size(1) * a.size(2) / 8;

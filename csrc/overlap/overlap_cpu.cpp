@@ -19,23 +19,23 @@ constexpr int64_t kChunkWords = 512;  // 4 KiB of each mask per pass: 16 A rows 
 
 // ---- portable / popcnt kernels -------------------------------------------------------------
 
-template <int NI, int NJ>
-__attribute__((always_inline)) inline void block_scalar(const uint64_t* const* a, const uint64_t* const* b, int64_t len, int64_t acc[4][4]) {
+// Rows past ni / nj repeat the last real row (valid memory); their sums are dropped.
+__attribute__((always_inline)) inline void block_scalar(const uint64_t* const* a, const uint64_t* const* b, int ni,
+                                                        int nj, int64_t len, int64_t acc[4][4]) {
+  int64_t sum[4][4] = {};
   for (int64_t w = 0; w < len; ++w) {
-    for (int i = 0; i < NI; ++i) {
-      const uint64_t x = a[i][w];
-      for (int j = 0; j < NJ; ++j) acc[i][j] += __builtin_popcountll(x & b[j][w]);
-    }
+    const uint64_t va[4] = {a[0][w], a[1][w], a[2][w], a[3][w]};
+    const uint64_t vb[4] = {b[0][w], b[1][w], b[2][w], b[3][w]};
+    popcount_block4x4(va, vb, sum);
   }
+  for (int i = 0; i < ni; ++i)
+    for (int j = 0; j < nj; ++j) acc[i][j] += sum[i][j];
 }
 
 #define SEGFAST_DEFINE_SCALAR(NAME, ATTR)                                                          \
   ATTR void NAME(const uint64_t* const* a, const uint64_t* const* b, int ni, int nj, int64_t len, \
                  int64_t acc[4][4]) {                                                              \
-    if (ni == 4 && nj == 4) return block_scalar<4, 4>(a, b, len, acc);                             \
-    for (int i = 0; i < ni; ++i)                                                                   \
-      for (int j = 0; j < nj; ++j)                                                                 \
-        for (int64_t w = 0; w < len; ++w) acc[i][j] += __builtin_popcountll(a[i][w] & b[j][w]);    \
+    block_scalar(a, b, ni, nj, len, acc);                                                          \
   }
 
 SEGFAST_DEFINE_SCALAR(block_portable, )
@@ -93,11 +93,6 @@ const char* overlap_cpu_isa() { return isa().name; }
 
 void overlap_pairwise_cpu(const OverlapParams& p, int64_t row_begin, int64_t row_end) {
   const BlockFn block = isa().block;
-  for (int64_t i0 = row_begin; i0 < row_end; i0 += 4) {
-    for (int64_t j0 = 0; j0 < p.m; j0 += 4)
-      for (int i = 0; i < 4 && i0 + i < row_end; ++i)
-        for (int j = 0; j < 4 && j0 + j < p.m; ++j) p.out[(i0 + i) * p.m + j0 + j] = 0;
-  }
   for (int64_t w0 = 0; w0 < p.words; w0 += kChunkWords) {
     const int64_t len = std::min(kChunkWords, p.words - w0);
     for (int64_t j0 = 0; j0 < p.m; j0 += 4) {

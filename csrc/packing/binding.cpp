@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/word_aligned.h"
 #include "packing/packing.h"
 
 #if defined(SEGFAST_WITH_CUDA)
@@ -39,6 +40,7 @@ void check_unpack(const at::Tensor& packed, int64_t width) {
   TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.dim() >= 2 &&
                   packed.size(-1) == 8 * ((width + 63) / 64),
               "segfast::unpack_masks: packed must be contiguous uint8 of shape (..., H, 8 * ceil(width / 64))");
+  word_aligned(packed, "segfast::unpack_masks", "packed");
 }
 
 at::Tensor pack_cpu(const at::Tensor& masks) {

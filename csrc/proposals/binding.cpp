@@ -20,7 +20,7 @@ struct Outputs {
   at::Tensor packed, counts, boxes;
 };
 
-// Checks the call and allocates the outputs; counts start at 0 (the CUDA kernel adds to them).
+// Checks the call and allocates the outputs.
 Outputs prepare(const at::Tensor& logits, int64_t height, int64_t width, int64_t top, int64_t left,
                 BinarizeParams& p) {
   TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.is_contiguous() && logits.dim() == 3,
@@ -33,7 +33,7 @@ Outputs prepare(const at::Tensor& logits, int64_t height, int64_t width, int64_t
   p.height = height, p.width = width, p.row_words = (width + 63) / 64, p.top = top, p.left = left;
   Outputs o;
   o.packed = at::empty({p.n, height, 8 * p.row_words}, logits.options().dtype(at::kByte));
-  o.counts = at::zeros({p.n, 3}, logits.options().dtype(at::kInt));
+  o.counts = at::empty({p.n, 3}, logits.options().dtype(at::kInt));
   o.boxes = at::empty({p.n, 4}, logits.options().dtype(at::kInt));
   p.logits = logits.data_ptr<float>();
   p.packed = o.packed.data_ptr<uint8_t>();
@@ -65,11 +65,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cuda(const at::Tensor& l
   BinarizeParams p;
   Outputs o = prepare(logits, height, width, top, left, p);
   set_thresholds(p, hi, lo, mid);
-  o.boxes.select(1, 0).fill_(INT_MAX), o.boxes.select(1, 1).fill_(INT_MAX);
-  o.boxes.narrow(1, 2, 2).fill_(-1);
-  check_launch(binarize_cuda_launch(p, c10::cuda::getCurrentCUDAStream().stream()), "segfast::binarize_logits");
-  const at::Tensor empty = o.boxes.select(1, 2).lt(0).unsqueeze(1);
-  return {o.packed, o.counts, o.boxes.masked_fill(empty, 0).to(at::kLong)};
+  static_assert(sizeof(MaskStats) == 7 * sizeof(int32_t), "MaskStats scratch is allocated as int32");
+  at::Tensor row_stats = at::empty({p.n, height, 7}, logits.options().dtype(at::kInt));
+  check_launch(binarize_cuda_launch(p, reinterpret_cast<MaskStats*>(row_stats.data_ptr<int32_t>()),
+                                    c10::cuda::getCurrentCUDAStream().stream()),
+               "segfast::binarize_logits");
+  return {o.packed, o.counts, o.boxes.to(at::kLong)};
 }
 #endif
 

@@ -17,13 +17,6 @@ constexpr int kBits = 64;
 
 inline void toggle(Word* row, int64_t x) { row[x / kBits] ^= Word{1} << (x % kBits); }
 
-// In-word inclusive prefix XOR: bit i becomes the parity of bits 0..i.
-inline Word prefix_xor(Word w) {
-  w ^= w << 1; w ^= w << 2; w ^= w << 4;
-  w ^= w << 8; w ^= w << 16; w ^= w << 32;
-  return w;
-}
-
 // Bit tiles of one work item. Toggles are cleared back to zero after each polygon, only over
 // the rows it touched, so a polygon costs its own rows, not the tile's.
 struct Tile {
@@ -69,14 +62,13 @@ void center_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_
       if (k < p.width) toggle(t.toggle_row(y - r0), k);
     }
   }
-  const int64_t tail = p.width % kBits;
-  const Word last_mask = tail ? (Word{1} << tail) - 1 : ~Word{0};
+  const Word last_mask = low_bits64(p.width - kBits * (t.words - 1));
   for (int64_t r = t.lo; r < t.hi; ++r) {
     const Word* tog = &t.toggles[r * t.words];
     Word* cov = &t.cover[r * t.words];
     Word carry = 0;
     for (int64_t w = 0; w < t.words; ++w) {
-      Word filled = prefix_xor(tog[w]) ^ carry;
+      Word filled = prefix_xor64(tog[w]) ^ carry;
       carry = (filled >> (kBits - 1)) ? ~Word{0} : 0;
       cov[w] |= filled;
     }
@@ -132,7 +124,7 @@ void write_rows(const RasterizeParams& p, int64_t mask, int64_t r0, const Tile& 
     return;
   }
   for (int64_t r = t.cover_lo; r < t.cover_hi; ++r)
-    expand_bits(reinterpret_cast<const uint8_t*>(&t.cover[r * t.words]), p.width, base + r * row_bytes);
+    expand_row(reinterpret_cast<const uint8_t*>(&t.cover[r * t.words]), p.width, base + r * row_bytes);
 }
 
 }  // namespace

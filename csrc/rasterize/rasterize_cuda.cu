@@ -3,8 +3,14 @@
 // mask's polygons), then streams the tile out with coalesced 16-byte stores. The output is
 // written exactly once and nothing else touches global memory but the (tiny) vertex reads, so
 // the kernel is bound by output write bandwidth.
+//
+// Checked on the CPU (the CPU kernel calls the same helpers, and tests/ops/test_device_helpers.py
+// runs them exhaustively): the geometry (center_first_column, coco_edge / coco_columns /
+// coco_toggle_row), prefix_xor32, valid_bits32 and expand16 (every 16-bit pattern). Only a GPU
+// run checks the shared-memory tiling, the warp scan in center_fill, the atomics and the stores.
 #include <cuda_runtime.h>
 
+#include "common/bits.h"
 #include "rasterize/rasterize.h"
 
 namespace segfast {
@@ -14,22 +20,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxRows = 32;
 constexpr int kSmemWords = 12 * 1024;  // 48 KiB: the default dynamic shared-memory limit
-
-__device__ __forceinline__ uint32_t prefix_xor32(uint32_t w) {
-  w ^= w << 1; w ^= w << 2; w ^= w << 4; w ^= w << 8; w ^= w << 16;
-  return w;
-}
-
-// Bits of 32-bit word w that are real pixels (the rest is row padding and must stay zero).
-__device__ __forceinline__ uint32_t valid_bits(int64_t w, int64_t width) {
-  int64_t lo = 32 * w;
-  if (lo + 32 <= width) return ~0u;
-  if (lo >= width) return 0u;
-  return (1u << (width - lo)) - 1u;
-}
-
-// 4 coverage bits -> 4 bool bytes (byte i = bit i); the shifted copies never overlap.
-__device__ __forceinline__ uint32_t expand4(uint32_t bits) { return (bits * 0x00204081u) & 0x01010101u; }
 
 __device__ void center_toggles(const RasterizeParams& p, const double* v, int64_t n, int64_t r0,
                                int rows, int w32, uint32_t* toggles) {
@@ -61,7 +51,7 @@ __device__ void center_fill(int64_t width, int rows, int w32, const uint32_t* to
         if (lane >= off) scan ^= up;
       }
       if ((scan ^ parity) ^ carry) filled = ~filled;
-      if (w < w32) cover[r * w32 + w] |= filled & valid_bits(w, width);
+      if (w < w32) cover[r * w32 + w] |= filled & valid_bits32(w, width);
       carry ^= __shfl_sync(0xffffffffu, scan, 31);
     }
   }
@@ -107,9 +97,9 @@ __device__ void write_tile(const RasterizeParams& p, int64_t mask, int64_t r0, i
   if (p.width % 16 == 0) {  // 16 pixels per thread, one 16-byte store
     for (int64_t q = 16 * (int64_t)threadIdx.x; q < pixels; q += 16 * (int64_t)blockDim.x) {
       const int64_t r = q / p.width, x = q % p.width;
-      const uint32_t bits = (cover[r * w32 + x / 32] >> (x % 32)) & 0xffffu;
-      uint4 out = make_uint4(expand4(bits), expand4(bits >> 4), expand4(bits >> 8), expand4(bits >> 12));
-      *reinterpret_cast<uint4*>(dst + q) = out;
+      const Bytes16 b = expand16(cover[r * w32 + x / 32] >> (x % 32));
+      *reinterpret_cast<uint4*>(dst + q) =
+          make_uint4((uint32_t)b.lo, (uint32_t)(b.lo >> 32), (uint32_t)b.hi, (uint32_t)(b.hi >> 32));
     }
   } else {
     for (int64_t q = threadIdx.x; q < pixels; q += blockDim.x) {

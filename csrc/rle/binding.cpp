@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "common/word_aligned.h"
 #include "rle/rle.h"
 
 namespace segfast {
@@ -19,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor> rle_encode_cpu(const at::Tensor& packed, int6
   const int64_t n = packed.size(0), row_words = (width + 63) / 64;
   std::vector<std::vector<int64_t>> counts(n);
   std::vector<std::string> strings(compress ? n : 0);
-  const uint64_t* base = reinterpret_cast<const uint64_t*>(packed.data_ptr<uint8_t>());
+  const uint64_t* base = word_aligned(packed, "segfast::rle_encode", "packed");
   at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e; ++m) {
       counts[m] = rle_counts(base + m * height * row_words, height, width, row_words);

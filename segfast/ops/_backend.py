@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from segfast import _extension
 
-BACKEND_NAMES = ("reference", "cpu", "cuda", "triton", "sdpa")
+BACKEND_NAMES = ("reference", "cpu", "cuda", "int_mm", "triton", "sdpa")
 
 
 @dataclass(frozen=True)

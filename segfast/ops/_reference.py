@@ -36,15 +36,35 @@ def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
 # ---- mask overlap -------------------------------------------------------------------------
 
 
-def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool) -> torch.Tensor:
+REFERENCE_CHUNK_BYTES = 64 << 20  # bound on the unpacked copies mask_intersections makes at a time
+
+
+def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool,
+                       chunk_bytes: int | None = None) -> torch.Tensor:
     """|a_i ∩ b_j| (pairwise, (N, M)) or |a_i ∩ b_i| (matched, (N,)) as int64, from packed masks
-    (N, H, 8k) and (M, H, 8k); padding bits are zero so the padded width counts the same."""
-    da = unpack_masks(a, a.shape[-1] * 8).flatten(1)
-    db = unpack_masks(b, b.shape[-1] * 8).flatten(1)
-    if matched:
-        return (da & db).sum(1, dtype=torch.int64)
-    return torch.stack([(row & db).sum(1, dtype=torch.int64) for row in da]) if len(da) else \
-        torch.zeros(0, len(db), dtype=torch.int64, device=a.device)
+    (N, H, 8k) and (M, H, 8k); padding bits are zero so the padded width counts the same.
+
+    Blocks of at most 256 masks of each operand and a slice of their bytes are unpacked at a
+    time, so memory stays near `chunk_bytes` whatever the input size; each block's counts are a
+    float32 product of 0/1 masks, exact because a slice has fewer than 2^24 pixels."""
+    chunk_bytes = REFERENCE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    n, m = a.shape[0], b.shape[0]
+    fa, fb = a.reshape(n, -1), b.reshape(m, -1)
+    rows = 256
+    # a slice of c bytes is 8c pixels of 1 (bool) + 4 (float32) bytes for each of 2 * rows masks
+    cols = max(1, min(fa.shape[1], chunk_bytes // (80 * rows), 2**21 - 1))
+    out = torch.zeros((n,) if matched else (n, m), dtype=torch.int64, device=a.device)
+    for c0 in range(0, fa.shape[1], cols):
+        for i0 in range(0, n, rows):
+            da = unpack_masks(fa[i0:i0 + rows, c0:c0 + cols], 8 * cols).float()
+            if matched:
+                db = unpack_masks(fb[i0:i0 + rows, c0:c0 + cols], 8 * cols).float()
+                out[i0:i0 + rows] += (da * db).sum(1).long()
+                continue
+            for j0 in range(0, m, rows):
+                db = unpack_masks(fb[j0:j0 + rows, c0:c0 + cols], 8 * cols).float()
+                out[i0:i0 + rows, j0:j0 + rows] += (da @ db.T).long()
+    return out
 
 
 # ---- mask pooling ---------------------------------------------------------------------------

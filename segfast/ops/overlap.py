@@ -4,6 +4,12 @@ Every function takes masks as dense bool (N, H, W) or packed uint8 (N, H, 8 * ce
 (see segfast.ops.packing); both operands must have the same H and W. All results derive from
 exact int64 counts, so every backend gives identical numbers.
 
+Backends of the counts: on a GPU, large pairwise problems are an int8 matrix product of the
+unpacked 0/1 masks (tensor cores, int32 accumulation: exact), the rest a popcount kernel over
+packed words (split over the words when there are few pairs); on the CPU a popcount kernel
+(AVX-512 VPOPCNTDQ where available, faster there than an int8 product); the reference
+everywhere else.
+
 Empty cases, defined once for all of segfast (metrics included):
   * IoU of two empty masks is 1.0 (nothing predicted where there is nothing: LISA's rule, and
     what absent-target evaluation needs); an empty mask against a non-empty one is 0.0.
@@ -15,12 +21,19 @@ Empty cases, defined once for all of segfast (metrics included):
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from segfast import _extension
 from segfast.ops import _reference
 from segfast.ops._backend import Backend, choose, compiled_on
 from segfast.ops._checks import check_tensor
-from segfast.ops.packing import pack_masks
+from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks, word_aligned
+
+# The int8 product is chosen on a GPU when n * m >= INT_MM_MIN_PAIRS * (n + m): unpacking costs
+# (n + m) pixels per pixel column, the product n * m / 8 popcount-equivalents. Ours: a first
+# guess from those counts; benchmarks/bench_overlap.py times both backends to tune it.
+INT_MM_MIN_PAIRS = 32
+INT_MM_CHUNK_BYTES = 256 << 20  # unpacked int8 operands per step of the int8 product
 
 
 def as_packed(name: str, masks: torch.Tensor) -> torch.Tensor:
@@ -31,19 +44,31 @@ def as_packed(name: str, masks: torch.Tensor) -> torch.Tensor:
     if masks.shape[-1] % 8:
         raise ValueError(f"{name}: packed masks need a whole number of 64-bit words per row (last dim a "
                          f"multiple of 8), got shape {tuple(masks.shape)}")
-    return masks.contiguous()
+    return word_aligned(masks)
+
+
+def check_same_size(a: torch.Tensor, b: torch.Tensor, names: tuple, matched: bool) -> None:
+    """Two mask sets (dense or packed) hold masks of one size (and as many masks when matched).
+    Checked on the masks as given: two dense widths can pack to the same row bytes."""
+    for name, m in zip(names, (a, b)):
+        check_tensor(name, m, ndim=3, dtypes=(torch.bool, torch.uint8))
+    row = [packed_row_bytes(m.shape[-1]) if m.dtype == torch.bool else m.shape[-1] for m in (a, b)]
+    same = a.shape[1] == b.shape[1] and row[0] == row[1]
+    if a.dtype == b.dtype:
+        same = same and a.shape[-1] == b.shape[-1]
+    if not same:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same mask size, got {tuple(a.shape[1:])} "
+                         f"({'packed' if a.dtype == torch.uint8 else 'dense'}) and {tuple(b.shape[1:])} "
+                         f"({'packed' if b.dtype == torch.uint8 else 'dense'})")
+    if matched and a.shape[0] != b.shape[0]:
+        raise ValueError(f"matched=True needs as many {names[1]} as {names[0]}, got {a.shape[0]} and {b.shape[0]}")
 
 
 def _pair(a, b, names, matched):
+    check_same_size(a, b, names, matched)
     pa, pb = as_packed(names[0], a), as_packed(names[1], b)
     if pa.device != pb.device:
         raise ValueError(f"{names[1]} must be on {pa.device} like {names[0]}, got {pb.device}")
-    both_dense = a.dtype == torch.bool and b.dtype == torch.bool
-    if pa.shape[1:] != pb.shape[1:] or (both_dense and a.shape[1:] != b.shape[1:]):
-        raise ValueError(f"{names[0]} and {names[1]} must have the same mask size, got {tuple(a.shape[1:])} "
-                         f"and {tuple(b.shape[1:])}")
-    if matched and pa.shape[0] != pb.shape[0]:
-        raise ValueError(f"matched=True needs as many {names[1]} as {names[0]}, got {pa.shape[0]} and {pb.shape[0]}")
     return pa, pb
 
 
@@ -155,7 +180,40 @@ def _compiled(pa, pb, matched):
     return torch.ops.segfast.mask_intersections(pa, pb, matched)
 
 
+def int_mm_intersections(pa: torch.Tensor, pb: torch.Tensor, matched: bool = False) -> torch.Tensor:
+    """Pairwise |a_i ∩ b_j| as int64 through torch._int_mm on unpacked 0/1 int8 masks, a chunk of
+    pixel columns at a time (int32 sums of at most 2^31 - 1 pixels per chunk: exact). The
+    operands are padded to _int_mm's CUDA shape rules (more than 16 rows of a, columns of b a
+    multiple of 8) with empty masks."""
+    n, m = pa.shape[0], pb.shape[0]
+    fa = F.pad(pa.reshape(n, -1), (0, 0, 0, max(17, n) - n))
+    fb = F.pad(pb.reshape(m, -1), (0, 0, 0, -m % 8))
+    row_bytes = fa.shape[1]  # a multiple of 8: whole 64-pixel words
+    step = 8 * max(1, min(INT_MM_CHUNK_BYTES // (64 * (fa.shape[0] + fb.shape[0])), (2**31 - 1) // 64))
+    out = torch.zeros(n, m, dtype=torch.int64, device=pa.device)
+    for c0 in range(0, row_bytes, step):
+        cols = min(step, row_bytes - c0)
+        da = unpack_masks(fa[:, c0:c0 + cols].contiguous(), 8 * cols).view(torch.int8)
+        db = unpack_masks(fb[:, c0:c0 + cols].contiguous(), 8 * cols).view(torch.int8)
+        out += torch._int_mm(da, db.t())[:n, :m]
+    return out
+
+
+def _int_mm_unsupported(pa, pb, matched):
+    if matched:
+        return "matched pairs are not a matrix product"
+    if pa.device.type != "cuda":
+        return "off the GPU the popcount kernels are faster"
+    if torch.cuda.get_device_capability(pa.device) < (7, 5):
+        return "the GPU has no int8 tensor cores"
+    n, m = pa.shape[0], pb.shape[0]
+    if n * m < INT_MM_MIN_PAIRS * (n + m):
+        return f"{n} x {m} pairs are too few to repay unpacking (popcounts are faster)"
+    return None
+
+
 _BACKENDS = [
+    Backend("int_mm", _int_mm_unsupported, int_mm_intersections),
     Backend("cuda", compiled_on("cuda"), _compiled),
     Backend("cpu", compiled_on("cpu"), _compiled),
     Backend("reference", lambda *a: None, _reference.mask_intersections),

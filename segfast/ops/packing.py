@@ -17,6 +17,14 @@ from segfast.ops._checks import check_size, check_tensor
 packed_row_bytes = _reference.packed_row_bytes
 
 
+def word_aligned(packed: torch.Tensor) -> torch.Tensor:
+    """`packed` contiguous and starting on an 8-byte boundary, copied only when it is not: the
+    kernels read packed rows as 64-bit words, and a uint8 view at an odd byte offset (a slice
+    of a flat buffer, torch.frombuffer) would be a misaligned access on the GPU."""
+    packed = packed.contiguous()
+    return packed if packed.data_ptr() % 8 == 0 else packed.clone()
+
+
 def pack_masks(masks: torch.Tensor) -> torch.Tensor:
     """(..., H, W) bool -> (..., H, 8 * ceil(W / 64)) uint8 packed bits."""
     check_tensor("masks", masks, dtypes=(torch.bool,))
@@ -33,7 +41,7 @@ def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
     if packed.dim() < 2 or packed.shape[-1] != packed_row_bytes(width):
         raise ValueError(f"packed must have shape (..., H, {packed_row_bytes(width)}) for width={width}, "
                          f"got {tuple(packed.shape)}")
-    packed = packed.contiguous()
+    packed = word_aligned(packed)
     return choose("unpack_masks", _UNPACK, packed, width).run(packed, width)
 
 

@@ -23,12 +23,14 @@ from segfast.ops._checks import check_size, check_tensor
 def mask_centres(masks: torch.Tensor) -> torch.Tensor:
     """(N, H, W) bool -> (N, 2) float64 centroids (x, y) of the pixel centres; image centre if empty."""
     n, h, w = masks.shape
-    m = masks.to(torch.float64)
-    area = m.sum((1, 2))
+    # exact integer column and row counts: no float copy of the masks
+    per_column = masks.sum(1, dtype=torch.int64).double()                  # (N, W)
+    per_row = masks.sum(2, dtype=torch.int64).double()                     # (N, H)
+    area = per_column.sum(1)
     xs = torch.arange(w, dtype=torch.float64, device=masks.device) + 0.5
     ys = torch.arange(h, dtype=torch.float64, device=masks.device) + 0.5
-    cx = (m.sum(1) * xs).sum(1) / area.clamp(min=1)
-    cy = (m.sum(2) * ys).sum(1) / area.clamp(min=1)
+    cx = (per_column * xs).sum(1) / area.clamp(min=1)
+    cy = (per_row * ys).sum(1) / area.clamp(min=1)
     empty = area == 0
     cx = torch.where(empty, torch.full_like(cx, w / 2), cx)
     cy = torch.where(empty, torch.full_like(cy, h / 2), cy)

@@ -30,7 +30,7 @@ from segfast import _extension
 from segfast.ops import _reference
 from segfast.ops._backend import Backend, choose, compiled_on
 from segfast.ops._checks import check_choice, check_size, check_tensor
-from segfast.ops.packing import pack_masks, packed_row_bytes
+from segfast.ops.packing import pack_masks, packed_row_bytes, word_aligned
 
 WEIGHTS = ("area", "bilinear")
 
@@ -47,21 +47,29 @@ def resampling_matrix(n_in: int, n_out: int, weights: str, grid: int | None = No
 
 
 @lru_cache(maxsize=64)
-def _bands(n_in, n_out, weights, grid, device):
-    """Banded form of a resampling matrix: first non-zero column per row, the band's weights
-    (zero-padded to a common length), and whether each band's in-image weights are all equal."""
+def band_table(n_in: int, n_out: int, weights: str, grid: int | None = None) -> tuple:
+    """Banded form of a resampling matrix, as the compiled kernels read it: per row the first
+    non-zero column and the band's length (start, count: int64 (n_out,)), the band's weights
+    zero-padded to the longest band (float32 (n_out, L)), and whether a band's weights are all
+    equal (uint8 (n_out,); such a band is summed with a popcount)."""
     r = resampling_matrix(n_in, n_out, weights, grid)
     nonzero = r != 0
     idx = torch.arange(n_in)
-    first = torch.where(nonzero, idx, n_in).min(1).values.clamp(max=n_in - 1)
-    last = torch.where(nonzero, idx, -1).max(1).values.clamp(min=0)
-    length = int((last - first + 1).clamp(min=1).max())
+    has = nonzero.any(1)
+    first = torch.where(has, torch.where(nonzero, idx, n_in).min(1).values, 0)
+    last = torch.where(nonzero, idx, -1).max(1).values
+    count = torch.where(has, last - first + 1, 0)
+    length = max(1, int(count.max()))
+    inside = torch.arange(length) < count[:, None]
     cols = (first[:, None] + torch.arange(length)).clamp(max=n_in - 1)
-    band = torch.gather(r, 1, cols)
-    band[first[:, None] + torch.arange(length) >= n_in] = 0
-    inside = (torch.arange(length) <= (last - first)[:, None])
+    band = torch.where(inside, torch.gather(r, 1, cols), 0.0).float()
     uniform = torch.where(inside, band == band[:, :1], True).all(1)
-    return (first.to(device), band.float().contiguous().to(device), uniform.to(torch.uint8).to(device))
+    return first, count, band.contiguous(), uniform.to(torch.uint8)
+
+
+@lru_cache(maxsize=64)
+def _bands_on(n_in, n_out, weights, grid, device):
+    return tuple(t.to(device) for t in band_table(n_in, n_out, weights, grid))
 
 
 def mask_grid_weights(masks: torch.Tensor, size: tuple, *, weights: str = "area", grid: tuple | None = None,
@@ -99,7 +107,9 @@ def mask_grid_weights(masks: torch.Tensor, size: tuple, *, weights: str = "area"
     if hh == 0 or ww == 0 or b * k == 0:
         return torch.zeros(b, k, h, w, dtype=torch.float32, device=masks.device)
     flat = masks.reshape(b * k, hh, masks.shape[-1])
-    if not flat.is_floating_point() and not packed_in:
+    if packed_in:
+        flat = word_aligned(flat)
+    elif not flat.is_floating_point():
         flat = pack_masks(flat)
     args = (flat, ww, (hh, h, weights, gh), (ww, w, weights, gw))
     out = choose("mask_grid_weights", _BACKENDS, *args).run(*args)
@@ -127,10 +137,10 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, *, weights: str = "ar
 
 
 def _compiled(flat, width, rows, cols):
-    row_start, row_weights, _ = _bands(*rows, flat.device)
-    col_start, col_weights, col_uniform = _bands(*cols, flat.device)
-    return torch.ops.segfast.mask_grid_weights(flat, width, row_start, row_weights, col_start, col_weights,
-                                               col_uniform)
+    row_start, row_count, row_weights, _ = _bands_on(*rows, flat.device)
+    col_start, col_count, col_weights, col_uniform = _bands_on(*cols, flat.device)
+    return torch.ops.segfast.mask_grid_weights(flat, width, row_start, row_count, row_weights, col_start, col_count,
+                                               col_weights, col_uniform)
 
 
 def _reference_run(flat, width, rows, cols):
@@ -144,9 +154,6 @@ def _reference_run(flat, width, rows, cols):
     return torch.cat(out)
 
 
-CUDA_BAND_FLOATS = 12 * 1024  # the CUDA kernel's shared-memory tile: row band length x w
-
-
 def _packed_only(device_type):
     compiled = compiled_on(device_type)
 
@@ -155,9 +162,10 @@ def _packed_only(device_type):
             return "soft float masks use the reference"
         reason = compiled(flat)
         if reason is None and device_type == "cuda":
-            band = resampling_matrix(*rows).ne(0).sum(1).max().item() + 1
-            if band * cols[1] > CUDA_BAND_FLOATS:
-                return f"a {band}-row band x {cols[1]} columns exceeds the kernel's shared memory"
+            band = band_table(*rows)[2].shape[1]  # the row_len the kernel is given
+            limit = _extension.build_info()["cuda_max_pool_band"]
+            if band > limit:
+                return f"a {band}-row band exceeds the kernel's shared-memory tile of {limit} rows"
         return reason
     return unsupported
 
@@ -170,7 +178,7 @@ _BACKENDS = [
 
 if _extension._C is not None:
     @torch.library.register_fake("segfast::mask_grid_weights")
-    def _(masks, width, row_start, row_weights, col_start, col_weights, col_uniform):
+    def _(masks, width, row_start, row_count, row_weights, col_start, col_count, col_weights, col_uniform):
         return masks.new_empty((masks.shape[0], row_start.shape[0], col_start.shape[0]), dtype=torch.float32)
 
 

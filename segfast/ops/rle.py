@@ -13,7 +13,7 @@ from segfast.ops import _reference
 from segfast.ops._backend import Backend, choose, compiled_on
 from segfast.ops._checks import check_size
 from segfast.ops.overlap import as_packed
-from segfast.ops.packing import unpack_masks
+from segfast.ops.packing import unpack_masks, word_aligned
 
 
 def rle_encode(masks: torch.Tensor, width: int | None = None, *, compress: bool = True) -> list:
@@ -30,7 +30,7 @@ def rle_encode(masks: torch.Tensor, width: int | None = None, *, compress: bool 
     height = packed.shape[1]
     if packed.shape[-1] != 8 * -(-width // 64):
         raise ValueError(f"packed masks of shape {tuple(packed.shape)} do not have width {width}")
-    packed = packed.cpu().contiguous()
+    packed = word_aligned(packed.cpu())
     data, offsets = choose("rle_encode", _BACKENDS, packed, height, width, compress).run(
         packed, height, width, compress)
     size = [height, width]

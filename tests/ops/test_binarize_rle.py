@@ -1,14 +1,23 @@
-"""binarize_logits and rle_encode against segment-anything's own helpers and pycocotools."""
+"""binarize_logits and rle_encode against segment-anything's own helpers and pycocotools. Those
+peers are optional (the GPU machine may lack them): only the tests that compare with them skip
+without them, the comparisons with segfast's references always run."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_utils
 
 from segfast.ops import _reference, binarize_logits, rle_encode
 
-amg = pytest.importorskip("segment_anything.utils.amg")
+
+@pytest.fixture
+def amg():
+    return pytest.importorskip("segment_anything.utils.amg")
+
+
+@pytest.fixture
+def mask_utils():
+    return pytest.importorskip("pycocotools.mask")
 
 
 def _logits(gen, n, h, w):
@@ -27,7 +36,7 @@ def _logits(gen, n, h, w):
 @pytest.mark.parametrize("shape,canvas,origin", [((7, 37, 70), None, (0, 0)), ((5, 64, 64), (100, 130), (36, 0)),
                                                  ((4, 33, 129), (40, 200), (3, 71)), ((2, 1, 1), (1, 65), (0, 64)),
                                                  ((0, 5, 5), None, (0, 0))])
-def test_binarize_matches_segment_anything(gen, shape, canvas, origin):
+def test_binarize_matches_segment_anything(gen, shape, canvas, origin, amg):
     x = _logits(gen, *shape)
     height, width = canvas or shape[1:]
     out = binarize_logits(x, 0.0, stability_offset=1.0, canvas=canvas, origin=origin)
@@ -41,7 +50,7 @@ def test_binarize_matches_segment_anything(gen, shape, canvas, origin):
     assert torch.equal(out.stability.nan_to_num(-1), stability.nan_to_num(-1))
 
 
-def test_binarize_threshold_and_reference(gen):
+def test_binarize_threshold_and_reference(gen, amg):
     x = _logits(gen, 6, 40, 90)
     args = (x, 0.3 + 0.7, 0.3 - 0.7, 0.3, 50, 100, 4, 9)
     compiled = torch.ops.segfast.binarize_logits(*args)
@@ -50,6 +59,18 @@ def test_binarize_threshold_and_reference(gen):
         assert torch.equal(a, b)
     out = binarize_logits(x, 0.3, stability_offset=0.7, canvas=(50, 100), origin=(4, 9))
     assert torch.equal(out.stability.nan_to_num(-1), amg.calculate_stability_score(x, 0.3, 0.7).nan_to_num(-1))
+
+
+@pytest.mark.parametrize("offset", [1.0, 0.0, -0.5, -3.0])
+def test_binarize_counts_for_every_stability_offset(gen, offset):
+    """segment-anything accepts any stability offset; with a negative one "> lo" can count zero
+    pixels while "> hi" and "> mid" do not (the CUDA kernel once dropped such rows' counts, box
+    and all). The kernels fold rows with one shared helper, checked here against the reference."""
+    x = _logits(gen, 9, 33, 70)
+    x[3] = 0.5 * offset  # every pixel between lo and hi when the offset is negative
+    args = (x, 0.2 + offset, 0.2 - offset, 0.2, 40, 100, 4, 9)
+    for a, b in zip(torch.ops.segfast.binarize_logits(*args), _reference.binarize_logits(*args)):
+        assert torch.equal(a, b)
 
 
 def test_binarize_bad_input():
@@ -72,7 +93,7 @@ def _random_masks(gen, n, h, w):
 
 
 @pytest.mark.parametrize("shape", [(6, 37, 70), (3, 64, 64), (4, 129, 65), (2, 1, 1), (3, 200, 3), (0, 4, 4)])
-def test_rle_matches_segment_anything_and_pycocotools(gen, shape):
+def test_rle_matches_segment_anything_and_pycocotools(gen, shape, amg, mask_utils):
     masks = _random_masks(gen, *shape)
     uncompressed = rle_encode(masks, compress=False)
     if shape[0]:
@@ -85,7 +106,7 @@ def test_rle_matches_segment_anything_and_pycocotools(gen, shape):
         assert np.array_equal(mask_utils.decode(dict(r, counts=r["counts"].encode())), m.numpy())
 
 
-def test_rle_reference_backend(gen, monkeypatch):
+def test_rle_reference_backend(gen, monkeypatch, amg, mask_utils):
     masks = _random_masks(gen, 4, 33, 70)
     monkeypatch.setenv("SEGFAST_BACKEND", "reference")
     assert rle_encode(masks, compress=False) == amg.mask_to_rle_pytorch(masks)
@@ -99,6 +120,16 @@ def test_rle_bad_input():
         rle_encode(torch.zeros(1, 4, 8, dtype=torch.uint8), 65)
     with pytest.raises(ValueError, match="masks"):
         rle_encode(torch.zeros(4, 8, dtype=torch.bool))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offset", [1.0, -0.5])
+def test_cuda_binarize_every_offset(gen, offset):
+    x = _logits(gen, 33, 64, 97)
+    x[3] = 0.5 * offset
+    args = (0.2 + offset, 0.2 - offset, 0.2, 80, 130, 9, 20)
+    for a, b in zip(torch.ops.segfast.binarize_logits(x.cuda(), *args), torch.ops.segfast.binarize_logits(x, *args)):
+        assert torch.equal(a.cpu(), b)
 
 
 @pytest.mark.gpu

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import segfast
-from segfast.ops import (_reference, mask_area, mask_intersection, mask_iop, mask_iou, mask_nms, pack_masks,
+from segfast.ops import (_reference, mask_area, mask_intersection, mask_iop, mask_iou, mask_nms, overlap, pack_masks,
                          unpack_masks)
+from tests.allocations import Allocations
 
 HAS_EXT = segfast.build_info()["extension"]
 needs_ext = pytest.mark.skipif(not HAS_EXT, reason="segfast._C not built")
@@ -62,6 +63,30 @@ def test_large_pairwise_blocks(gen):
     # crosses the CPU kernel's 16-row blocks, 4x4 register blocks and 512-word chunks
     a, b = random_masks(37, 70, 130, gen), random_masks(29, 70, 130, gen)
     assert torch.equal(mask_intersection(a, b), torch.einsum("nhw,mhw->nm", a.long(), b.long()))
+
+
+def misaligned(t: torch.Tensor, offset: int = 3) -> torch.Tensor:
+    """The same values as `t`, in a contiguous view whose data starts `offset` bytes into a buffer."""
+    buf = torch.zeros(t.numel() + offset, dtype=t.dtype, device=t.device)
+    view = buf[offset:].view(t.shape)
+    view.copy_(t)
+    assert view.is_contiguous() and view.data_ptr() % 8 == offset
+    return view
+
+
+@needs_ext
+def test_misaligned_packed_views(gen):
+    """Packed masks are read as 64-bit words: the public ops copy a view at an odd byte offset
+    (on a GPU it would be a misaligned-address fault), the raw ops refuse it by name."""
+    a, b = random_masks(5, 6, 70, gen), random_masks(4, 6, 70, gen)
+    pa, pb = misaligned(pack_masks(a)), misaligned(pack_masks(b), 5)
+    assert torch.equal(mask_intersection(pa, pb), plain_counts(a, b))
+    assert torch.equal(mask_area(pa), a.flatten(1).sum(1))
+    assert torch.equal(unpack_masks(pa, 70), a)
+    for call in (lambda: torch.ops.segfast.mask_intersections(pa, pack_masks(b), False),
+                 lambda: torch.ops.segfast.unpack_masks(pa, 70)):
+        with pytest.raises(RuntimeError, match="8-byte boundary"):
+            call()
 
 
 def test_iou_iop_definitions():
@@ -148,6 +173,7 @@ def test_nms_batched_only_within_groups(gen):
 @pytest.mark.parametrize("call, error, name", [
     (lambda: mask_iou(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4, dtype=torch.bool)), TypeError, "a"),
     (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 5, dtype=torch.bool)), ValueError, "same mask size"),
+    (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 4, 8, dtype=torch.uint8)), ValueError, "same mask size"),
     (lambda: mask_iou(torch.zeros(3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool)), ValueError, "a"),
     (lambda: mask_iop(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 5, dtype=torch.uint8)), ValueError, "gt"),
     (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(3, 3, 4, dtype=torch.bool), matched=True), ValueError, "matched"),
@@ -173,6 +199,38 @@ def test_empty_inputs():
     assert mask_nms(none, torch.zeros(0), 0.5).shape == (0,)
 
 
+@pytest.mark.parametrize("h, w", [(1, 1), (5, 63), (6, 65), (17, 201), (3, 700)])
+def test_int_mm_backend_matches_popcounts(gen, h, w, monkeypatch):
+    """The tensor-core path (an int8 product of unpacked masks) is exact, in every chunk size and
+    with operands padded to _int_mm's CUDA shape rules. It runs on the CPU too."""
+    n, m = int(torch.randint(1, 40, (1,), generator=gen)), int(torch.randint(1, 40, (1,), generator=gen))
+    a, b = random_masks(n, h, w, gen), random_masks(m, h, w, gen)
+    want = plain_counts(a, b)
+    assert torch.equal(overlap.int_mm_intersections(pack_masks(a), pack_masks(b)), want)
+    monkeypatch.setattr(overlap, "INT_MM_CHUNK_BYTES", 1)  # one 64-pixel word per step
+    assert torch.equal(overlap.int_mm_intersections(pack_masks(a), pack_masks(b)), want)
+
+
+def test_int_mm_is_chosen_only_where_it_pays():
+    pa = torch.zeros(1000, 4, 8, dtype=torch.uint8)
+    assert "faster" in overlap._int_mm_unsupported(pa, pa, False)  # CPU: popcounts
+    assert "matrix product" in overlap._int_mm_unsupported(pa, pa, True)
+
+
+@pytest.mark.parametrize("matched", [False, True])
+def test_reference_memory_is_bounded(gen, matched):
+    """The reference unpacks a block at a time: a few MB of packed masks never become a dense
+    float copy of the inputs (it was ~88x the packed size)."""
+    a, b = random_masks(300, 64, 640, gen), random_masks(300 if matched else 290, 64, 640, gen)
+    pa, pb = pack_masks(a), pack_masks(b)
+    chunk = 1 << 20
+    with Allocations() as seen:
+        got = _reference.mask_intersections(pa, pb, matched, chunk_bytes=chunk)
+    assert max(seen.float_sizes) * 4 <= chunk
+    want = (a & b).flatten(1).sum(1) if matched else torch.einsum("nhw,mhw->nm", a.long(), b.long())
+    assert torch.equal(got, want)
+
+
 @needs_ext
 @pytest.mark.parametrize("matched", [False, True])
 def test_opcheck(gen, matched):
@@ -180,6 +238,27 @@ def test_opcheck(gen, matched):
     torch.library.opcheck(torch.ops.segfast.mask_intersections.default, (a, b, matched))
     torch.library.opcheck(torch.ops.segfast.pack_masks.default, (random_masks(3, 4, 77, gen),))
     torch.library.opcheck(torch.ops.segfast.unpack_masks.default, (a, 70))
+
+
+@pytest.mark.gpu
+def test_cuda_int_mm_split_k_and_alignment(gen):
+    """Both CUDA paths against the CPU: the int8 product (chosen for 300 x 200 masks), split-K
+    popcounts for thin problems (100 x 4 masks of 1024^2), and misaligned packed views."""
+    a, b = random_masks(300, 64, 96, gen), random_masks(200, 64, 96, gen)
+    pa, pb = pack_masks(a).cuda(), pack_masks(b).cuda()
+    assert overlap._int_mm_unsupported(pa, pb, False) is None
+    want = mask_intersection(a, b)
+    assert torch.equal(mask_intersection(pa, pb).cpu(), want)
+    assert torch.equal(overlap.int_mm_intersections(pa, pb).cpu(), want)
+    assert torch.equal(torch.ops.segfast.mask_intersections(pa, pb, False).cpu(), want)
+    thin_a, thin_b = random_masks(100, 1024, 1024, gen), random_masks(4, 1024, 1024, gen)
+    got = mask_intersection(thin_a.cuda(), thin_b.cuda())
+    assert torch.equal(got.cpu(), mask_intersection(thin_a, thin_b))
+    ma, mb = misaligned(pack_masks(a[:9]).cuda()), misaligned(pack_masks(b[:7]).cuda(), 1)
+    assert torch.equal(mask_intersection(ma, mb).cpu(), want[:9, :7])
+    assert torch.equal(unpack_masks(ma, 96).cpu(), a[:9])
+    with pytest.raises(RuntimeError, match="8-byte boundary"):
+        torch.ops.segfast.unpack_masks(ma, 96)
 
 
 @pytest.mark.gpu

@@ -5,6 +5,7 @@ import torch
 
 from segfast.ops import mask_to_polar_polygons, rasterize_polygons
 from segfast.ops.polar import mask_centres
+from tests.allocations import Allocations
 
 
 def supersampled(mask, centre, theta, step=1e-3):
@@ -82,6 +83,19 @@ def test_round_trip_through_rasterization(gen):
     back = rasterize_polygons(mask_to_polar_polygons(masks), 64, 64)
     iou = (back & masks).flatten(1).sum(1) / (back | masks).flatten(1).sum(1)
     assert (iou > 0.88).all(), (iou, params)
+
+
+def test_no_float_copy_of_the_masks(gen):
+    """Centroids come from integer row and column counts: no float64 copy of N x H x W masks."""
+    masks = blobs(gen, 6, 200, 300)
+    with Allocations() as seen:
+        polys = mask_to_polar_polygons(masks)
+    assert max(seen.float_sizes) < masks.numel() // 4
+    ys, xs = torch.meshgrid(torch.arange(200) + 0.5, torch.arange(300) + 0.5, indexing="ij")
+    area = masks.flatten(1).sum(1)
+    centres = torch.stack([(masks * xs).flatten(1).sum(1) / area, (masks * ys).flatten(1).sum(1) / area], 1)
+    torch.testing.assert_close(mask_centres(masks), centres.double())
+    assert polys.shape == (6, 16, 2)
 
 
 @pytest.mark.gpu

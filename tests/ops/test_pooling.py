@@ -42,6 +42,38 @@ def test_pool_matches_explicit_resize_and_einsum(gen, hh, ww, h, w, mode):
 
 
 @needs_ext
+@pytest.mark.parametrize("mode", MODES)
+def test_compiled_weights_over_random_size_pairs(gen, mode, monkeypatch):
+    """Hundreds of random (in, out) size pairs per weight mode, compiled kernel against the dense
+    reference, one-pixel masks included (a band of equal weights once popcounted past its end:
+    width 10 -> 7 pooled pixel 6 of a one-pixel mask to 3.58 instead of 4.0)."""
+    rand = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=gen))  # noqa: E731
+    pairs = [(1, 10, 1, 7), (2, 1024, 1, 768), (2, 640, 1, 480)]
+    pairs += [(hh, ww, rand(1, hh), rand(1, ww)) for hh, ww in ((rand(1, 12), rand(1, 300)) for _ in range(200))]
+    for hh, ww, h, w in pairs:
+        masks = torch.rand(1, 3, hh, ww, generator=gen) < 0.3
+        masks[0, 0] = False
+        masks[0, 0, rand(0, hh - 1), rand(0, ww - 1)] = True  # one pixel
+        grid = None if mode[1] is None else (rand(h, 2 * h + 3), rand(w, 2 * w + 3))
+        got = mask_grid_weights(masks, (h, w), weights=mode[0], grid=grid)
+        monkeypatch.setenv("SEGFAST_BACKEND", "reference")
+        want = mask_grid_weights(masks, (h, w), weights=mode[0], grid=grid)
+        monkeypatch.delenv("SEGFAST_BACKEND")
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=lambda m: f"{(hh, ww, h, w, grid)}: {m}")
+
+
+@needs_ext
+def test_misaligned_packed_masks(gen):
+    masks = random_masks(1, 4, 30, 70, gen)
+    packed = pack_masks(masks)
+    buf = torch.zeros(packed.numel() + 3, dtype=torch.uint8)
+    view = buf[3:].view(packed.shape)
+    view.copy_(packed)
+    want = mask_grid_weights(masks, (6, 7))
+    assert torch.equal(mask_grid_weights(view, (6, 7), width=70), want)
+
+
+@needs_ext
 def test_weights_equal_torch_resizes(gen):
     masks = random_masks(1, 4, 96, 64, gen)
     area = mask_grid_weights(masks, (12, 8))
@@ -119,12 +151,12 @@ def test_module_trains_a_projection(gen):
 
 @needs_ext
 def test_opcheck(gen):
-    from segfast.ops.pooling import _bands
+    from segfast.ops.pooling import band_table
 
     masks = pack_masks(random_masks(1, 3, 30, 70, gen)[0])
-    rs, rw, _ = _bands(30, 6, "bilinear", None, masks.device)
-    cs, cw, cu = _bands(70, 9, "bilinear", None, masks.device)
-    torch.library.opcheck(torch.ops.segfast.mask_grid_weights.default, (masks, 70, rs, rw, cs, cw, cu))
+    rs, rc, rw, _ = band_table(30, 6, "bilinear", None)
+    cs, cc, cw, cu = band_table(70, 9, "bilinear", None)
+    torch.library.opcheck(torch.ops.segfast.mask_grid_weights.default, (masks, 70, rs, rc, rw, cs, cc, cw, cu))
 
 
 TINY = torch.zeros(1, 2, 8, 8)
@@ -149,7 +181,8 @@ def test_bad_input_names_the_argument(call, error, name):
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", MODES)
 def test_cuda_matches_cpu(gen, mode):
-    for hh, ww, h, w in CASES + [(1024, 1024, 64, 64)]:
+    # (1000, 100, 2, 100): a 500-row band x 100 columns exceeds one shared-memory tile (chunked)
+    for hh, ww, h, w in CASES + [(1024, 1024, 64, 64), (1000, 100, 2, 100), (10, 1000, 7, 700)]:
         feats = torch.randn(2, 5, h, w, generator=gen)
         masks = random_masks(2, 7, hh, ww, gen)
         grid = grid_for(mode, h, w)
