@@ -1,9 +1,12 @@
-"""Pairwise mask IoU: segfast's popcount kernels against a float matrix product over dense
-masks (the usual approach; bf16 on GPU, float32 on CPU), numpy's float32 matrix product and
-pycocotools `iou` on RLE. Masks are SAM-proposal-like blobs (rasterized random polygons).
+"""Pairwise mask IoU: segfast against a float matrix product over dense masks (the usual
+approach; bf16 on GPU, float32 on CPU), numpy's float32 matrix product and pycocotools `iou` on
+RLE. Masks are SAM-proposal-like blobs (rasterized random polygons).
 
 Peers get their preferred input already prepared (float masks, RLEs): only the IoU is timed.
-segfast is timed from packed masks, and from bool masks including the packing.
+segfast is timed from packed masks (the backend it picks), from bool masks including the
+packing, and per backend of the intersection counts: the popcount kernel (split over the words
+on a GPU) and the int8 product of unpacked masks (torch._int_mm; tensor cores on a GPU), each
+with its rate in tera-ops/s (one op = one pixel pair: n * m * pixels).
 
     python -m benchmarks.bench_overlap [--quick] [--device cpu|cuda] [--out DIR]
 """
@@ -16,6 +19,7 @@ import torch
 from benchmarks.bench_rasterize import star_polygons
 from benchmarks.harness import Report, measure, parse_args
 from segfast.ops import mask_iou, pack_masks, rasterize_polygons
+from segfast.ops.overlap import int_mm_intersections
 
 COUNTS = (100, 1000, 3000)
 SIZES = (256, 1024)
@@ -42,6 +46,11 @@ def run_case(report, k, shape, size, device, repeats):
     rep = lambda fn, r=repeats: measure(fn, device, r)  # noqa: E731
     report.add(f"segfast {device} (packed in)", case, rep(lambda: mask_iou(pa, pb)))
     report.add(f"segfast {device} (bool in, packs)", case, rep(lambda: mask_iou(a, b)))
+    pairs = k * m * size * size
+    for name, fn in (("popcount kernel", lambda: torch.ops.segfast.mask_intersections(pa, pb, False)),
+                     ("int8 product", lambda: int_mm_intersections(pa, pb))):
+        ms = rep(fn)
+        report.add(f"  counts: {name}", case, ms, f"{pairs / ms / 1e9:.2f} Tpair/s", tera_pairs_per_s=pairs / ms / 1e9)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if (k + m) * size * size * dtype.itemsize <= DENSE_BUDGET:
         fa, fb = a.flatten(1).to(dtype), b.flatten(1).to(dtype)

@@ -19,6 +19,8 @@ import torch
 
 from benchmarks.harness import Report, measure, parse_args
 
+GPU_CHECK_SECONDS = 150  # scripts/gpu_check.sh's limit for --quick
+
 
 def images(n: int, height: int, width: int, seed: int = 0) -> list:
     rng = np.random.default_rng(seed)

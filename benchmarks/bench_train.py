@@ -21,6 +21,8 @@ import torch
 
 from benchmarks.harness import Report
 
+GPU_CHECK_SECONDS = 90  # scripts/gpu_check.sh's limit for --quick
+
 SHAPES = {
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab_size=32000),
