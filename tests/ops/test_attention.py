@@ -19,6 +19,8 @@ if kernels.available():
     import triton
     import triton.language as tl
 
+    from segfast.kernels.attention import _split_program, _tile_offsets
+
     triton_jit_or_skip = triton.jit
 else:
     triton_jit_or_skip = lambda fn: fn  # noqa: E731  (its tests are skipped)
@@ -294,8 +296,6 @@ def test_strided_inputs_are_read_in_place(gen):
 
 @triton_jit_or_skip
 def _offsets_probe(out, pid, n_blocks, heads, batch_stride, head_stride, row_stride, row, length):
-    from segfast.kernels.attention import _split_program, _tile_offsets
-
     block, b, h, bh = _split_program(pid, n_blocks, heads)
     offsets = _tile_offsets(b, h, batch_stride, head_stride, row_stride, row + tl.arange(0, 1), tl.arange(0, 1))
     tl.store(out + 0, block)
@@ -310,7 +310,7 @@ def test_offsets_are_64_bit():
     """The kernels address every tile through _split_program and _tile_offsets; with int32
     arguments whose products pass 2^31 (as in a tensor past 2^31 elements) they stay exact."""
     pid, n_blocks, heads, sb, sh, sn, row, length = 2**31 - 3, 5, 7, 2**20, 3 * 2**16, 2**16, 70000, 2**20
-    out = torch.zeros(5, dtype=torch.int64)
+    out = torch.zeros(5, dtype=torch.int64, device=DEVICE)
     _offsets_probe[(1,)](out, pid, n_blocks, heads, sb, sh, sn, row, length)
     bh = pid // n_blocks
     b, h = divmod(bh, heads)
@@ -347,10 +347,15 @@ def test_launches_run_on_the_inputs_device(gen, monkeypatch):
 
 @needs_triton
 def test_compiled_kernels_are_autotuned_per_key_length_and_head_dim(monkeypatch):
-    from segfast.kernels.attention import _autotuned, attention_forward_kernel
+    from segfast.kernels import attention
 
-    assert _autotuned(attention_forward_kernel) is attention_forward_kernel  # interpreted: nothing to tune
-    monkeypatch.delenv("TRITON_INTERPRET")
-    tuned = _autotuned(attention_forward_kernel)
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    for name in ("attention_forward_kernel", "attention_backward_kv_kernel", "attention_backward_q_kernel"):
+        assert isinstance(getattr(attention, name), triton.runtime.Autotuner) != interpreted, name
+    kernel = attention.attention_forward_kernel if interpreted else attention.attention_forward_kernel.fn
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    tuned = attention._autotuned(kernel)
     assert isinstance(tuned, triton.runtime.Autotuner) and tuned.keys == ["Lk", "BLOCK_D"]
     assert {(c.num_warps, c.num_stages) for c in tuned.configs} == {(4, 2), (4, 3), (8, 2), (8, 3)}
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert attention._autotuned(kernel) is kernel  # nothing to tune in the interpreter
