@@ -18,10 +18,11 @@ stop at 65535). All offsets are int64 (`_split_program` and `_tile_offsets`), si
 pass 2^31 elements. Launch configurations (warps, pipeline stages) are autotuned per (Lk, head
 dim) when compiled; under TRITON_INTERPRET=1 there is nothing to tune.
 
-Covered on the CPU (TRITON_INTERPRET=1, tests/ops/test_attention.py): all arithmetic, masking,
-the plans, strides, the int64 offset helpers and the grid, against the float64 reference.
-Only a GPU run checks: code generation and pipelining, bf16 tensor-core products (the
-interpreter computes bf16 dots in fp32, see _dot), the autotuned configurations, and speed.
+Covered on the CPU: all arithmetic, masking, the plans, strides, the int64 offset helpers and
+the grid, against the float64 reference (TRITON_INTERPRET=1, tests/ops/test_attention.py); that
+each kernel compiles for sm_90 and its loop is software-pipelined (tests/ops/test_triton_compile.py).
+Only a GPU run checks: the compiled code's results, bf16 tensor-core products (the interpreter
+computes bf16 dots in fp32, see _dot), the autotuned configurations, and speed.
 """
 
 import os

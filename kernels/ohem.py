@@ -18,10 +18,11 @@ finish:   kept mask, loss map (NaN for non-finite pixels), and each pixel's d lo
 backward: grad = scale[q] * (softmax - onehot); pixels with scale 0 write zeros without reading
           logits (a NaN scale, from a non-finite pixel, reads them and gives NaN).
 
-Covered on the CPU (TRITON_INTERPRET=1, tests/ops/test_ohem.py): every kernel's arithmetic,
-masking, index math and the selection rules, against the float64 reference and the eager radix
-select. Only a GPU run checks: compiled code generation (tl.histogram lowering, int64 atomics),
-races between programs adding into the histogram, launch limits, and speed.
+Covered on the CPU: every kernel's arithmetic, masking, index math and the selection rules,
+against the float64 reference and the eager radix select (TRITON_INTERPRET=1,
+tests/ops/test_ohem.py), and that each kernel compiles for sm_90 (tests/ops/test_triton_compile.py).
+Only a GPU run checks: the compiled code's results (tl.histogram's lowering, int64 atomics),
+programs adding into the histogram concurrently, and speed.
 """
 
 import triton
