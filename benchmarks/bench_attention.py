@@ -5,8 +5,14 @@ importable, and eager nn.MultiheadAttention-style attention with attn_mask. Forw
 forward+backward, time and peak GPU memory. Masks are Mask2Former-like: blobs from upsampled
 random mask logits, with a few fully masked queries.
 
+Each row also gives its fraction of the roofline: 4 * B * H * Lq * Lk * D FLOPs forward (3.5 times
+that with the backward: five matmuls to two) at the bf16 matmul peak, against the minimum bytes
+(q, k, v, out, plus dO, dq, dk, dv with the backward, and the packed mask) at the copy bandwidth;
+peaks measured on the GPU at the start of the run (benchmarks.harness.peaks). The FLOPs are the
+dense count: a kernel that skips masked tiles can pass 100%.
+
 Without a GPU the Triton kernel does not run natively; the CPU run is a smoke test of the
-harness on one small shape (segfast then uses its SDPA fallback).
+harness on one small shape: the Triton kernels under the interpreter, and segfast's SDPA fallback.
 
     python -m benchmarks.bench_attention [--quick] [--device cpu|cuda] [--out DIR]
 """
@@ -17,13 +23,21 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import Report, measure, parse_args
+from benchmarks.harness import Report, interpret_triton_on_cpu, measure, parse_args, peaks, with_env
 from segfast.ops import attend_mask_from_logits, masked_attention, unpack_masks
 
 MASK2FORMER = [(16, 8, q, hw, 32) for q in (100, 200) for hw in (32, 64, 128)]
 LONG_KEYS = [(2, 8, 1024, 128, 64)]  # Lk = 128 * 128 = 16384
 QUICK_CUDA = [(16, 8, 100, 64, 32), (2, 8, 1024, 128, 64)]
 CPU_CASES = [(2, 4, 32, 16, 32)]
+OURS = {"cuda": "segfast masked_attention", "cpu": "segfast masked_attention (Triton interpreter)"}
+
+
+def work(b, h, q_len, lk, d, itemsize, backward):
+    """(FLOPs, minimum bytes) of masked attention, forward or forward + backward."""
+    flops = 4 * b * h * q_len * lk * d * (3.5 if backward else 1.0)
+    elements = b * h * (2 * q_len + 2 * lk) * d * (2 if backward else 1)  # q, k, v, out (+ dO, dq, dk, dv)
+    return flops, elements * itemsize + b * q_len * lk / 8
 
 
 def make_inputs(b, h, q_len, side, d, device, dtype):
@@ -41,8 +55,9 @@ def contenders(q, k, v, packed, device):
     attend = unpack_masks(packed, k.shape[2])                       # (B, Q, HW) bool
     attend = attend | ~attend.any(-1, keepdim=True)                 # Mask2Former's empty-row rule
     bool4 = attend[:, None]                                          # SDPA broadcasts over heads
-    ours = "segfast masked_attention" + ("" if device == "cuda" else " (CPU: SDPA fallback)")
-    out = {ours: lambda: masked_attention(q, k, v, packed)}
+    out = {OURS[device]: lambda: masked_attention(q, k, v, packed)}
+    if device == "cpu":
+        out["segfast masked_attention (SDPA fallback)"] = with_env(out[OURS[device]], TRITON_INTERPRET="0")
     if device == "cuda":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -87,6 +102,7 @@ def contenders(q, k, v, packed, device):
 
 def run_case(report, shape, device, dtype, repeats):
     b, h, q_len, side, d = shape
+    roof = peaks(device)
     case = f"B={b} H={h} Q={q_len} Lk={side * side} D={d}"
     q, k, v, packed = make_inputs(b, h, q_len, side, d, device, dtype)
     for backward in (False, True):
@@ -113,7 +129,8 @@ def run_case(report, shape, device, dtype, repeats):
                     peak = torch.cuda.max_memory_allocated() - base
                     extra["peak_mib"] = f"{peak / 2**20:.0f}"
                     note = f"peak +{peak / 2**20:.0f} MiB"
-                report.add(label, case, ms, note, **extra)
+                flops, nbytes = work(b, h, q_len, side * side, d, q.element_size(), backward)
+                report.add_with_roofline(roof, label, case, ms, flops, nbytes, note, **extra)
             except Exception as exc:  # a peer that rejects this mask/shape is reported, not fatal
                 report.add(label, case, float("nan"), f"unsupported: {type(exc).__name__}: {str(exc)[:80]}")
             for t in (q, k, v):
@@ -122,6 +139,7 @@ def run_case(report, shape, device, dtype, repeats):
 
 def main(argv=None):
     args = parse_args(__doc__, argv)
+    interpret_triton_on_cpu(args.device)
     report = Report("masked_attention", args.device)
     if args.device == "cuda":
         cases = QUICK_CUDA if args.quick else MASK2FORMER + LONG_KEYS
@@ -131,8 +149,7 @@ def main(argv=None):
     for i, shape in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {shape}", file=sys.stderr, flush=True)
         run_case(report, shape, args.device, dtype, args.repeats)
-    ours = "segfast masked_attention" + ("" if args.device == "cuda" else " (CPU: SDPA fallback)")
-    report.save(args.out, "attention", baseline=f"{ours} fwd")
+    report.save(args.out, "attention", baseline=f"{OURS[args.device]} fwd")
     return report
 
 

@@ -140,12 +140,17 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh=None, 
     cutoff = sorted(p)[min(budget, count - 1)]; keep p < max(cutoff, thresh). Without: keep the
     budget pixels of highest (class-weighted) loss, ties broken by lower flat index. Kept pixels
     weigh 1; "mean" divides by all pixels, or by the non-ignored count (+ float32 eps) with
-    avg_non_ignore. Differentiable in the logits."""
+    avg_non_ignore. Differentiable in the logits.
+
+    A non-ignored pixel with a non-finite logit is left out of the selection, and its loss and
+    its logits' gradient are NaN; ignored pixels reach neither, whatever their logits."""
     x = logits.double()
     n_classes = x.shape[1]
-    flat_x = x.movedim(1, -1).reshape(-1, n_classes)                 # (pixels, C)
     flat_t = target.reshape(-1).long()
     valid = flat_t != ignore_index
+    # ignored rows zeroed: log_softmax's backward would spread their NaN (0 * NaN) otherwise
+    flat_x = torch.where(valid[:, None], x.movedim(1, -1).reshape(-1, n_classes), 0.0)  # (pixels, C)
+    finite = torch.isfinite(flat_x).all(1)
     safe_t = torch.where(valid, flat_t, torch.zeros_like(flat_t))
     weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float64, device=x.device)
     log_p = torch.log_softmax(flat_x, dim=1).gather(1, safe_t[:, None])[:, 0]
@@ -154,7 +159,7 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh=None, 
     budget = min_kept * (target.shape[0] if batch is None else batch)
     with torch.no_grad():
         kept = torch.zeros_like(valid)
-        idx = valid.nonzero()[:, 0]
+        idx = (valid & finite).nonzero()[:, 0]
         if thresh is not None:
             prob = log_p.exp()[idx]
             if prob.numel() > 0:
@@ -164,6 +169,10 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh=None, 
             order = torch.sort(nll[idx], descending=True, stable=True).indices
             kept[idx[order[:budget]]] = True
     loss = torch.where(kept, nll, torch.zeros_like(nll))
+    # + (sum of the row's logits) * (NaN if the row is non-finite else 0): NaN in the value and in
+    # the gradient of exactly those rows (the factor is a constant, so 0 * grad elsewhere)
+    poison = torch.where(valid & ~finite, float("nan"), 0.0).to(x.dtype)
+    loss = loss + flat_x.sum(1) * poison
     if reduction == "none":
         return loss.reshape(target.shape)
     if reduction == "sum":

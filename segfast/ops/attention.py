@@ -6,9 +6,11 @@ or build the mask from mask logits with `attend_mask_from_logits`.
 
 The mask is a compact bit set per query, (B, Lq, Lk) shared by all heads or (B, H, Lq, Lk), as
 bool or packed bits (segfast.ops.packing). The Triton kernels (FlashAttention-2 style: online
-softmax over key tiles, tiles with no allowed key skipped, no Lq x Lk matrix in memory) read
-those bits directly. Where they cannot run, the op falls back to SDPA with a boolean mask and
-says why in a warning.
+softmax over key tiles, no Lq x Lk matrix in memory) read those bits directly, one word per row
+and tile; a plan kernel first lists each query block's key blocks with any allowed key, and the
+kernels loop over that list only. q, k and v are read through their strides (any layout whose
+last dimension is contiguous, such as permuted projections), not copied. Where the kernels
+cannot run, the op falls back to SDPA with a boolean mask and says why in a warning.
 """
 
 import math
@@ -47,13 +49,10 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
                          f"and {tuple(v.shape)}")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    lk = k.shape[2]
-    packed = _packed_mask(mask, b, h, lq, lk, q.device)
+    packed = _packed_mask(mask, b, h, lq, k.shape[2], q.device)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    # rows with no allowed key (the kernels read this instead of scanning the row twice)
-    empty = ~(packed != 0).any(-1)
-    args = (q, k, v, packed, empty.to(torch.uint8), float(scale), bool(unmask_empty_rows))
+    args = (q, k, v, packed, float(scale), bool(unmask_empty_rows))
     return choose("masked_attention", _BACKENDS, *args).run(*args)
 
 
@@ -68,7 +67,9 @@ def _packed_mask(mask, b, h, lq, lk, device):
         kind = "bool" if mask.dtype == torch.bool else "packed"
         raise ValueError(f"mask ({kind}) must have shape {expect} for q {b, h, lq} and Lk={lk}, got {tuple(mask.shape)}")
     packed = pack_masks(mask) if mask.dtype == torch.bool else mask.contiguous()
-    return packed if packed.dim() == 4 else packed[:, None]  # (B, 1 | H, Lq, bytes)
+    if packed.storage_offset() % 8:  # read as int64 words: must start on an 8-byte boundary
+        packed = packed.clone()
+    return packed if packed.dim() == 4 else packed[:, None]  # (B, 1 | H, Lq, bytes), contiguous
 
 
 def attend_mask_from_blocked(blocked: torch.Tensor) -> torch.Tensor:
@@ -92,98 +93,163 @@ def attend_mask_from_logits(mask_logits: torch.Tensor, size: tuple, *, packed: b
 # ---- the Triton path ----------------------------------------------------------------------
 
 
-def _launch_args(q, k, v, packed, empty):
-    words = packed.view(torch.int64)  # (B, 1 | H, Lq, row_words)
-    b, h, lq, _ = q.shape
-    head_stride = 0 if words.shape[1] == 1 else words.stride(1)
-    empty_head_stride = 0 if empty.shape[1] == 1 else empty.stride(1)
-    return words, (words.stride(0), head_stride, words.stride(2), empty.stride(0), empty_head_stride)
-
-
 def _meta(q):
-    d = q.shape[-1]
-    block = 64 if d <= 64 else 32
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     # the Triton interpreter computes bf16 dot products wrongly; interpret them in fp32
     upcast = q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
-    return dict(DOT_PRECISION=precision, UPCAST_DOT=upcast, BLOCK_M=64, BLOCK_N=block, BLOCK_D=d)
+    return dict(DOT_PRECISION=precision, UPCAST_DOT=upcast, BLOCK_D=q.shape[-1])
+
+
+def _grid(n_blocks: int, batch_heads: int) -> tuple:
+    """One program per (block, batch, head), all on grid axis 0: CUDA allows 2^31 - 1 there but
+    only 65535 on axes 1 and 2, which B*H (or the block count) can pass."""
+    programs = n_blocks * batch_heads
+    if programs >= 2**31:
+        raise ValueError(f"q, k: {n_blocks} blocks x {batch_heads} batch-heads = {programs} programs, past CUDA's "
+                         f"2^31 - 1; split the batch")
+    return (programs,)
+
+
+def _words(packed):
+    return packed.view(torch.int64)  # (B, Hm, Lq, n_words)
+
+
+def _blocks(lq, lk):
+    from segfast.kernels.attention import BLOCK_M, BLOCK_N
+
+    return -(-lq // BLOCK_M.value), -(-lk // BLOCK_N.value)
+
+
+@torch.library.custom_op("segfast::masked_attention_plan", mutates_args=())
+def _attention_plan(packed: torch.Tensor, lk: int, unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                          torch.Tensor]:
+    """(empty (B, Hm, Lq) uint8, blocks (B, Hm, query blocks, key blocks) int32, counts): per query
+    block, the key blocks with any allowed key (the kernels' loop, so empty tiles cost nothing)."""
+    from segfast.kernels import device_guard
+    from segfast.kernels.attention import attention_plan_kernel
+
+    b, hm, lq, _ = packed.shape
+    n_q, n_words = _blocks(lq, lk)
+    empty = torch.empty(b, hm, lq, dtype=torch.uint8, device=packed.device)
+    blocks = torch.empty(b, hm, n_q, n_words, dtype=torch.int32, device=packed.device)
+    counts = torch.empty(b, hm, n_q, dtype=torch.int32, device=packed.device)
+    if empty.numel():
+        with device_guard(packed):
+            attention_plan_kernel[_grid(n_q, b * hm)](_words(packed), empty, blocks, counts, hm, lq, lk, n_q, n_words,
+                                                      UNMASK_EMPTY=unmask_empty_rows)
+    return empty, blocks, counts
+
+
+@_attention_plan.register_fake
+def _(packed, lk, unmask_empty_rows):
+    b, hm, lq, _ = packed.shape
+    n_q, n_words = _blocks(lq, lk)
+    return (packed.new_empty(b, hm, lq), packed.new_empty(b, hm, n_q, n_words, dtype=torch.int32),
+            packed.new_empty(b, hm, n_q, dtype=torch.int32))
+
+
+def _plan_by_key(packed, empty, lk, unmask_empty_rows):
+    """The transposed plan, for dK/dV: per key block the query blocks with any allowed key in it
+    ((B, Hm, key blocks, query blocks) int32, and counts). Launch inside device_guard."""
+    from segfast.kernels.attention import attention_plan_by_key_kernel
+
+    b, hm, lq, _ = packed.shape
+    n_q, n_words = _blocks(lq, lk)
+    blocks = torch.empty(b, hm, n_words, n_q, dtype=torch.int32, device=packed.device)
+    counts = torch.empty(b, hm, n_words, dtype=torch.int32, device=packed.device)
+    if counts.numel():
+        attention_plan_by_key_kernel[_grid(n_words, b * hm)](_words(packed), empty, blocks, counts, hm, lq, lk, n_q,
+                                                             n_words, UNMASK_EMPTY=unmask_empty_rows)
+    return blocks, counts
 
 
 @torch.library.custom_op("segfast::masked_attention_fwd", mutates_args=())
 def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: torch.Tensor, empty: torch.Tensor,
-                       scale: float, unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    import triton
-
+                       blocks: torch.Tensor, counts: torch.Tensor, scale: float,
+                       unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k, v with any strides whose last is 1 (no copies); returns out (like q) and the
+    logsumexp (B * H, Lq)."""
+    from segfast.kernels import device_guard
     from segfast.kernels.attention import attention_forward_kernel
 
     b, h, lq, d = q.shape
     out = torch.empty_like(q)
     lse = torch.empty(b * h, lq, dtype=torch.float32, device=q.device)
-    words, mask_strides = _launch_args(q, k, v, packed, empty)
-    meta = _meta(q)
+    n_q, n_words = blocks.shape[2:]
     if lq and b * h:
-        attention_forward_kernel[(triton.cdiv(lq, meta["BLOCK_M"]), b * h)](
-            q, k, v, words, empty, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-            *mask_strides, h, lq, k.shape[2], scale, UNMASK_EMPTY=unmask_empty_rows, **meta)
+        with device_guard(q):
+            attention_forward_kernel[_grid(n_q, b * h)](
+                q, k, v, _words(packed), empty, out, lse, blocks, counts, *q.stride()[:3], *k.stride()[:3],
+                *v.stride()[:3], *out.stride()[:3], h, packed.shape[1], lq, k.shape[2], n_q, n_words, scale,
+                UNMASK_EMPTY=unmask_empty_rows, **_meta(q))
     return out, lse
 
 
 @_attention_forward.register_fake
-def _(q, k, v, packed, empty, scale, unmask_empty_rows):
+def _(q, k, v, packed, empty, blocks, counts, scale, unmask_empty_rows):
     return torch.empty_like(q), q.new_empty((q.shape[0] * q.shape[1], q.shape[2]), dtype=torch.float32)
 
 
 @torch.library.custom_op("segfast::masked_attention_bwd", mutates_args=())
 def _attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                        lse: torch.Tensor, packed: torch.Tensor, empty: torch.Tensor, scale: float,
+                        lse: torch.Tensor, packed: torch.Tensor, empty: torch.Tensor, blocks: torch.Tensor,
+                        counts: torch.Tensor, scale: float,
                         unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    import triton
-
+    from segfast.kernels import device_guard
     from segfast.kernels.attention import attention_backward_kv_kernel, attention_backward_q_kernel
 
     b, h, lq, d = q.shape
     lk = k.shape[2]
-    grad_out = grad_out.contiguous()
+    hm = packed.shape[1]
+    n_q, n_words = blocks.shape[2:]
+    if grad_out.stride(-1) != 1:
+        grad_out = grad_out.contiguous()
     delta = (grad_out.float() * out.float()).sum(-1).reshape(b * h, lq)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    words, mask_strides = _launch_args(q, k, v, packed, empty)
-    meta = _meta(q)
-    common = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *mask_strides, h, lq, lk, scale)
-    if lk and b * h:
-        attention_backward_kv_kernel[(triton.cdiv(lk, meta["BLOCK_N"]), b * h)](
-            q, k, v, words, empty, grad_out, lse, delta, dk, dv, *common, UNMASK_EMPTY=unmask_empty_rows, **meta)
-    if lq and b * h:
-        attention_backward_q_kernel[(triton.cdiv(lq, meta["BLOCK_M"]), b * h)](
-            q, k, v, words, empty, grad_out, lse, delta, dq, *common, UNMASK_EMPTY=unmask_empty_rows, **meta)
+    words = _words(packed)
+    common = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_out.stride()[:3])
+    sizes = (h, hm, lq, lk, n_q, n_words, scale)
+    with device_guard(q):
+        if lk and b * h:
+            by_key, by_key_counts = _plan_by_key(packed, empty, lk, unmask_empty_rows)
+            attention_backward_kv_kernel[_grid(n_words, b * h)](
+                q, k, v, words, empty, grad_out, lse, delta, dk, dv, by_key, by_key_counts, *common,
+                *dk.stride()[:3], *dv.stride()[:3], *sizes, UNMASK_EMPTY=unmask_empty_rows, **_meta(q))
+        if lq and b * h:
+            attention_backward_q_kernel[_grid(n_q, b * h)](
+                q, k, v, words, empty, grad_out, lse, delta, dq, blocks, counts, *common, *dq.stride()[:3], *sizes,
+                UNMASK_EMPTY=unmask_empty_rows, **_meta(q))
     return dq, dk, dv
 
 
 @_attention_backward.register_fake
-def _(grad_out, q, k, v, out, lse, packed, empty, scale, unmask_empty_rows):
+def _(grad_out, q, k, v, out, lse, packed, empty, blocks, counts, scale, unmask_empty_rows):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, packed, empty, scale, unmask = inputs
-    ctx.save_for_backward(q, k, v, output[0], output[1], packed, empty)
+    q, k, v, packed, empty, blocks, counts, scale, unmask = inputs
+    ctx.save_for_backward(q, k, v, output[0], output[1], packed, empty, blocks, counts)
     ctx.scale, ctx.unmask = scale, unmask
 
 
 def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, out, lse, packed, empty = ctx.saved_tensors
-    dq, dk, dv = _attention_backward(grad_out, q, k, v, out, lse, packed, empty, ctx.scale, ctx.unmask)
-    return dq, dk, dv, None, None, None, None
+    dq, dk, dv = _attention_backward(grad_out, *ctx.saved_tensors, ctx.scale, ctx.unmask)
+    return dq, dk, dv, None, None, None, None, None, None
 
 
 _attention_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _triton_run(q, k, v, packed, empty, scale, unmask):
-    out, _ = _attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), packed, empty, scale, unmask)
+def _triton_run(q, k, v, packed, scale, unmask):
+    # the kernels take any strides with a unit last one: permuted projections are not copied
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    empty, blocks, counts = _attention_plan(packed, k.shape[2], unmask)
+    out, _ = _attention_forward(q, k, v, packed, empty, blocks, counts, scale, unmask)
     return out
 
 
-def _triton_unsupported(q, k, v, packed, empty, scale, unmask):
+def _triton_unsupported(q, k, v, packed, scale, unmask):
     from segfast import kernels
 
     if not kernels.available():
@@ -197,19 +263,19 @@ def _triton_unsupported(q, k, v, packed, empty, scale, unmask):
     return None
 
 
-def _sdpa_run(q, k, v, packed, empty, scale, unmask):
+def _sdpa_run(q, k, v, packed, scale, unmask):
     """SDPA with a boolean mask: materialises (B, 1 | H, Lq, Lk) bits as bools."""
     warnings.warn(f"segfast.ops.masked_attention: the Triton kernel cannot run here "
-                  f"({_triton_unsupported(q, k, v, packed, empty, scale, unmask)}); using SDPA with a boolean mask",
+                  f"({_triton_unsupported(q, k, v, packed, scale, unmask)}); using SDPA with a boolean mask",
                   RuntimeWarning, stacklevel=3)
     attend = unpack_masks(packed, k.shape[2])
     if unmask:
-        attend = attend | empty.bool()[..., None]
+        attend = attend | ~attend.any(-1, keepdim=True)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, scale=scale)
     return torch.where(attend.any(-1, keepdim=True), out, torch.zeros_like(out))  # rows with no key: 0, not NaN
 
 
-def _reference_run(q, k, v, packed, empty, scale, unmask):
+def _reference_run(q, k, v, packed, scale, unmask):
     return _reference.masked_attention(q, k, v, unpack_masks(packed, k.shape[2]), scale, unmask)
 
 

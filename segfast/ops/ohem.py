@@ -2,9 +2,11 @@
 
 The fused path makes one pass over the logits forward (Triton: online softmax over classes;
 per-pixel logsumexp, class-weighted nll and true-class probability) and one backward (Triton:
-scale * (softmax - onehot), reading logits only for kept pixels). The cut-off is found by a
-radix select on the float bits of the per-pixel values (four 256-bin histogram passes), not a
-sort; nothing of size N x C x H x W is allocated except the gradient.
+scale * (softmax - onehot), reading logits only for kept pixels). The cut-off is found on the
+device by a radix select on the float bits of the per-pixel values (Triton: a 256-bin histogram
+and a one-program pick per 8-bit digit, no sort and no host sync); nothing of size N x C x H x W
+is allocated except the gradient. `select_kept` is the eager version of the same selection, kept
+as the reference the fused one is tested against.
 
 Selection rules (mmseg), budget = min_kept * batch over non-ignored pixels:
   * thresh given: p = softmax probability of the true class; cutoff = the min(budget,
@@ -14,6 +16,12 @@ Selection rules (mmseg), budget = min_kept * batch over non-ignored pixels:
     the cut-off, lower flat indices (n, then row-major position) are kept first.
 Kept pixels weigh 1. reduction="mean" divides by all pixels (ignored included), or by the
 number of non-ignored pixels (+ float32 eps) with avg_non_ignore, as mmseg does.
+
+Non-finite logits: a non-ignored pixel with any NaN or +-Inf logit takes no part in the
+selection, and its loss and the gradient of its logits are NaN, kept or not, so every reduction
+is NaN (mmseg's loss * seg_weight is NaN there too, except for a -Inf logit of another class,
+which F.cross_entropy absorbs; here that is NaN as well: non-finite input, non-finite loss).
+Ignored pixels never reach the loss or the gradient, whatever their logits.
 """
 
 import os
@@ -57,13 +65,18 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: fl
         class_weight = torch.as_tensor(class_weight, dtype=torch.float32, device=logits.device)
         if class_weight.shape != (n_classes,):
             raise ValueError(f"class_weight must have {n_classes} entries (one per class), got {tuple(class_weight.shape)}")
+        if not bool(torch.isfinite(class_weight).all()):
+            raise ValueError(f"class_weight must be finite, got {class_weight.tolist()}")
     if target.numel():
-        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        bad = (target < 0) | (target >= n_classes)
+        info = torch.iinfo(target.dtype)
+        if info.min <= ignore_index <= info.max:  # else no pixel is ignored (torch would wrap it: uint8 255 == -1)
+            bad &= target != ignore_index
         if bool(bad.any()):
             raise ValueError(f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
                              f"found {int(target[bad][0])}")
     batch = 1 if logits.dim() == 2 else logits.shape[0]
-    budget = min_kept * batch
+    budget = min(min_kept * batch, target.numel())  # the same selection, and an int64 for the op schema
     args = (logits, target, class_weight, None if thresh is None else float(thresh), budget, ignore_index,
             reduction, bool(avg_non_ignore))
     return choose("ohem_cross_entropy", _BACKENDS, *args).run(*args)
@@ -99,7 +112,8 @@ def kth_smallest(values: torch.Tensor, mask: torch.Tensor, k: torch.Tensor) -> t
         hist = torch.zeros(256, dtype=torch.int64, device=values.device).scatter_add_(0, digit, match.long())
         cum = hist.cumsum(0)
         bin_ = torch.searchsorted(cum, k.reshape(1), right=True)[0].clamp(max=255)
-        k = k - torch.where(bin_ > 0, cum[(bin_ - 1).clamp(min=0)], torch.zeros_like(k))
+        below = cum.gather(0, (bin_ - 1).clamp(min=0).reshape(1))[0]  # not cum[tensor]: that syncs
+        k = k - torch.where(bin_ > 0, below, torch.zeros_like(k))
         prefix = prefix | (bin_ << shift)
         match = match & (digit == bin_)
     return _from_keys(prefix)
@@ -107,7 +121,8 @@ def kth_smallest(values: torch.Tensor, mask: torch.Tensor, k: torch.Tensor) -> t
 
 def select_kept(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None,
                 budget: int) -> torch.Tensor:
-    """The kept-pixel mask under mmseg's rules (see the module doc), without a sort."""
+    """The kept-pixel mask under mmseg's rules (see the module doc), without a sort: the eager
+    reference of `select_kept_fused`. nll and prob must be finite where valid."""
     count = valid.sum()
     if thresh is not None:
         k = torch.clamp(count - 1, min=0, max=budget)
@@ -121,13 +136,61 @@ def select_kept(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thre
     return above | (ties & (torch.cumsum(ties.long(), 0) <= need))
 
 
+def select_kept_fused(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None,
+                      budget: int) -> torch.Tensor:
+    """`select_kept` by the Triton radix select: same arguments, same mask, on the device."""
+    from segfast.kernels import device_guard
+    from segfast.kernels.ohem import radix_kept_kernel
+
+    values = torch.where(valid, nll if thresh is None else prob, float("nan")).float().contiguous()
+    kept = torch.empty(values.shape, dtype=torch.uint8, device=values.device)
+    n = values.numel()
+    if n:
+        with device_guard(values):
+            state = _radix_select(values, thresh, budget)
+            radix_kept_kernel[(_cdiv(n, _BLOCK),)](values.reshape(-1), kept.reshape(-1), state, n,
+                                                   0.0 if thresh is None else thresh, HAS_THRESH=thresh is not None,
+                                                   BLOCK=_BLOCK)
+    return kept.view(torch.bool)
+
+
+_BLOCK = 1024        # elements per program of the selection kernels
+_MAX_PROGRAMS = 1024  # histogram programs (each adds its 256 bins once): a few per SM
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _radix_select(values: torch.Tensor, thresh: float | None, budget: int, state: torch.Tensor | None = None):
+    """Runs the radix passes over float32 `values` (NaN: not a candidate; at least one element)
+    and returns the selection state that segfast.kernels.ohem._kept reads (`state`, zeroed, when
+    given). Launch inside device_guard."""
+    from segfast.kernels.ohem import RADIX_BINS, STATE_SIZE, radix_histogram_kernel, radix_pick_kernel
+
+    n = values.numel()
+    budget = min(budget, n)  # the same selection, and it fits the kernel's int64
+    passes = [(shift, False) for shift in (24, 16, 8, 0)]
+    if thresh is None:  # ties at the cut are broken by flat index: up to 4 bytes of it
+        passes += [(shift, True) for shift in range(8 * (_cdiv(max(n - 1, 1).bit_length(), 8) - 1), -1, -8)]
+    if state is None:
+        state = torch.zeros(STATE_SIZE, dtype=torch.int64, device=values.device)
+    hist = torch.zeros(len(passes), RADIX_BINS.value, dtype=torch.int64, device=values.device)
+    programs = min(_cdiv(n, _BLOCK), _MAX_PROGRAMS)
+    for i, (shift, index_pass) in enumerate(passes):
+        radix_histogram_kernel[(programs,)](values, state, hist[i], n, SHIFT=shift, INDEX_PASS=index_pass, BLOCK=_BLOCK)
+        radix_pick_kernel[(1,)](hist[i], state, budget, SHIFT=shift, FIRST=i == 0, LAST_VALUE_PASS=i == 3,
+                                INDEX_PASS=index_pass, HAS_THRESH=thresh is not None)
+    return state
+
+
 # ---- the fused Triton path ----------------------------------------------------------------
 
 
 def _pixel_layout(logits):
     """(spatial size, stride_n, stride_c, stride_s) of contiguous logits as pixels x classes."""
     n, c = logits.shape[:2]
-    spatial = logits[0, 0].numel() if logits.dim() > 2 else 1
+    spatial = logits.shape[2:].numel()
     return spatial, c * spatial, spatial, 1
 
 
@@ -142,33 +205,37 @@ def _ohem_forward(logits: torch.Tensor, target: torch.Tensor, class_weight: Opti
                   avg_non_ignore: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (loss, lse, scale): the reduced (or per-pixel) loss, each pixel's logsumexp, and
     each pixel's d loss / d nll (kept * class weight / denominator) for the backward."""
-    from segfast.kernels.ohem import ohem_forward_kernel
-
-    import triton
+    from segfast.kernels import device_guard
+    from segfast.kernels.ohem import STATE_SIZE, ohem_finish_kernel, ohem_forward_kernel
 
     n_pixels = target.numel()
     flat_t = target.reshape(-1)
     lse = torch.empty(n_pixels, dtype=torch.float32, device=logits.device)
-    nll, prob = torch.empty_like(lse), torch.empty_like(lse)
+    nll, loss_map, scale = torch.empty_like(lse), torch.empty_like(lse), torch.empty_like(lse)
+    prob = torch.empty_like(lse) if thresh is not None else nll  # (unused without thresh)
     spatial, sn, sc, ss = _pixel_layout(logits)
     block_p, block_c = _blocks(logits.shape[1])
+    per_valid = reduction == "mean" and avg_non_ignore
+    denominator = float(n_pixels) if reduction == "mean" and not avg_non_ignore else 1.0
+    cw = class_weight if class_weight is not None else lse
     if n_pixels:
-        ohem_forward_kernel[(triton.cdiv(n_pixels, block_p),)](
-            logits, flat_t, class_weight if class_weight is not None else lse, lse, nll, prob,
-            n_pixels, logits.shape[1], spatial, sn, sc, ss, ignore_index,
-            HAS_CLASS_WEIGHT=class_weight is not None, BLOCK_P=block_p, BLOCK_C=block_c)
-    valid = flat_t != ignore_index
-    kept = select_kept(nll, prob, valid, thresh, budget)
-    loss_map = torch.where(kept, nll, torch.zeros_like(nll))
-    pixel_weight = kept.float()
-    if class_weight is not None:
-        pixel_weight = pixel_weight * class_weight[torch.where(valid, flat_t, 0).long()]
+        with device_guard(logits):
+            state = torch.zeros(STATE_SIZE, dtype=torch.int64, device=logits.device)
+            ohem_forward_kernel[(_cdiv(n_pixels, block_p),)](
+                logits, flat_t, cw, lse, nll, prob, state, n_pixels, logits.shape[1], spatial, sn, sc, ss,
+                ignore_index, HAS_CLASS_WEIGHT=class_weight is not None, HAS_THRESH=thresh is not None,
+                COUNT_VALID=per_valid, BLOCK_P=block_p, BLOCK_C=block_c)
+            _radix_select(prob if thresh is not None else nll, thresh, budget, state)
+            ohem_finish_kernel[(_cdiv(n_pixels, _BLOCK),)](
+                flat_t, nll, prob, cw, state, loss_map, scale, n_pixels, ignore_index,
+                0.0 if thresh is None else thresh, denominator, HAS_CLASS_WEIGHT=class_weight is not None,
+                HAS_THRESH=thresh is not None, AVG_NON_IGNORE=per_valid, BLOCK=_BLOCK)
     if reduction == "none":
-        return loss_map.reshape(target.shape), lse, pixel_weight
-    if reduction == "sum":
-        return loss_map.sum(), lse, pixel_weight
-    denom = (valid.sum().float() + torch.finfo(torch.float32).eps) if avg_non_ignore else float(n_pixels)
-    return loss_map.sum() / denom, lse, pixel_weight / denom
+        return loss_map.reshape(target.shape), lse, scale
+    loss = loss_map.sum()
+    if not n_pixels and reduction == "mean" and not avg_non_ignore:
+        loss = loss / 0.0  # the mean of no pixels is NaN, as torch's and the reference's
+    return loss, lse, scale
 
 
 @_ohem_forward.register_fake
@@ -181,18 +248,18 @@ def _(logits, target, class_weight, thresh, budget, ignore_index, reduction, avg
 @torch.library.custom_op("segfast::ohem_ce_backward", mutates_args=())
 def _ohem_backward(scale: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
     """d loss / d logits = scale[pixel] * (softmax - onehot), zero where scale is 0."""
+    from segfast.kernels import device_guard
     from segfast.kernels.ohem import ohem_backward_kernel
-
-    import triton
 
     grad = torch.empty_like(logits)
     n_pixels = target.numel()
     spatial, sn, sc, ss = _pixel_layout(logits)
     block_p, block_c = _blocks(logits.shape[1])
     if n_pixels:
-        ohem_backward_kernel[(triton.cdiv(n_pixels, block_p),)](
-            grad, logits, target.reshape(-1), lse, scale.contiguous(), n_pixels, logits.shape[1], spatial, sn, sc, ss,
-            BLOCK_P=block_p, BLOCK_C=block_c)
+        with device_guard(logits):
+            ohem_backward_kernel[(_cdiv(n_pixels, block_p),)](
+                grad, logits, target.reshape(-1), lse, scale.contiguous(), n_pixels, logits.shape[1], spatial, sn, sc,
+                ss, BLOCK_P=block_p, BLOCK_C=block_c)
     return grad
 
 

@@ -1,3 +1,4 @@
+import itertools
 import os
 import warnings
 
@@ -5,12 +6,24 @@ import pytest
 import torch
 from torch import nn
 
+import segfast.kernels.attention
 from segfast import kernels
 from segfast.nn import MaskedCrossAttention
+from segfast.ops.attention import _attention_plan, _grid, _plan_by_key
 from tests.allocations import Allocations
+from tests.launches import GRID_LIMITS, Launches
 from segfast.ops import (_reference, attend_mask_from_blocked, attend_mask_from_logits, masked_attention,
                          pack_masks)
 
+if kernels.available():
+    import triton
+    import triton.language as tl
+
+    from segfast.kernels.attention import _split_program, _tile_offsets
+
+    triton_jit_or_skip = triton.jit
+else:
+    triton_jit_or_skip = lambda fn: fn  # noqa: E731  (its tests are skipped)
 needs_triton = pytest.mark.skipif(
     not kernels.available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="needs triton on a GPU or under TRITON_INTERPRET=1")
@@ -94,10 +107,11 @@ def test_low_precision_within_twice_pytorch(gen, dtype):
 def test_opcheck(gen):
     (q, k, v), mask = make(gen, b=1, h=2, lq=20, lk=33)
     packed = pack_masks(mask)[:, None].to(DEVICE)
-    empty = (~(packed != 0).any(-1)).to(torch.uint8)
-    args = tuple(t.to(DEVICE).requires_grad_() for t in (q, k, v)) + (packed, empty, 0.2, True)
-    torch.library.opcheck(torch.ops.segfast.masked_attention_fwd.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    utils = ("test_schema", "test_faketensor", "test_autograd_registration")
+    torch.library.opcheck(torch.ops.segfast.masked_attention_plan.default, (packed, 33, True), test_utils=utils)
+    plan = torch.ops.segfast.masked_attention_plan(packed, 33, True)
+    args = tuple(t.to(DEVICE).requires_grad_() for t in (q, k, v)) + (packed, *plan, 0.2, True)
+    torch.library.opcheck(torch.ops.segfast.masked_attention_fwd.default, args, test_utils=utils)
 
 
 def test_float64_uses_reference_and_other_dims_fall_back_to_sdpa(gen):
@@ -185,3 +199,163 @@ def test_no_score_matrix_in_memory(gen):
     with Allocations() as seen:
         masked_attention(*args, mask.to(DEVICE)).sum().backward()
     assert max(seen.sizes) <= max(t.numel() for t in args) < 1 * 2 * 64 * 256
+
+
+# ---- plans (tile skipping), strides, offsets, grid, device ----------------------------------
+
+
+def expected_plan(attend, unmask, block_m=64, block_n=64):
+    """From the bool mask (B, Hm, Lq, Lk): which (query block, key block) tiles hold an allowed
+    key, Mask2Former's un-masked empty rows included; and the empty rows."""
+    b, hm, lq, lk = attend.shape
+    empty = ~attend.any(-1)
+    if unmask:
+        attend = attend | empty[..., None]
+    n_q, n_k = -(-lq // block_m), -(-lk // block_n)
+    padded = torch.zeros(b, hm, n_q * block_m, n_k * block_n, dtype=torch.bool)
+    padded[..., :lq, :lk] = attend
+    tiles = padded.reshape(b, hm, n_q, block_m, n_k, block_n).any(5).any(3)
+    return empty, tiles
+
+
+def lists_to_tiles(blocks, counts, shape):
+    tiles = torch.zeros(shape, dtype=torch.bool)
+    for i in itertools.product(*map(range, counts.shape)):
+        listed = blocks[i][:counts[i]]
+        assert torch.all(listed[1:] > listed[:-1]), "ascending, no repeats"
+        tiles[i][listed.long()] = True
+    return tiles
+
+
+@needs_triton
+@pytest.mark.parametrize("unmask", [True, False])
+def test_plans_list_exactly_the_tiles_with_an_allowed_key(gen, unmask):
+    for b, hm, lq, lk, density in [(2, 1, 37, 70, 0.3), (1, 3, 130, 200, 0.01), (2, 2, 64, 64, 0.0),
+                                   (1, 1, 200, 4100, 0.002), (1, 1, 65, 129, 1.0)]:
+        attend = torch.rand(b, hm, lq, lk, generator=gen) < density
+        attend[..., :2, :] = False  # empty rows
+        packed = pack_masks(attend)
+        # set padding bits past Lk (a mask packed wider and narrowed, say): they are not keys
+        if lk % 64:
+            packed.view(torch.int64)[..., -1] |= -(1 << (lk % 64))
+        empty, blocks, counts = _attention_plan(packed.to(DEVICE), lk, unmask)
+        want_empty, want_tiles = expected_plan(attend, unmask)
+        assert torch.equal(empty.cpu().bool(), want_empty)
+        assert torch.equal(lists_to_tiles(blocks.cpu(), counts.cpu(), want_tiles.shape), want_tiles)
+        by_key, by_key_counts = _plan_by_key(packed.to(DEVICE), empty, lk, unmask)
+        got = lists_to_tiles(by_key.cpu(), by_key_counts.cpu(), want_tiles.transpose(-1, -2).shape)
+        assert torch.equal(got.transpose(-1, -2), want_tiles)
+
+
+@needs_triton
+def test_padding_bits_past_lk_are_not_keys(gen):
+    """A packed mask whose row bytes hold bits past Lk (packed wider, then used for a shorter Lk):
+    a row with only such bits is empty, and Mask2Former's rule un-masks it."""
+    (q, k, v), mask = make(gen, b=1, h=2, lq=5, lk=40)
+    packed = pack_masks(mask)
+    packed[0, 0] = 0
+    packed.view(torch.int64)[0, 0, 0] = 1 << 50  # only a padding bit in row 0
+    out = masked_attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), packed.to(DEVICE))
+    attend = mask.clone()
+    attend[0, 0] = True  # un-masked
+    expect = _reference.masked_attention(q.double(), k.double(), v.double(), attend[:, None], 32 ** -0.5, True)
+    torch.testing.assert_close(out.cpu().double(), expect, rtol=1e-4, atol=2e-5)
+
+
+@needs_triton
+def test_masked_key_blocks_are_never_read(gen):
+    """NaN in K and V where no query may attend a whole key block: only a kernel that skips those
+    tiles stays finite (a read tile gives 0 * NaN)."""
+    (q, k, v), mask = make(gen, b=2, h=2, lq=70, lk=200)
+    mask[..., 0] = True  # no empty rows: they would need every tile
+    mask[..., 64:128] = False
+    k[:, :, 64:128], v[:, :, 64:128] = float("nan"), float("nan")
+    args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
+    out = masked_attention(*args, mask.to(DEVICE))
+    dq, dk, dv = torch.autograd.grad(out, args, torch.ones_like(out))
+    assert torch.isfinite(out).all() and torch.isfinite(dq).all()
+    assert torch.isfinite(dk[:, :, :64]).all() and torch.isfinite(dv[:, :, 128:]).all()
+
+
+@needs_triton
+def test_strided_inputs_are_read_in_place(gen):
+    """q, k, v as Mask2Former makes them: projections (L, B, H * D) viewed as (B, H, L, D). The
+    kernels take their strides; nothing is copied."""
+    b, h, lq, lk, d = 2, 3, 37, 70, 32
+    q = torch.randn(lq, b, h * d, generator=gen).view(lq, b, h, d).permute(1, 2, 0, 3)
+    kv = torch.randn(lk, b, 2 * h * d, generator=gen)  # k and v interleaved in one projection
+    k = kv[..., :h * d].view(lk, b, h, d).permute(1, 2, 0, 3)
+    v = kv[..., h * d:].view(lk, b, h, d).permute(1, 2, 0, 3)
+    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+    check(q, k, v, torch.rand(b, lq, lk, generator=gen) < 0.3)
+    mask = (torch.rand(b, lq, lk, generator=gen) < 0.3).to(DEVICE)
+    with Allocations() as seen:
+        masked_attention(*(t.to(DEVICE) for t in (q, k, v)), mask)
+    assert not {"clone", "contiguous", "_to_copy"} & seen.ops
+
+
+@triton_jit_or_skip
+def _offsets_probe(out, pid, n_blocks, heads, batch_stride, head_stride, row_stride, row, length):
+    block, b, h, bh = _split_program(pid, n_blocks, heads)
+    offsets = _tile_offsets(b, h, batch_stride, head_stride, row_stride, row + tl.arange(0, 1), tl.arange(0, 1))
+    tl.store(out + 0, block)
+    tl.store(out + 1, b)
+    tl.store(out + 2, h)
+    tl.store(out + 3, bh * length)
+    tl.store(out + 4, tl.sum(offsets))
+
+
+@needs_triton
+def test_offsets_are_64_bit():
+    """The kernels address every tile through _split_program and _tile_offsets; with int32
+    arguments whose products pass 2^31 (as in a tensor past 2^31 elements) they stay exact."""
+    pid, n_blocks, heads, sb, sh, sn, row, length = 2**31 - 3, 5, 7, 2**20, 3 * 2**16, 2**16, 70000, 2**20
+    out = torch.zeros(5, dtype=torch.int64, device=DEVICE)
+    _offsets_probe[(1,)](out, pid, n_blocks, heads, sb, sh, sn, row, length)
+    bh = pid // n_blocks
+    b, h = divmod(bh, heads)
+    assert out.tolist() == [pid % n_blocks, b, h, bh * length, b * sb + h * sh + row * sn]
+
+
+@needs_triton
+def test_grid_stays_within_cuda_limits_for_many_batch_heads(monkeypatch):
+    """B * H = 70000 used to be grid axis 1 (at most 65535 there). The launches are recorded,
+    not run."""
+    launches = Launches(monkeypatch, segfast.kernels.attention, run=False)
+    q = torch.zeros(70000, 1, 3, 16, device=DEVICE, requires_grad=True)
+    kv = torch.zeros(70000, 1, 5, 16, device=DEVICE, requires_grad=True)
+    masked_attention(q, kv, kv, torch.ones(70000, 3, 5, dtype=torch.bool, device=DEVICE)).sum().backward()
+    kernels_seen = {launch.kernel for launch in launches.launches}
+    assert {"attention_forward_kernel", "attention_backward_kv_kernel", "attention_backward_q_kernel"} <= kernels_seen
+    for launch in launches.launches:
+        assert len(launch.grid) <= 3 and all(n <= limit for n, limit in zip(launch.grid, GRID_LIMITS)), launch
+    with pytest.raises(ValueError, match="q, k"):  # past axis 0 too: a clear error, not a launch failure
+        _grid(2**16, 2**15)
+
+
+@needs_triton
+def test_launches_run_on_the_inputs_device(gen, monkeypatch):
+    launches = Launches(monkeypatch, segfast.kernels.attention)
+    (q, k, v), mask = make(gen, b=1, h=2, lq=20, lk=33)
+    args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
+    masked_attention(*args, mask.to(DEVICE)).sum().backward()
+    assert {launch.kernel for launch in launches.launches} == {
+        "attention_plan_kernel", "attention_forward_kernel", "attention_plan_by_key_kernel",
+        "attention_backward_kv_kernel", "attention_backward_q_kernel"}
+    assert all(launch.guarded_device == args[0].device for launch in launches.launches)
+
+
+@needs_triton
+def test_compiled_kernels_are_autotuned_per_key_length_and_head_dim(monkeypatch):
+    from segfast.kernels import attention
+
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    for name in ("attention_forward_kernel", "attention_backward_kv_kernel", "attention_backward_q_kernel"):
+        assert isinstance(getattr(attention, name), triton.runtime.Autotuner) != interpreted, name
+    kernel = attention.attention_forward_kernel if interpreted else attention.attention_forward_kernel.fn
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    tuned = attention._autotuned(kernel)
+    assert isinstance(tuned, triton.runtime.Autotuner) and tuned.keys == ["Lk", "BLOCK_D"]
+    assert {(c.num_warps, c.num_stages) for c in tuned.configs} == {(4, 2), (4, 3), (8, 2), (8, 3)}
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert attention._autotuned(kernel) is kernel  # nothing to tune in the interpreter
