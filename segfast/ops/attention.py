@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from segfast.ops import _reference
 from segfast.ops._backend import Backend, choose
 from segfast.ops._checks import check_tensor
-from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks
+from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks, word_aligned
 
 HEAD_DIMS = (16, 32, 64, 128)
 
@@ -66,9 +66,7 @@ def _packed_mask(mask, b, h, lq, lk, device):
     if tuple(mask.shape) != expect:
         kind = "bool" if mask.dtype == torch.bool else "packed"
         raise ValueError(f"mask ({kind}) must have shape {expect} for q {b, h, lq} and Lk={lk}, got {tuple(mask.shape)}")
-    packed = pack_masks(mask) if mask.dtype == torch.bool else mask.contiguous()
-    if packed.storage_offset() % 8:  # read as int64 words: must start on an 8-byte boundary
-        packed = packed.clone()
+    packed = pack_masks(mask) if mask.dtype == torch.bool else word_aligned(mask)  # read as int64 words
     return packed if packed.dim() == 4 else packed[:, None]  # (B, 1 | H, Lq, bytes), contiguous
 
 
