@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from segfast.train.config import ConfigError, LoraConfig, ModelConfig
+from segfast.train.config import ConfigError, LoraConfig, ModelConfig, check_keys
 
 log = logging.getLogger("segfast")
 
@@ -112,10 +112,9 @@ def load_llm(cfg: ModelConfig, device: torch.device | None = None):
 
 
 def model_options(model: str, options: dict, defaults: dict) -> dict:
-    """defaults updated by options; unknown keys are an error naming them."""
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown model.options for {model}: {sorted(unknown)}; known: {sorted(defaults)}")
+    """defaults updated by options; an unknown key is a ConfigError naming it (with the closest
+    declared option as a suggestion)."""
+    check_keys("model.options.", options, defaults)
     return {**defaults, **options}
 
 

@@ -20,7 +20,7 @@ from segfast.data import DATASETS
 from segfast.data.loader import make_loader
 from segfast.models import MODELS
 from segfast.train import checkpoint, memory
-from segfast.train.config import ConfigError, TrainConfig
+from segfast.train.config import ConfigError, TrainConfig, validate
 from segfast.train.distributed import DistEnv, accumulation_steps, init_distributed, mean_across, shutdown
 from segfast.train.precision import autocast, choose_precision, grad_scaler
 from segfast.train.schedule import build_optimizer
@@ -134,6 +134,7 @@ class _Logger:
 
 
 def run(cfg: TrainConfig) -> dict:
+    validate(cfg)  # a TrainConfig built in code has not been through load_config
     env = init_distributed(cfg.run.device)
     try:
         return _run(cfg, env)
@@ -145,10 +146,6 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     run_cfg = cfg.run
     accum = accumulation_steps(run_cfg.global_batch_size, run_cfg.micro_batch_size, env.world_size)
     precision = choose_precision(run_cfg.precision, env.device)
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model.name {cfg.model.name!r} is not one of {', '.join(MODELS)}")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"data.name {cfg.data.name!r} is not one of {', '.join(DATASETS)}")
     _seed_everything(run_cfg.seed)  # identical initial weights on every rank
     inner = MODELS[cfg.model.name](cfg.model, env.device).to(env.device)
     if run_cfg.gradient_checkpointing and hasattr(inner, "enable_gradient_checkpointing"):

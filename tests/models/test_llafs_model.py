@@ -75,7 +75,7 @@ def test_local_checkpoint_path_and_bad_options(tmp_path):
     assert len(model.tokenizer) > 384  # coordinate tokens added, embeddings resized
     assert model.lm.get_input_embeddings().num_embeddings >= len(model.tokenizer)
     assert torch.isfinite(model(pseudo_batch(1))["loss_llm"])
-    with pytest.raises(ValueError, match="unknown model.options"):
+    with pytest.raises(ValueError, match="unknown config key .model.options.encoder_depth"):
         tiny(encoder_depth=3)
     with pytest.raises(ValueError, match="encoder"):
         tiny(encoder="vit")
