@@ -19,7 +19,7 @@ import torch
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import frame_masks, model_inputs, read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import SCENE_WORDS, synthetic_scene
 
 IMAGE = "<image>"
@@ -57,7 +57,9 @@ def with_image_once(rounds: list) -> list:
     return [rounds[0]] + [{**r, "question": r["question"].replace(IMAGE + " ", "")} for r in rounds[1:]]
 
 
-class SegConversations(torch.utils.data.Dataset):
+class SegConversations(EpochChoices, torch.utils.data.Dataset):
+    """Referents, sentences and templates are drawn anew every epoch (segfast.data.rng)."""
+
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
                  clip_size: int = 32, refs_per_image: int = 3, seed: int = 0, length: int = 256,
                  dataset: str = "refcoco", split_by: str = "unc", eval_split: str = "val"):
@@ -89,9 +91,9 @@ class SegConversations(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = sample_rng(self.seed, self.split, i)
+        rng = self.rng(i)
         if self.format == "synthetic":
-            image, instances = synthetic_scene(rng)
+            image, instances = synthetic_scene(content_rng(self.seed, self.split, i))
             chosen = rng.sample(instances, min(self.refs, len(instances)))
             rounds = [ask(rng, name=inst["category"]) for inst in chosen]
             masks = torch.from_numpy(np.stack([inst["mask"] for inst in chosen]))

@@ -17,7 +17,7 @@ import torch
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import clip_input, frame_masks, model_inputs, read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.rng import content_rng
 from segfast.data.scenes import synthetic_scene
 
 FORMATS = ("reasonseg", "refcoco", "synthetic")
@@ -83,7 +83,7 @@ class SegQueries(torch.utils.data.Dataset):
         return cached
 
     def _scene(self, i: int) -> tuple:
-        rng = sample_rng(self.seed, self.split, i)
+        rng = content_rng(self.seed, self.split, i)  # the scene and its query are the sample itself
         image, instances = synthetic_scene(rng)
         return image, instances, rng.choice(instances)
 

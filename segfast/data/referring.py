@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.rng import EpochChoices, content_rng
 from segfast.ops import pack_masks, unpack_masks
 
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
@@ -111,8 +111,9 @@ def _pad(packed: torch.Tensor, k: int):
     return out, valid
 
 
-class ReferringSegmentation(torch.utils.data.Dataset):
-    """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc)."""
+class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
+    """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc); the query
+    of a real annotation is drawn anew every epoch, a synthetic sample is fixed per index."""
 
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", proposals: str = "",
                  image_size: int = 56, max_proposals: int = 32, seed: int = 0, length: int = 256,
@@ -138,9 +139,8 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
-        rng = sample_rng(self.seed, self.split, i)
         if self.format == "synthetic":
-            return self._synthetic(rng)
+            return self._synthetic(content_rng(self.seed, self.split, i))
         from segfast.models.sam.extract import load_proposals
 
         entry = self.samples[i]
@@ -156,7 +156,7 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         props = pack_masks(_resize_masks(unpack_masks(packed, w), self.size)) if len(packed) else \
             torch.zeros(0, self.size, 8 * -(-self.size // 64), dtype=torch.uint8)
         proposals, valid = _pad(props, self.k)
-        return {"image": _image_tensor(image, self.size), "query": rng.choice(entry["queries"]),
+        return {"image": _image_tensor(image, self.size), "query": self.rng(i).choice(entry["queries"]),
                 "proposals": proposals, "proposal_valid": valid, "gt_mask": _resize_masks(target[None], self.size)[0]}
 
     def _synthetic(self, rng: random.Random) -> dict:

@@ -63,26 +63,30 @@ def _wrap(model, cfg: TrainConfig, env: DistEnv):
 
 
 class _Batches:
-    """Endless micro-batches across epochs, remembering (epoch, batch) for exact resumption."""
+    """Endless micro-batches across epochs. (epoch, position) is the data position: how many
+    samples of the epoch's order all processes together have read (segfast.data.loader), so a
+    run resumes exactly on any number of processes."""
 
-    def __init__(self, dataset, cfg: TrainConfig, env: DistEnv, epoch: int = 0, batch: int = 0):
+    def __init__(self, dataset, cfg: TrainConfig, env: DistEnv, epoch: int = 0, position: int = 0):
         self.dataset, self.cfg, self.env = dataset, cfg, env
-        self.epoch, self.batch = epoch, batch
+        self.epoch, self.position = epoch, position
         self._iter = self._open()
 
     def _open(self):
         return iter(make_loader(self.dataset, self.cfg.run.micro_batch_size, self.env.rank, self.env.world_size,
-                                self.cfg.run.seed, self.epoch, self.batch, self.cfg.data.num_workers))
+                                self.cfg.run.seed, self.epoch, self.position, self.cfg.data.num_workers))
 
     def next(self) -> dict:
-        try:
-            item = next(self._iter)
-        except StopIteration:
-            self.epoch, self.batch = self.epoch + 1, 0
+        item = next(self._iter, None)
+        if item is None:  # the epoch is over (or had no whole round left after a resume)
+            self.epoch, self.position = self.epoch + 1, 0
             self._iter = self._open()
             item = next(self._iter)
-        self.batch += 1
+        self.position += self.cfg.run.micro_batch_size * self.env.world_size
         return item
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
 
 
 def _to(batch: dict, device) -> dict:
@@ -155,16 +159,16 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     scaler = grad_scaler(precision, env.device)
     train_data = DATASETS[cfg.data.name](cfg.data.options, "train", run_cfg.seed)
     eval_data = DATASETS[cfg.data.name](cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
-    step, epoch, batch_in_epoch = 0, 0, 0
+    step, epoch, position = 0, 0, 0
     latest = checkpoint.latest_checkpoint(run_cfg.output_dir) if run_cfg.resume else None
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env)
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        step, epoch, position = state["step"], state["epoch"], state["position"]
         if env.is_main:
             log.info("segfast: resumed from %s at step %d", latest, step)
     else:
         _seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
-    batches = _Batches(train_data, cfg, env, epoch, batch_in_epoch)
+    batches = _Batches(train_data, cfg, env, epoch, position)
     if env.is_main:
         seq = int(cfg.data.options.get("seq_len", 512))
         est = memory.estimate(inner, run_cfg.micro_batch_size, seq, run_cfg.gradient_checkpointing, precision,
@@ -178,7 +182,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
 
     def save(name):
         return checkpoint.save_checkpoint(name, model, inner, optimizer, scheduler,
-                                          {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch},
+                                          {"step": step, **batches.state()},
                                           config_dict, env, run_cfg.output_dir, run_cfg.keep_last)
 
     try:

@@ -92,12 +92,20 @@ def test_attention_choice_is_explained():
         choose_attention("flash_attention_2", torch.device("cpu"))
 
 
+def epochs_config(out, **run):
+    """base_config over 20 variable-length samples: 10 steps of 8 read 4 epochs, each drawing its
+    lengths anew."""
+    cfg = base_config(out, **run)
+    cfg["data"]["options"].update(size=20, min_len=6)
+    return cfg
+
+
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    full = segfast.train(base_config(tmp_path / "full", total_steps=10))
-    killed = base_config(tmp_path / "resumed", total_steps=10, stop_after=6)
+    full = segfast.train(epochs_config(tmp_path / "full", total_steps=10))
+    killed = epochs_config(tmp_path / "resumed", total_steps=10, stop_after=6)
     segfast.train(killed)  # "killed" after step 6; the newest checkpoint is step 4
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-000004"]
-    segfast.train(base_config(tmp_path / "resumed", total_steps=10, resume=True))
+    segfast.train(epochs_config(tmp_path / "resumed", total_steps=10, resume=True))
     resumed = losses_by_step(tmp_path / "resumed")
     assert [resumed[s] for s in range(1, 11)] == full["losses"]  # bit for bit
 
