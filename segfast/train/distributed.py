@@ -68,3 +68,12 @@ def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()
+
+
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's `obj` on every rank (picklable objects)."""
+    if env.distributed:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj

@@ -6,13 +6,10 @@ config trains the same way on 1 or 8 devices.
 """
 
 import contextlib
-import json
 import logging
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -23,6 +20,8 @@ from segfast.train import checkpoint, memory
 from segfast.train.config import ConfigError, TrainConfig, validate
 from segfast.train.distributed import DistEnv, accumulation_steps, init_distributed, mean_across, shutdown
 from segfast.train.precision import autocast, choose_precision, grad_scaler
+from segfast.train.progress import Logger
+from segfast.train.rng import rng_state, seed_everything
 from segfast.train.schedule import build_optimizer
 
 log = logging.getLogger("segfast")
@@ -30,12 +29,6 @@ log = logging.getLogger("segfast")
 
 class NonFiniteLoss(FloatingPointError):
     """Raised when a step's loss is NaN or Inf; a checkpoint of the state before it is saved."""
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _wrap(model, cfg: TrainConfig, env: DistEnv):
@@ -93,50 +86,6 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-class _Logger:
-    """Progress bar (rank 0), JSONL metrics, optional TensorBoard."""
-
-    def __init__(self, cfg: TrainConfig, env: DistEnv, start: int):
-        self.env, self.jsonl, self.bar, self.tb = env, None, None, None
-        if not env.is_main:
-            return
-        out = Path(cfg.run.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(out / "metrics.jsonl", "a")
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=cfg.run.total_steps, initial=start, desc="train", dynamic_ncols=True)
-        if cfg.run.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                log.warning("segfast: run.tensorboard=true but tensorboard is not installed; logging JSONL only")
-
-    def log(self, record: dict) -> None:
-        if not self.env.is_main:
-            return
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(k, v, record["step"])
-
-    def advance(self, show: dict) -> None:
-        if self.env.is_main:
-            self.bar.set_postfix(show, refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.env.is_main:
-            self.bar.close()
-            self.jsonl.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
 def run(cfg: TrainConfig) -> dict:
     validate(cfg)  # a TrainConfig built in code has not been through load_config
     env = init_distributed(cfg.run.device)
@@ -150,7 +99,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     run_cfg = cfg.run
     accum = accumulation_steps(run_cfg.global_batch_size, run_cfg.micro_batch_size, env.world_size)
     precision = choose_precision(run_cfg.precision, env.device)
-    _seed_everything(run_cfg.seed)  # identical initial weights on every rank
+    seed_everything(run_cfg.seed)  # identical initial weights on every rank
     inner = MODELS[cfg.model.name](cfg.model, env.device).to(env.device)
     if run_cfg.gradient_checkpointing and hasattr(inner, "enable_gradient_checkpointing"):
         inner.enable_gradient_checkpointing()
@@ -160,14 +109,14 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     train_data = DATASETS[cfg.data.name](cfg.data.options, "train", run_cfg.seed)
     eval_data = DATASETS[cfg.data.name](cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
     step, epoch, position = 0, 0, 0
-    latest = checkpoint.latest_checkpoint(run_cfg.output_dir) if run_cfg.resume else None
+    latest = checkpoint.resume_checkpoint(run_cfg.output_dir, env) if run_cfg.resume else None
     if latest is not None:
-        state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env)
+        state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env, run_cfg.seed)
         step, epoch, position = state["step"], state["epoch"], state["position"]
         if env.is_main:
             log.info("segfast: resumed from %s at step %d", latest, step)
     else:
-        _seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
+        seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
     batches = _Batches(train_data, cfg, env, epoch, position)
     if env.is_main:
         seq = int(cfg.data.options.get("seq_len", 512))
@@ -176,18 +125,19 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
         print(f"segfast: {env.world_size} process(es) on {env.device.type}, strategy {strategy}, precision "
               f"{precision}, {accum} micro-batch(es) of {run_cfg.micro_batch_size} per step; memory estimate: "
               f"{memory.describe(est)}", flush=True)
-    logger = _Logger(cfg, env, step)
+    logger = Logger(cfg, env, step)
     config_dict = cfg.to_dict()
     losses, steps_this_run = [], 0
 
-    def save(name):
+    def save(name, position=None, rng=None):
         return checkpoint.save_checkpoint(name, model, inner, optimizer, scheduler,
-                                          {"step": step, **batches.state()},
-                                          config_dict, env, run_cfg.output_dir, run_cfg.keep_last)
+                                          {"step": step, **(position or batches.state())},
+                                          config_dict, env, run_cfg.output_dir, run_cfg.keep_last, rng)
 
     try:
         while step < run_cfg.total_steps:
             started = time.perf_counter()
+            position, rng = batches.state(), rng_state()  # the state before this step, for a non-finite stop
             totals, tokens, samples = {}, 0, 0
             for micro in range(accum):
                 batch = _to(batches.next(), env.device)
@@ -204,9 +154,11 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
                 samples += run_cfg.micro_batch_size
             total = mean_across(sum(totals.values()), env)
             if not torch.isfinite(total):
-                path = save(f"step-{step:06d}-nonfinite")
-                raise NonFiniteLoss(f"loss is {total.item()} at step {step + 1}; the state before this step is saved "
-                                    f"in {path}. Lower optim.lr, check the data, or use run.precision=fp32.")
+                path = save(f"step-{step:06d}-nonfinite", position, rng)
+                raise NonFiniteLoss(f"loss is {total.item()} at step {step + 1}; the state before this step (weights, "
+                                    f"optimizer, data position, random state) is saved in {path}, and --resume "
+                                    "continues from it, replaying this step's batches. Lower optim.lr, check the "
+                                    "data, or use run.precision=fp32 first.")
             if cfg.optim.clip_grad > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)

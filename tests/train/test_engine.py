@@ -1,49 +1,14 @@
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import segfast
 from segfast.models import MODELS
 from segfast.models.llm import add_special_tokens, choose_attention, verify_single_ids
 from segfast.train import ConfigError, load_config
 from segfast.train.engine import NonFiniteLoss
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def base_config(out, **run):
-    return {
-        "model": {"name": "toy-llm", "lora": {"dropout": 0.0, "r": 8}},
-        "data": {"name": "toy-tokens", "options": {"seq_len": 16, "min_len": 16, "vocab_size": 64, "size": 512}},
-        "optim": {"lr": 5e-3, "warmup_steps": 2},
-        "run": {"output_dir": str(out), "total_steps": 8, "global_batch_size": 8, "micro_batch_size": 2,
-                "save_every": 4, "log_every": 1, "device": "cpu", **run},  # CPU even on GPU machines: exact comparisons
-    }
-
-
-def losses_by_step(out) -> dict:
-    """The last logged loss of every step (a resumed run logs the replayed steps again)."""
-    by_step = {}
-    for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            by_step[record["step"]] = record["loss"]
-    return by_step
-
-
-def torchrun(config: dict, path: Path, nproc: int = 2):
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "segfast", "train", "--config", str(path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+from tests.train.runs import base_config, epochs_config, losses_by_step, torchrun
 
 
 def test_loaded_llm_with_lora_learns_and_exports(tiny_llm_dir, tmp_path):
@@ -90,14 +55,6 @@ def test_attention_choice_is_explained():
     assert impl == "sdpa" and why
     with pytest.raises(ConfigError, match="flash_attention_2"):
         choose_attention("flash_attention_2", torch.device("cpu"))
-
-
-def epochs_config(out, **run):
-    """base_config over 20 variable-length samples: 10 steps of 8 read 4 epochs, each drawing its
-    lengths anew."""
-    cfg = base_config(out, **run)
-    cfg["data"]["options"].update(size=20, min_len=6)
-    return cfg
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
