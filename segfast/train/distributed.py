@@ -65,6 +65,15 @@ def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return value
 
 
+def any_across(flag: bool, env: DistEnv) -> bool:
+    """True on every rank when `flag` is true on any rank."""
+    if not env.distributed:
+        return flag
+    value = torch.tensor([int(flag)], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()

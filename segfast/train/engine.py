@@ -23,6 +23,7 @@ from segfast.train.precision import autocast, choose_precision, grad_scaler
 from segfast.train.progress import Logger
 from segfast.train.rng import rng_state, seed_everything
 from segfast.train.schedule import build_optimizer
+from segfast.train.watchdog import launcher_watch
 
 log = logging.getLogger("segfast")
 
@@ -134,8 +135,11 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
                                           {"step": step, **(position or batches.state())},
                                           config_dict, env, run_cfg.output_dir, run_cfg.keep_last, rng)
 
+    watch = launcher_watch()
     try:
         while step < run_cfg.total_steps:
+            if watch is not None:
+                watch.check(env)  # a dead launcher: stop here, before another step or checkpoint
             started = time.perf_counter()
             position, rng = batches.state(), rng_state()  # the state before this step, for a non-finite stop
             totals, tokens, samples = {}, 0, 0
