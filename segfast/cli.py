@@ -99,8 +99,13 @@ def proposals_command(args) -> int:
     result = extract_proposals(args.images, args.out, model_type=args.model_type, checkpoint=args.checkpoint,
                                top_k=args.top_k, device=args.device, workers=args.workers, **settings)
     per_image = result["seconds_per_image"]
-    print(f"rank {result['rank']}: {result['done']} images done, {result['skipped']} already there"
-          + (f", {per_image:.3f} s/image" if per_image is not None else ""))
+    print(f"rank {result['rank']}: {result['done']} images done, {result['skipped']} already there, "
+          f"{len(result['failed'])} failed" + (f", {per_image:.3f} s/image" if per_image is not None else ""))
+    if result["failed"]:
+        shown = "\n".join(f"  {f['image']}: {f['error']}" for f in result["failed"][:10])
+        more = len(result["failed"]) - 10
+        print(f"rank {result['rank']}: images that could not be read (all in {result['failures_file']}; the next "
+              f"run tries them again):\n{shown}" + (f"\n  ... and {more} more" if more > 0 else ""))
     return 0
 
 
