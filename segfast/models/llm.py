@@ -138,6 +138,21 @@ def build_llm(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
     return lm, tokenizer
 
 
+def token_mean_kwargs(batch: dict) -> dict:
+    """The language model's loss arguments: the engine puts the number of target tokens of the
+    whole global batch (per micro-batch share) in batch["num_items_in_batch"], and transformers'
+    loss then divides its sum by it instead of taking each micro-batch's own mean, so 1 and N
+    processes (and any accumulation) optimise the same loss (transformers' own fix of 2024)."""
+    n = batch.get("num_items_in_batch")
+    return {} if n is None else {"num_items_in_batch": n}
+
+
+def count_labelled(labels) -> int:
+    """Target tokens of label rows (lists or a tensor): those that are not IGNORE after the
+    one-position shift of a causal LM's loss."""
+    return sum(sum(1 for t in list(row)[1:] if int(t) != -100) for row in labels)
+
+
 class LLMHooks:
     """The engine hooks (segfast.models.protocol) of a model whose language model is `self.lm`
     and which counts its tokens per forward in `self._tokens`."""

@@ -57,12 +57,15 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
     return global_batch // per_step
 
 
-def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+def sum_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.distributed:
         value = value.detach().clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= env.world_size
     return value
+
+
+def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    return sum_across(value, env) / env.world_size
 
 
 def any_across(flag: bool, env: DistEnv) -> bool:

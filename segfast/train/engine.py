@@ -18,7 +18,8 @@ from segfast.data.loader import make_loader
 from segfast.models import MODELS
 from segfast.train import checkpoint, memory
 from segfast.train.config import ConfigError, TrainConfig, validate
-from segfast.train.distributed import DistEnv, accumulation_steps, init_distributed, mean_across, shutdown
+from segfast.train.distributed import (DistEnv, accumulation_steps, init_distributed, mean_across, shutdown,
+                                       sum_across)
 from segfast.train.precision import autocast, choose_precision, grad_scaler
 from segfast.train.progress import Logger
 from segfast.train.rng import rng_state, seed_everything
@@ -83,6 +84,20 @@ class _Batches:
         return {"epoch": self.epoch, "position": self.position}
 
 
+def share_target_tokens(step_batches: list, inner, env: DistEnv) -> None:
+    """Sets batch["num_items_in_batch"] = the target tokens of the whole global batch divided by
+    its number of micro-batches, for models that count their targets (count_targets): with the
+    engine's 1/accumulation and DDP's 1/world, each token then weighs 1/(global target tokens),
+    as one process with the whole batch would weigh it (segfast.models.llm.token_mean_kwargs)."""
+    if not hasattr(inner, "count_targets"):
+        return
+    local = torch.tensor([float(sum(inner.count_targets(b) for b in step_batches))], device=env.device)
+    total = sum_across(local, env).item()
+    share = max(total, 1.0) / (len(step_batches) * env.world_size)
+    for batch in step_batches:
+        batch["num_items_in_batch"] = share
+
+
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -143,8 +158,10 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
             started = time.perf_counter()
             position, rng = batches.state(), rng_state()  # the state before this step, for a non-finite stop
             totals, tokens, samples = {}, 0, 0
-            for micro in range(accum):
-                batch = _to(batches.next(), env.device)
+            step_batches = [batches.next() for _ in range(accum)]
+            share_target_tokens(step_batches, inner, env)
+            for micro, batch in enumerate(step_batches):
+                batch = _to(batch, env.device)
                 sync = micro == accum - 1 or strategy != "ddp"
                 context = model.no_sync() if not sync else contextlib.nullcontext()
                 with context:

@@ -108,13 +108,16 @@ def test_config_errors_name_the_key(tmp_path):
     assert load_config(path, ["optim.lr=0.5"]).optim.lr == 0.5
 
 
-def test_ddp_two_processes_match_one_process(tmp_path):
-    single = segfast.train(base_config(tmp_path / "one", total_steps=6))
-    torchrun(base_config(tmp_path / "two", total_steps=6), tmp_path / "two.yaml")
+def test_ddp_two_processes_match_one_process_on_variable_lengths(tmp_path):
+    """The token mean is taken over the whole global batch (num_items_in_batch), not per
+    micro-batch: with dropout off, 1 and 2 processes agree to float rounding on variable-length
+    samples (they differed by 1.3e-3 at step 1), across epochs."""
+    single = segfast.train(epochs_config(tmp_path / "one", total_steps=6))
+    torchrun(epochs_config(tmp_path / "two", total_steps=6), tmp_path / "two.yaml")
     two = losses_by_step(tmp_path / "two")
     assert len(two) == 6
     for step, loss in enumerate(single["losses"], 1):
-        assert two[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert two[step] == pytest.approx(loss, rel=2e-6), step
 
 
 def test_fsdp2_two_processes_run_and_resume(tmp_path):
