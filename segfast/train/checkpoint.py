@@ -206,10 +206,38 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: DistEnv, seed:
     return state
 
 
+def load_weights(source, model, strict: bool = True) -> Path:
+    """Loads the trainable weights of a checkpoint (the LoRA adapter's included) into an unwrapped
+    `model`; returns the checkpoint. `source` is a checkpoint or a run directory (its newest
+    valid checkpoint). Strict: every saved tensor must exist in the model with its shape, and
+    every trainable parameter of the model must be saved; otherwise a CheckpointError lists the
+    missing, unexpected and mismatched keys. Not strict: what matches loads, the lists are a
+    warning."""
+    source = Path(source)
+    path = verify_checkpoint(source) if (source / MANIFEST).exists() else newest_valid_checkpoint(source)
+    if path is None:
+        raise CheckpointError(f"{source}: neither a checkpoint nor a run directory with checkpoints")
+    weights = load_file(str(path / "trainable.safetensors"))
+    own = model.state_dict()
+    unexpected = sorted(k for k in weights if k not in own)
+    mismatched = sorted(f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
+                        if k in own and weights[k].shape != own[k].shape)
+    missing = sorted(_trainable_names(model) - set(weights))
+    if unexpected or mismatched or missing:
+        listing = "; ".join(f"{what} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                            for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                               ("shape mismatch", mismatched)) if keys)
+        if strict:
+            raise CheckpointError(f"{path} does not fit this model: {listing}")
+        log.warning("segfast: loading what fits from %s: %s", path, listing)
+    model.load_state_dict({k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}, strict=False)
+    return path
+
+
 def load_trained(directory, device="cpu", overrides=()):
     """The trained model of a checkpoint directory, for inference: rebuilt from its config.yaml
     (plus dotted `overrides`, e.g. model.path on another machine) with the run's seed (so frozen
-    random-init parts match), then its trainable weights loaded."""
+    random-init parts match), then its trainable weights loaded (strictly)."""
     from segfast.models import MODELS
     from segfast.train.config import load_config
 
@@ -217,9 +245,5 @@ def load_trained(directory, device="cpu", overrides=()):
     cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()), overrides=overrides)
     torch.manual_seed(cfg.run.seed)  # as the engine does before building the model
     model = MODELS[cfg.model.name](cfg.model, torch.device(device))
-    weights = load_file(str(directory / "trainable.safetensors"))
-    missing = set(weights) - set(model.state_dict())
-    if missing:
-        raise ValueError(f"{directory}: weights for parameters the model does not have: {sorted(missing)[:5]}")
-    model.load_state_dict(weights, strict=False)
+    load_weights(directory, model)
     return model.to(device).eval()

@@ -74,6 +74,11 @@ class RunConfig:
     eval_batches: int = 4
     tensorboard: bool = False
     resume: bool = False            # continue from the newest checkpoint in output_dir
+    # ours, because a later stage (LLaFS pretraining -> few-shot training, fine-tuning) must never start
+    # from scratch by accident: a checkpoint (or a run directory: its newest valid one) whose trainable
+    # weights, LoRA adapter included, start this run; ignored when the run resumes its own checkpoint
+    init_from: str = ""
+    init_strict: bool = True        # the checkpoint must fit the model exactly (missing/unexpected keys listed)
     stop_after: int = 0             # stop (as if killed) after this many steps of this process; 0 = never
 
 

@@ -115,8 +115,13 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     run_cfg = cfg.run
     accum = accumulation_steps(run_cfg.global_batch_size, run_cfg.micro_batch_size, env.world_size)
     precision = choose_precision(run_cfg.precision, env.device)
+    latest = checkpoint.resume_checkpoint(run_cfg.output_dir, env) if run_cfg.resume else None
     seed_everything(run_cfg.seed)  # identical initial weights on every rank
     inner = MODELS[cfg.model.name](cfg.model, env.device).to(env.device)
+    if run_cfg.init_from and latest is None:
+        source = checkpoint.load_weights(run_cfg.init_from, inner, run_cfg.init_strict)
+        if env.is_main:
+            print(f"segfast: initialised from {source}", flush=True)
     if run_cfg.gradient_checkpointing and hasattr(inner, "enable_gradient_checkpointing"):
         inner.enable_gradient_checkpointing()
     model, strategy = _wrap(inner, cfg, env)
@@ -125,12 +130,12 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     train_data = DATASETS[cfg.data.name](cfg.data.options, "train", run_cfg.seed)
     eval_data = DATASETS[cfg.data.name](cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
     step, epoch, position = 0, 0, 0
-    latest = checkpoint.resume_checkpoint(run_cfg.output_dir, env) if run_cfg.resume else None
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env, run_cfg.seed)
         step, epoch, position = state["step"], state["epoch"], state["position"]
         if env.is_main:
-            log.info("segfast: resumed from %s at step %d", latest, step)
+            unused = f" (run.init_from={run_cfg.init_from} is for a fresh start only)" if run_cfg.init_from else ""
+            print(f"segfast: resumed from {latest} at step {step}{unused}", flush=True)
     else:
         seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
     batches = _Batches(train_data, cfg, env, epoch, position)
