@@ -243,6 +243,13 @@ class FoldIoU:
                 raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
             self.state[self.index[c]] += torch.tensor([i, u])
 
+    def sync(self) -> "FoldIoU":
+        """Sums the state over all processes (no-op without torch.distributed)."""
+        from segfast.metrics import sync_state
+
+        self.state = sync_state(self.state)
+        return self
+
     def compute(self) -> dict:
         seen = self.state[:, 1] > 0
         per_class = {c: (int(i) / int(u) if u else float("nan")) for c, (i, u) in zip(self.classes, self.state.tolist())}

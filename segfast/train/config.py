@@ -71,14 +71,14 @@ class RunConfig:
     save_every: int = 50
     keep_last: int = 2
     eval_every: int = 0             # 0 disables
-    eval_batches: int = 4
+    eval_batches: int = 4           # ours: micro-batches per process of a periodic evaluation; 0 = the whole split
     tensorboard: bool = False
     resume: bool = False            # continue from the newest checkpoint in output_dir
     # ours, because a later stage (LLaFS pretraining -> few-shot training, fine-tuning) must never start
     # from scratch by accident: a checkpoint (or a run directory: its newest valid one) whose trainable
     # weights, LoRA adapter included, start this run; ignored when the run resumes its own checkpoint
     init_from: str = ""
-    init_strict: bool = True        # the checkpoint must fit the model exactly (missing/unexpected keys listed)
+    init_strict: bool = True        # ours: a stage never silently loads half its weights (missing/unexpected listed)
     stop_after: int = 0             # stop (as if killed) after this many steps of this process; 0 = never
 
 

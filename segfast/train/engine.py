@@ -8,16 +8,17 @@ config trains the same way on 1 or 8 devices.
 import contextlib
 import logging
 import time
-from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from segfast.data import DATASETS
+from segfast.data.collate import to_device
 from segfast.data.loader import make_loader
 from segfast.models import MODELS
 from segfast.train import checkpoint, memory
 from segfast.train.config import ConfigError, TrainConfig, validate
+from segfast.train.evaluation import evaluate
 from segfast.train.distributed import (DistEnv, accumulation_steps, init_distributed, mean_across, shutdown,
                                        sum_across)
 from segfast.train.precision import autocast, choose_precision, grad_scaler
@@ -98,10 +99,6 @@ def share_target_tokens(step_batches: list, inner, env: DistEnv) -> None:
         batch["num_items_in_batch"] = share
 
 
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def run(cfg: TrainConfig) -> dict:
     validate(cfg)  # a TrainConfig built in code has not been through load_config
     env = init_distributed(cfg.run.device)
@@ -166,7 +163,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
             step_batches = [batches.next() for _ in range(accum)]
             share_target_tokens(step_batches, inner, env)
             for micro, batch in enumerate(step_batches):
-                batch = _to(batch, env.device)
+                batch = to_device(batch, env.device)
                 sync = micro == accum - 1 or strategy != "ddp"
                 context = model.no_sync() if not sync else contextlib.nullcontext()
                 with context:
@@ -215,57 +212,3 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
         logger.close()
     return {"step": step, "losses": losses, "strategy": strategy, "precision": precision,
             "accumulation_steps": accum}
-
-
-@torch.no_grad()
-def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: str) -> dict:
-    """Mean of each named loss over run.eval_batches micro-batches of the eval split, plus the
-    segfast.metrics meters a model with an `evaluate(batch, meters)` hook updates (gIoU, cIoU),
-    merged over processes."""
-    from segfast.metrics import IoUMeter
-
-    was_training = model.training
-    model.eval()
-    loader = iter(make_loader(dataset, cfg.run.micro_batch_size, env.rank, env.world_size, cfg.run.seed, 0))
-    totals, count, meters = {}, 0, {"iou": IoUMeter()}
-    for _ in range(cfg.run.eval_batches):
-        batch = next(loader, None)
-        if batch is None:
-            break
-        batch = _to(batch, env.device)
-        with autocast(precision, env.device):
-            named = model(batch)
-            if hasattr(inner, "evaluate"):
-                inner.evaluate(batch, meters)
-        for k, v in named.items():
-            totals[k] = totals.get(k, 0.0) + v.float()
-        count += 1
-    model.train(was_training)
-    out = {f"eval/{k}": mean_across(v / max(count, 1), env).item() for k, v in totals.items()}
-    for name, meter in meters.items():  # models may add meters (mIoU, per-round IoU) in their hook
-        if bool(meter.state.any()):
-            out.update({f"eval/{name}/{k}": v for k, v in meter.sync().compute().items() if isinstance(v, (int, float))})
-    return out
-
-
-def evaluate_checkpoint(directory, overrides=(), batches: int = 0) -> dict:
-    """Evaluation of a saved checkpoint on its config's eval split (data overrides allowed, e.g.
-    data.options.root): the losses and the model's meters over `batches` micro-batches per
-    process, 0 = every full batch. Runs under torchrun too (the meters merge across processes)."""
-    import yaml
-
-    from segfast.train.config import load_config
-
-    directory = Path(directory)
-    cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()), overrides=overrides)
-    env = init_distributed(cfg.run.device)
-    try:
-        model = checkpoint.load_trained(directory, env.device, overrides)
-        dataset = DATASETS[cfg.data.name](cfg.data.options, "eval", cfg.run.seed)
-        per_process = len(dataset) // (cfg.run.micro_batch_size * env.world_size)
-        cfg.run.eval_batches = min(batches, per_process) if batches else per_process
-        if cfg.run.eval_batches < 1:
-            raise ValueError(f"the eval split has {len(dataset)} samples, fewer than one micro-batch per process")
-        return evaluate(model, model, dataset, cfg, env, choose_precision(cfg.run.precision, env.device))
-    finally:
-        shutdown(env)

@@ -21,6 +21,7 @@ import warnings
 import torch
 from torch import nn
 
+from segfast.data.frames import score_at_original
 from segfast.models.lisa.conversation import Encoded, encode, predicting
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
 from segfast.models.llava import (IMAGE, build_llava, conversation_embeds, greedy_answers, image_features,
@@ -164,10 +165,7 @@ class LISA(LLMHooks, nn.Module):
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU of every [SEG] mask, the answers teacher-forced as LISA's
-        validation does."""
+        """Engine hook: gIoU / cIoU of every [SEG] mask at the image's original resolution, the
+        answers teacher-forced as LISA's validation does."""
         _, logits = self.run(batch)
-        for b, (pred, gt) in enumerate(zip(logits, batch["masks"])):
-            h, w = (int(x) for x in batch["valid_size"][b])
-            if len(pred):
-                meters["iou"].update(pred[:, :h, :w] > 0, gt[:, :h, :w].bool())
+        score_at_original(meters["iou"], logits, batch)

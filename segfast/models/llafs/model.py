@@ -258,11 +258,17 @@ class LLaFS(LLMHooks, nn.Module):
                 "masks": refined.argmax(1).bool()}
 
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: foreground IoU of the refined masks ("iou") and of the LLM's polygons."""
+        """Engine hook: foreground IoU of the refined masks ("iou") and of the LLM's polygons; with
+        few-shot episodes (class_ids) also the papers' metric, the mean over classes of summed
+        intersections over unions ("fold", HSNet's; PASCAL's 255 pixels ignored)."""
+        from segfast.data.fewshot import FoldIoU
         from segfast.metrics import IoUMeter
 
         out = self.predict(batch)
         gt = batch["query_mask"].bool()
         meters["iou"].update(out["masks"], gt)
         meters.setdefault("polygon_iou", IoUMeter()).update(out["polygon_masks"], gt)
+        if "class_ids" in batch:  # COCO-20i's 80 classes hold PASCAL-5i's 20
+            meters.setdefault("fold", FoldIoU(range(1, 81))).update(
+                out["masks"].cpu(), gt.cpu(), batch["class_ids"], batch["query_ignore"].cpu())
 

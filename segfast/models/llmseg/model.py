@@ -161,8 +161,13 @@ class LLMSeg(LLMHooks, nn.Module):
         return {"masks": (dense & chosen[:, :, None, None]).any(1), "chosen": chosen, "scores": scores, "iop": iop}
 
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU ("iou") of the selected masks."""
-        meters["iou"].update(self.predict(batch)["masks"], batch["gt_mask"].bool())
+        """Engine hook: gIoU / cIoU ("iou") of the selected proposals at the image's original
+        resolution (the proposals as SAM made them), as LLM-Seg's validation scores them."""
+        chosen = self.predict(batch)["chosen"].cpu()
+        for b, proposals in enumerate(batch["original_proposals"]):
+            target = batch["original_masks"][b]
+            pred = unpack_masks(proposals[chosen[b, :len(proposals)]], target.shape[-1]).any(0, keepdim=True)
+            meters["iou"].update(pred, target.bool(), ignore=batch["original_ignore"][b].bool())
 
 
 def ground_truth(proposals: torch.Tensor, gt_mask: torch.Tensor):
