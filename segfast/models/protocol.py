@@ -14,6 +14,9 @@ hooks let the engine do more:
                                               share in batch["num_items_in_batch"], by which the
                                               loss's sum is divided (segfast.models.llm)
     evaluate(batch, meters)                   update segfast.metrics meters during evaluation
+                                              (segfast.train.evaluation: every sample once; the
+                                              eval splits carry original_masks / original_ignore
+                                              for IoU at the image's resolution)
 """
 
 from typing import Protocol, runtime_checkable

@@ -11,10 +11,11 @@ on a named benchmark protocol (segfast.train.protocols).
 """
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from segfast.data import DATASETS, collate
 from segfast.data.collate import to_device
+from segfast.data.loader import make_loader
 from segfast.train.config import TrainConfig
 from segfast.train.distributed import DistEnv, sum_across
 from segfast.train.precision import autocast
@@ -38,6 +39,27 @@ def take(batch: dict, keep: list) -> dict:
     return {k: cut(v) for k, v in batch.items()}
 
 
+def _batches(dataset, cfg: TrainConfig, env: DistEnv, batches: int):
+    """(batch, which samples count) pairs of this process: the shard of a map-style split; the
+    first `batches` micro-batches of an endless stream (sharded as in training)."""
+    m = cfg.run.micro_batch_size
+    if isinstance(dataset, IterableDataset):
+        if not batches:
+            raise ValueError("an endless (iterable) eval split has no end: set run.eval_batches > 0")
+        loader = make_loader(dataset, m, env.rank, env.world_size, cfg.run.seed, epoch=0)
+        yield from ((batch, [True] * m) for _, batch in zip(range(batches), loader))
+        return
+    slots = eval_slots(len(dataset), env.rank, env.world_size)
+    slots = slots[: batches * m] if batches else slots
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(0)
+    fill = next((s for s in slots if s is not None), 0)
+    loader = DataLoader(dataset, batch_size=m, sampler=[fill if s is None else s for s in slots], collate_fn=collate,
+                        num_workers=cfg.data.num_workers)
+    for k, batch in enumerate(loader):
+        yield batch, [s is not None for s in slots[k * m:(k + 1) * m]]
+
+
 @torch.no_grad()
 def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: str, batches: int | None = None) -> dict:
     """Mean of each named loss and the segfast.metrics meters that a model's evaluate(batch,
@@ -47,20 +69,11 @@ def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: s
     from segfast.metrics import IoUMeter
 
     batches = cfg.run.eval_batches if batches is None else batches
-    m = cfg.run.micro_batch_size
-    slots = eval_slots(len(dataset), env.rank, env.world_size)
-    slots = slots[: batches * m] if batches else slots
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(0)
-    fill = next((s for s in slots if s is not None), 0)
-    loader = DataLoader(dataset, batch_size=m, sampler=[fill if s is None else s for s in slots], collate_fn=collate,
-                        num_workers=cfg.data.num_workers)
     was_training = model.training
     model.eval()
     totals, meters = {}, {"iou": IoUMeter()}
     scored = torch.zeros((), dtype=torch.float64, device=env.device)
-    for k, batch in enumerate(loader):
-        keep = [s is not None for s in slots[k * m:(k + 1) * m]]
+    for batch, keep in _batches(dataset, cfg, env, batches):
         if any(keep) and not all(keep):
             batch = take(batch, keep)
         batch = to_device(batch, env.device)

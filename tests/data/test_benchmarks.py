@@ -162,3 +162,37 @@ def test_every_reported_number_is_in_its_paper():
             assert table, (protocol.name, r)
             assert re.search(rf"(?<![\d.]){re.escape(str(r.value))}(?![\d])", text), (protocol.name, r)
     assert sum(len(p.reported) for p in PROTOCOLS.values()) > 80
+
+
+def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
+    """One fake layout with refCOCO, refCOCO+ and refCOCOg (UNC/UMD) and ReasonSeg val/test: each
+    protocol, through a LISA checkpoint's data config, scores exactly its split's queries."""
+    import pickle
+    import shutil
+
+    from segfast.train.protocols import get
+
+    _refer(tmp_path / "refer")
+    for dataset, split_by in (("refcoco+", "unc"), ("refcocog", "umd")):
+        shutil.copytree(tmp_path / "refer" / "refcoco", tmp_path / "refer" / dataset)
+        (tmp_path / "refer" / dataset / "refs(unc).p").rename(tmp_path / "refer" / dataset / f"refs({split_by}).p")
+    refs = [{"split": split, "ann_id": 1, "image_id": 1, "sentences": [{"sent": f"{split} {k}"} for k in range(n)]}
+            for split, n in (("val", 1), ("testA", 2), ("testB", 3), ("test", 4))]
+    for dataset, split_by in (("refcoco", "unc"), ("refcoco+", "unc"), ("refcocog", "umd")):
+        with open(tmp_path / "refer" / dataset / f"refs({split_by}).p", "wb") as f:
+            pickle.dump(refs, f)
+    _reasonseg(tmp_path / "rs")
+    shutil.copytree(tmp_path / "rs" / "val", tmp_path / "rs" / "test")
+    (tmp_path / "rs" / "test" / "b.json").unlink()
+    lisa = {"name": "mixture", "options": {"datasets": [
+        {"name": "seg-conversations", "options": {"format": "refcoco", "root": str(tmp_path / "refer")}},
+        {"name": "seg-conversations", "options": {"format": "reasonseg", "root": str(tmp_path / "rs")}}]}}
+    expected = {"val": 1, "testA": 2, "testB": 3, "test": 4}
+    for name in [n for n in PROTOCOLS if n.startswith(("refcoco", "reasonseg"))]:
+        protocol = get(name)
+        data = protocol.data_section(lisa)
+        dataset = DATASETS[data["name"]](data["options"], "eval", 0)
+        split = protocol.data["eval_split"]
+        assert len(dataset) == (expected[split] if name.startswith("refcoco") else {"val": 2, "test": 1}[split]), name
+        question = dataset[len(dataset) - 1]["conversation"][0]["question"]
+        assert question.endswith("Please output segmentation mask."), name
