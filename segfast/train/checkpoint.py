@@ -191,7 +191,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: DistEnv, seed:
     state = torch.load(path / "state.pt", weights_only=False)
     set_optimizer_state_dict(model, optimizer, state.pop("optimizer"), options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(state.pop("scheduler"))
-    written = state.get("world_size", env.world_size)
+    if "position" not in state:
+        raise CheckpointError(f"{path} was written by an older segfast (no global data position); resume it with "
+                              "the version that wrote it")
+    written = state["world_size"]
     if written == env.world_size:
         rng = path / f"rng-{env.rank}.pt"
         if not rng.is_file():

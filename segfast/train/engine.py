@@ -18,9 +18,9 @@ from segfast.data.loader import make_loader
 from segfast.models import MODELS
 from segfast.train import checkpoint, memory
 from segfast.train.config import ConfigError, TrainConfig, validate
-from segfast.train.evaluation import evaluate
 from segfast.train.distributed import (DistEnv, accumulation_steps, init_distributed, mean_across, shutdown,
                                        sum_across)
+from segfast.train.evaluation import evaluate
 from segfast.train.precision import autocast, choose_precision, grad_scaler
 from segfast.train.progress import Logger
 from segfast.train.rng import rng_state, seed_everything

@@ -196,3 +196,45 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
         assert len(dataset) == (expected[split] if name.startswith("refcoco") else {"val": 2, "test": 1}[split]), name
         question = dataset[len(dataset) - 1]["conversation"][0]["question"]
         assert question.endswith("Please output segmentation mask."), name
+
+
+def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen):
+    """The other protocol families through a checkpoint's data config, on tiny fake layouts."""
+    from segfast.train.protocols import get
+    from tests.data.test_fewshot import _pascal_tree
+    from tests.models.test_llmseg import _proposals_json
+
+    def build(name, data):
+        section = get(name).data_section(data)
+        return DATASETS[section["name"]](section["options"], "eval", 0)
+
+    # LLM-Seg40K val: every question of every annotation, with proposals at the image's resolution
+    (tmp_path / "l40" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "l40" / "images" / "b.png")
+    (tmp_path / "l40" / "val.json").write_text(json.dumps([{"image": "b.png", "query": ["what is left?", "the thing"],
+                                                           "segmentation": [sum(_square(0, 0, 20, 20), [])]}]))
+    masks = np.zeros((2, 30, 50), bool)
+    masks[0, :20, :20] = True
+    _proposals_json(tmp_path / "p40" / "images" / "b.json", masks)
+    llmseg = {"name": "referring", "options": {"format": "reasonseg", "root": str(tmp_path / "l40"),
+                                               "proposals": str(tmp_path / "p40"), "image_size": 32}}
+    ds = build("llmseg40k-val", llmseg)
+    assert [ds[i]["query"] for i in range(len(ds))] == ["what is left?", "the thing"]
+    assert ds[0]["original_proposals"].shape == (2, 30, 8)
+    # ADE20K val: the validation folder, every class of objectInfo150.csv
+    ade = tmp_path / "ade"
+    for sub, name in (("images", "a.jpg"), ("annotations", "a.png")):
+        (ade / sub / "validation").mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 30) + ((3,) if sub == "images" else ()), np.uint8)).save(
+            ade / sub / "validation" / name)
+    (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,sky\n")
+    lasagna = {"name": "mixture", "options": {"datasets": [
+        {"name": "semantic-queries", "options": {"format": "cocostuff", "root": "/elsewhere", "image_size": 32}},
+        {"name": "semantic-queries", "options": {"format": "ade20k", "root": str(ade), "image_size": 32}}]}}
+    ds = build("ade20k-val", lasagna)
+    assert len(ds) == 1 and ds.classes == ["wall", "sky"]
+    # PASCAL-5i fold 0, 1-shot: 1000 episodes of the fold's classes
+    _pascal_tree(tmp_path / "voc", gen)
+    llafs = {"name": "fewshot", "options": {"root": str(tmp_path / "voc"), "size": 32, "episodes": 8}}
+    ds = build("pascal5i-fold0-1shot", llafs)
+    assert len(ds) == 1000 and ds.classes == [1, 2] and ds.shots == 1
