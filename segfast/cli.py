@@ -48,11 +48,28 @@ def train_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
-    from segfast.train.engine import evaluate_checkpoint
+    from segfast.train.evaluation import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.overrides, args.batches)
+    result = evaluate_checkpoint(args.checkpoint, args.overrides, args.batches, args.benchmark)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=2))
+        if args.benchmark:
+            from segfast.train.protocols import get
+
+            protocol = get(args.benchmark)
+            print(f"{protocol.describe()}\n{protocol.compare(result)}")
+    return 0
+
+
+def protocols_command(args) -> int:
+    """Every benchmark protocol segfast evaluate knows, with the numbers the papers report."""
+    from segfast.train.protocols import PROTOCOLS
+
+    for protocol in PROTOCOLS.values():
+        print(protocol.describe())
+        for r in protocol.reported:
+            print(f"  {r.paper} {r.table}, {r.row}: {r.metric} {r.value}")
+        print()
     return 0
 
 
@@ -86,6 +103,11 @@ def llafs_eval(args) -> int:
         print(f"  class {cls:3d}: IoU {iou:.4f}")
     print(f"{args.dataset} fold {args.fold}, {args.shots}-shot: mean foreground IoU {result['mIoU']:.4f} "
           f"(answers parsed {result['parsed']:.1%})")
+    from segfast.train.protocols import for_fold
+
+    protocol = for_fold(args.dataset, args.fold, args.shots)
+    if protocol is not None and args.episodes == 1000:
+        print(f"{protocol.describe()}\n{protocol.compare({'eval/fold/mIoU': result['mIoU'], 'eval/samples': 1000})}")
     return 0
 
 
@@ -99,8 +121,13 @@ def proposals_command(args) -> int:
     result = extract_proposals(args.images, args.out, model_type=args.model_type, checkpoint=args.checkpoint,
                                top_k=args.top_k, device=args.device, workers=args.workers, **settings)
     per_image = result["seconds_per_image"]
-    print(f"rank {result['rank']}: {result['done']} images done, {result['skipped']} already there"
-          + (f", {per_image:.3f} s/image" if per_image is not None else ""))
+    print(f"rank {result['rank']}: {result['done']} images done, {result['skipped']} already there, "
+          f"{len(result['failed'])} failed" + (f", {per_image:.3f} s/image" if per_image is not None else ""))
+    if result["failed"]:
+        shown = "\n".join(f"  {f['image']}: {f['error']}" for f in result["failed"][:10])
+        more = len(result["failed"]) - 10
+        print(f"rank {result['rank']}: images that could not be read (all in {result['failures_file']}; the next "
+              f"run tries them again):\n{shown}" + (f"\n  ... and {more} more" if more > 0 else ""))
     return 0
 
 
@@ -170,9 +197,14 @@ def main(argv=None) -> int:
     p = sub.add_parser("evaluate", help="a checkpoint's losses and metrics (gIoU/cIoU, mIoU, per round) on its "
                                         "eval split (also under torchrun)")
     p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
-    p.add_argument("--batches", type=int, default=0, help="micro-batches per process (0 = all)")
+    p.add_argument("--batches", type=int, default=0, help="micro-batches per process (0 = every sample, once)")
+    p.add_argument("--benchmark", help="a benchmark protocol (segfast protocols lists them): its split, queries, "
+                                       "prompt, ignore rule, resolution and metric, printed beside the papers' numbers")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.options.root=/data/ade model.path=...")
     p.set_defaults(func=evaluate_command)
+    p = sub.add_parser("protocols", help="the benchmark protocols of segfast evaluate --benchmark, with the papers' "
+                                         "numbers (table and row)")
+    p.set_defaults(func=protocols_command)
     p = sub.add_parser("cot-cache", help="LLaVASeg: generate and cache the frozen MLLM's chain-of-thought answers "
                                          "for a config's data (resumable; torchrun shards by rank)")
     p.add_argument("--config", required=True, help="YAML file of the LLaVASeg run (model and data)")

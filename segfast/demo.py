@@ -76,7 +76,7 @@ def run(out="demo-out", device: str = "cpu", steps: int = 1000, batch: int = 8, 
 def _run(out: Path, device: str, steps: int, batch: int, eval_samples: int) -> dict:
     from segfast.models import MODELS
     from segfast.train import load_config, train
-    from segfast.train.checkpoint import latest_checkpoint, load_trained
+    from segfast.train.checkpoint import load_trained, newest_valid_checkpoint
 
     cfg = load_config(base=demo_config(out, steps, batch, device))
     run_dir = Path(cfg.run.output_dir)
@@ -93,7 +93,7 @@ def _run(out: Path, device: str, steps: int, batch: int, eval_samples: int) -> d
     started = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - started
-    model = load_trained(latest_checkpoint(run_dir), dev)
+    model = load_trained(newest_valid_checkpoint(run_dir), dev)
     after, outputs = evaluate(model, batches, dev)
     print(f"after {result['step']} steps ({seconds:.0f} s): refined-mask IoU {after['iou']:.3f}, LLM polygon IoU "
           f"{after['polygon_iou']:.3f}, answers parsed {after['parsed']:.0%}")

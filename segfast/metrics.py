@@ -3,6 +3,9 @@ results.
 
 * gIoU: mean over samples of per-sample IoU (two empty masks score 1.0, as LISA does).
 * cIoU: Σ intersections / Σ unions over all samples.
+  Both take an optional `ignore` mask per sample (ReasonSeg's "ignore" regions, label 255): its
+  pixels count in neither the prediction nor the target, as LISA's intersectionAndUnionGPU
+  with ignore_index=255 drops them.
 * ncIoU (LLM-Seg): cIoU after resizing prediction and ground truth to one size (`size`,
   nearest neighbour), so large images do not dominate.
 * mIoU: per-class IoU from intersection and union pixel counts (LISA's intersectionAndUnionGPU:
@@ -27,7 +30,8 @@ from segfast.ops.overlap import as_packed, check_same_size
 IOU_SCALE = 2**32  # fixed-point unit of summed per-sample IoUs
 
 
-def _sync(state: torch.Tensor) -> torch.Tensor:
+def sync_state(state: torch.Tensor) -> torch.Tensor:
+    """The state summed over all processes (itself without torch.distributed)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         backend = dist.get_backend()
         work = state.cuda() if backend == "nccl" else state.cpu()
@@ -45,16 +49,23 @@ class IoUMeter:
             raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
         self.state = torch.zeros(num_rounds, 4, dtype=torch.int64)
 
-    def _prepare(self, pred, gt):
-        return pred, gt
+    def _prepare(self, *masks):
+        return masks
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, round: int = 0) -> None:
-        """pred, gt: (N, H, W) bool or packed masks of the same size; one sample per mask."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, round: int = 0, ignore: torch.Tensor | None = None) -> None:
+        """pred, gt: (N, H, W) bool or packed masks of the same size; one sample per mask.
+        ignore: (N, H, W) or (H, W) masks of the same kind: pixels left out of both."""
         if not 0 <= round < self.state.shape[0]:
             raise ValueError(f"round must be in [0, {self.state.shape[0]}), got {round}")
         check_same_size(pred, gt, ("pred", "gt"), matched=True)  # before packing or resizing hides it
-        pred, gt = self._prepare(pred, gt)
-        pp, pg = as_packed("pred", pred), as_packed("gt", gt)
+        if ignore is not None:
+            ignore = ignore.expand(len(pred), *ignore.shape[-2:]) if ignore.dim() == 2 else ignore
+            check_same_size(pred, ignore, ("pred", "ignore"), matched=True)
+            pred, gt, ignore = self._prepare(pred, gt, ignore)
+            keep = ~as_packed("ignore", ignore)
+            pp, pg = as_packed("pred", pred) & keep, as_packed("gt", gt) & keep
+        else:
+            pp, pg = (as_packed(name, m) for name, m in zip(("pred", "gt"), self._prepare(pred, gt)))
         inter = mask_intersection(pp, pg, matched=True).cpu()
         union = mask_area(pp).cpu() + mask_area(pg).cpu() - inter
         iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), torch.ones_like(inter).double())
@@ -63,7 +74,7 @@ class IoUMeter:
 
     def sync(self) -> "IoUMeter":
         """Sums the state over all processes (no-op without torch.distributed)."""
-        self.state = _sync(self.state)
+        self.state = sync_state(self.state)
         return self
 
     def _values(self, row: torch.Tensor, prefix: str) -> dict:
@@ -90,12 +101,11 @@ class NcIoUMeter(IoUMeter):
             raise ValueError(f"size must be (height, width) with positive entries, got {size}")
         self.size = tuple(int(s) for s in size)
 
-    def _prepare(self, pred, gt):
-        for name, m in (("pred", pred), ("gt", gt)):
+    def _prepare(self, *masks):
+        for name, m in zip(("pred", "gt", "ignore"), masks):
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.dim() != 3:
                 raise TypeError(f"{name} must be dense bool (N, H, W) masks for ncIoU (they are resized)")
-        resize = lambda m: F.interpolate(m[:, None].float(), size=self.size, mode="nearest")[:, 0] > 0.5  # noqa: E731
-        return resize(pred), resize(gt)
+        return tuple(F.interpolate(m[:, None].float(), size=self.size, mode="nearest")[:, 0] > 0.5 for m in masks)
 
     def _values(self, row, prefix):
         values = super()._values(row, prefix)
@@ -131,7 +141,7 @@ class MIoUMeter:
         self.state[round, 1] += (area_pred + area_target - inter).cpu()
 
     def sync(self) -> "MIoUMeter":
-        self.state = _sync(self.state)
+        self.state = sync_state(self.state)
         return self
 
     @staticmethod

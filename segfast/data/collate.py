@@ -30,3 +30,8 @@ def collate(samples: list, pad_id: int = 0) -> dict:
         else:
             batch[key] = values
     return batch
+
+
+def to_device(batch: dict, device) -> dict:
+    """The batch's top-level tensors on `device` (lists of per-sample tensors stay where they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

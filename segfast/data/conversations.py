@@ -1,35 +1,39 @@
-"""LISA's training conversations: referring and reasoning segmentation as question/answer rounds
-whose answers hold [SEG], one target mask per [SEG].
+"""LISA's conversations: referring and reasoning segmentation as question/answer rounds whose
+answers hold [SEG], one target mask per [SEG].
 
-Layouts read (local paths; the readers of segfast.data.referring): reasonseg (a long query, LISA's
-LONG_QUESTION templates) and refcoco/+/g in the refer layout (up to refs_per_image referring
-expressions of one image as rounds, LISA's SHORT_QUESTION templates); synthetic (generated
-boxes, the built-in default). The engine's "eval" split reads the files' eval_split (val, or
-test, testA, ...). Samples: the frames of segfast.data.frames plus conversation and masks
-(n, S, S) bool.
+Layouts read (local paths; the readers of segfast.data.referring): reasonseg and refcoco/+/g in
+the refer layout; synthetic (generated boxes, the built-in default). Training: up to
+refs_per_image referring expressions of one image as rounds, a sentence (is_sentence) with
+LISA's LONG_QUESTION templates, a name with its SHORT_QUESTION ones. Evaluation (the engine's
+"eval" split, reading the files' eval_split: val, or test, testA, ...) follows LISA's ValDataset:
+every benchmark query (segfast.data.referring.benchmark_queries) is its own single-round
+conversation with the fixed question VAL_SHORT (VAL_LONG for a sentence) and answer VAL_ANSWER,
+and carries original_masks (1, H, W) and original_ignore (H, W) at the image's resolution.
+Samples: the frames of segfast.data.frames plus conversation and masks (n, S, S) bool.
 """
 
 import random
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import frame_masks, model_inputs, read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.referring import annotation_masks, benchmark_queries, read_entries
+from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import SCENE_WORDS, synthetic_scene
 
 IMAGE = "<image>"
+# LISA's ValDataset asks every benchmark query with these and teacher-forces VAL_ANSWER
+VAL_SHORT = IMAGE + " What is {name} in this image? Please output segmentation mask."
+VAL_LONG = IMAGE + " {sentence} Please output segmentation mask."
+VAL_ANSWER = "[SEG]."
 SHORT_QUESTIONS = [IMAGE + " Can you segment the {name} in this image?",
                    IMAGE + " Please segment the {name} in this image.",
-                   IMAGE + " What is {name} in this image? Please respond with segmentation mask.",
-                   IMAGE + " What is {name} in this image? Please output segmentation mask."]
-LONG_QUESTIONS = [IMAGE + " {sentence} Please respond with segmentation mask.",
-                  IMAGE + " {sentence} Please output segmentation mask."]
-ANSWERS = ["It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", "[SEG]."]
+                   IMAGE + " What is {name} in this image? Please respond with segmentation mask.", VAL_SHORT]
+LONG_QUESTIONS = [IMAGE + " {sentence} Please respond with segmentation mask.", VAL_LONG]
+ANSWERS = ["It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", VAL_ANSWER]
 FORMATS = ("reasonseg", "refcoco", "synthetic")
 
 
@@ -52,12 +56,21 @@ def ask(rng: random.Random, name: str | None = None, sentence: str | None = None
     return {"question": question, "answer": rng.choice(ANSWERS)}
 
 
+def benchmark_round(query: str, is_sentence: bool) -> dict:
+    """LISA's ValDataset round: the fixed question, the answer teacher-forced."""
+    question = VAL_LONG.format(sentence=query.strip()) if is_sentence else VAL_SHORT.format(name=query.strip())
+    return {"question": question, "answer": VAL_ANSWER}
+
+
 def with_image_once(rounds: list) -> list:
     """LLaVA shows the image once: only the first question keeps <image>."""
     return [rounds[0]] + [{**r, "question": r["question"].replace(IMAGE + " ", "")} for r in rounds[1:]]
 
 
-class SegConversations(torch.utils.data.Dataset):
+class SegConversations(EpochChoices, torch.utils.data.Dataset):
+    """Training: referents, sentences and templates drawn anew every epoch (segfast.data.rng);
+    evaluation: LISA's ValDataset protocol (see the module doc)."""
+
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
                  clip_size: int = 32, refs_per_image: int = 3, seed: int = 0, length: int = 256,
                  dataset: str = "refcoco", split_by: str = "unc", eval_split: str = "val"):
@@ -70,28 +83,24 @@ class SegConversations(torch.utils.data.Dataset):
         if format == "synthetic":
             self.items = list(range(int(length)))
             return
-        if not root:
-            raise ValueError(f"root is required for format={format!r}")
-        from segfast.data.referring import file_split, read_reasonseg, read_refcoco
-
-        split = file_split(split, eval_split)
-        if format == "reasonseg":
-            self.items = [[s] for s in read_reasonseg(Path(root), split)]
-        else:  # refer: the expressions of one image become rounds of one conversation
+        entries = read_entries(format, root, split, eval_split, dataset, split_by)
+        if split == "eval":
+            self.items = benchmark_queries(entries)
+        else:  # the annotations of one image become rounds of one conversation
             by_image = defaultdict(list)
-            for s in read_refcoco(Path(root), split, dataset, split_by):
-                by_image[s["image"]].append(s)
+            for e in entries:
+                by_image[e["image"]].append(e)
             self.items = list(by_image.values())
-        if not self.items:
-            raise ValueError(f"no {format} samples for split {split!r} under {root}")
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = sample_rng(self.seed, self.split, i)
+        if self.split == "eval":
+            return self._benchmark_sample(i)
+        rng = self.rng(i)
         if self.format == "synthetic":
-            image, instances = synthetic_scene(rng)
+            image, instances = synthetic_scene(content_rng(self.seed, self.split, i))
             chosen = rng.sample(instances, min(self.refs, len(instances)))
             rounds = [ask(rng, name=inst["category"]) for inst in chosen]
             masks = torch.from_numpy(np.stack([inst["mask"] for inst in chosen]))
@@ -99,10 +108,24 @@ class SegConversations(torch.utils.data.Dataset):
             entries = self.items[i]
             image = read_rgb(entries[0]["image"])
             chosen = rng.sample(entries, min(self.refs, len(entries)))
-            long = self.format == "reasonseg"
-            rounds = [ask(rng, sentence=rng.choice(e["queries"])) if long else ask(rng, name=rng.choice(e["queries"]))
-                      for e in chosen]
+            rounds = [ask(rng, sentence=q) if e["is_sentence"] else ask(rng, name=q.lower())
+                      for e, q in ((e, rng.choice(e["queries"])) for e in chosen)]
             h, w = image.shape[:2]
-            masks = torch.stack([segmentation_mask(e["segmentation"], h, w) for e in chosen])
+            masks = torch.stack([annotation_masks(e, h, w)[0] for e in chosen])  # LISA trains on the target only
         return {**model_inputs(image, self.size, self.clip_size), "conversation": with_image_once(rounds),
                 "masks": frame_masks(masks, self.size)}
+
+    def _benchmark_sample(self, i: int) -> dict:
+        if self.format == "synthetic":
+            rng = content_rng(self.seed, self.split, i)
+            image, instances = synthetic_scene(rng)
+            target = rng.choice(instances)
+            query, is_sentence, mask = target["category"], False, torch.from_numpy(target["mask"])
+            ignore = torch.zeros_like(mask)
+        else:
+            entry, q = self.items[i]
+            image = read_rgb(entry["image"])
+            mask, ignore = annotation_masks(entry, *image.shape[:2])
+            query, is_sentence = entry["queries"][q], entry["is_sentence"]
+        return {**model_inputs(image, self.size, self.clip_size), "conversation": [benchmark_round(query, is_sentence)],
+                "masks": frame_masks(mask[None], self.size), "original_masks": mask[None], "original_ignore": ignore}

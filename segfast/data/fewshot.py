@@ -16,7 +16,8 @@ k = 0..19 (the interleaved split of HSNet / PFENet's use_split_coco). The "train
 queries of the other classes, "val" those of the fold.
 
 An episode is a query (image, class) and `shots` support images of the same class, drawn
-deterministically from (seed, episode index). Masks are the class's pixels after resizing to
+deterministically from (seed, episode index, epoch): training re-draws its episodes every epoch
+(set_epoch), evaluation reads epoch 0's. Masks are the class's pixels after resizing to
 size x size (nearest; images bilinear with antialiasing). The query's objects are the COCO
 instances, or for PASCAL the mask's 8-connected components; objects smaller than
 min_object_area pixels are left out of the polygons (never out of the mask). Polygons are polar
@@ -38,6 +39,7 @@ from torch.utils.data import Dataset
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import read_rgb
+from segfast.data.rng import EpochChoices
 from segfast.ops import mask_to_polar_polygons
 
 PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -163,7 +165,7 @@ class _Coco:
         return union, torch.zeros_like(union), objects
 
 
-class FewShotEpisodes(Dataset):
+class FewShotEpisodes(EpochChoices, Dataset):
     """Episodes of a fold (see the module doc); samples match llafs-pseudo's keys plus class_ids,
     class_names, query_ignore and (with attributes) attributes."""
 
@@ -188,7 +190,7 @@ class FewShotEpisodes(Dataset):
             if len(keys) < shots + 1:
                 raise ValueError(f"class {cls} ({self.source.names[cls]}) has {len(keys)} images; an episode "
                                  f"needs shots + 1 = {shots + 1}")
-        self.shots, self.size, self.episodes, self.seed = shots, size, episodes, seed
+        self.shots, self.size, self.episodes, self.seed, self.split = shots, size, episodes, seed, split
         self.min_object_area = min_object_area
         self.attributes = json.loads(Path(attributes).read_text()) if attributes else None
 
@@ -207,7 +209,7 @@ class FewShotEpisodes(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.episodes:
             raise IndexError(index)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        g = torch.Generator().manual_seed(self.rng(index).getrandbits(32))
         query_key, cls = self.source.pairs[int(torch.randint(len(self.source.pairs), (1,), generator=g))]
         others = [k for k in self.by_class[cls] if k != query_key]
         picks = torch.randperm(len(others), generator=g)[: self.shots].tolist()
@@ -240,6 +242,13 @@ class FoldIoU:
             if c not in self.index:
                 raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
             self.state[self.index[c]] += torch.tensor([i, u])
+
+    def sync(self) -> "FoldIoU":
+        """Sums the state over all processes (no-op without torch.distributed)."""
+        from segfast.metrics import sync_state
+
+        self.state = sync_state(self.state)
+        return self
 
     def compute(self) -> dict:
         seen = self.state[:, 1] > 0

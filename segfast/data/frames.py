@@ -1,6 +1,7 @@
 """Image and mask inputs of the [SEG]-token models: SAM's frame (longest side resized to S,
 normalised, zero-padded bottom/right — exactly segment-anything's ResizeLongestSide followed by
-Sam.preprocess) and the CLIP tower's square input."""
+Sam.preprocess) and the CLIP tower's square input; and the way back for evaluation: masks at
+the image's original resolution (to_original, score_at_original)."""
 
 import numpy as np
 import torch
@@ -53,6 +54,32 @@ def frame_labels(label: np.ndarray, size: int, ignore_index: int = 255) -> torch
     x = torch.from_numpy(label.astype(np.int64))[None, None].float()
     x = F.interpolate(x, size=(h, w), mode="nearest")[0, 0].long()
     return F.pad(x, (0, size - w, 0, size - h), value=ignore_index)
+
+
+def to_original(logits: torch.Tensor, valid_size, size) -> torch.Tensor:
+    """(n, S, S) mask logits in SAM's padded frame -> (n, H, W) bool at the image's resolution:
+    the unpadded (h, w) crop upsampled bilinearly to `size` (H, W), then > 0, as
+    segment-anything's postprocess_masks (and so LISA's evaluation) does."""
+    h, w = (int(x) for x in valid_size)
+    if len(logits) == 0:
+        return torch.zeros(0, *size, dtype=torch.bool, device=logits.device)
+    x = F.interpolate(logits[:, None, :h, :w].float(), size=tuple(int(s) for s in size), mode="bilinear",
+                      align_corners=False)
+    return x[:, 0] > 0
+
+
+def score_at_original(meter, logits: list, batch: dict) -> None:
+    """Updates an IoUMeter with each sample's mask logits (n_b, S, S) in SAM's frame, mapped back
+    to the image's resolution, against batch["original_masks"] (n_b, H, W), the pixels of
+    batch["original_ignore"] (H, W) left out: how LISA's ValDataset and validate count IoU (not in
+    the frame, which would change cIoU's per-image weights)."""
+    if "original_masks" not in batch or "original_ignore" not in batch:
+        raise ValueError("evaluation batches need original_masks and original_ignore (the eval split of "
+                         "seg-conversations, seg-queries and referring carries them)")
+    for b, pred in enumerate(logits):
+        target = batch["original_masks"][b]
+        meter.update(to_original(pred, batch["valid_size"][b], target.shape[-2:]).to(target.device), target.bool(),
+                     ignore=batch["original_ignore"][b].bool())
 
 
 def clip_input(image: np.ndarray, size: int) -> torch.Tensor:

@@ -155,7 +155,8 @@ def make_pair(seed: int, progress: float, size: int = 64, curriculum: Curriculum
 class PseudoPairs(IterableDataset):
     """An endless stream of pseudo pairs for the engine. The sample at stream position n has
     seed (seed, n) and curriculum progress n / curriculum_samples; each (rank, worker) makes the
-    micro-batches it will deliver, so the stream order, and a resumed run, are exact. The eval
+    micro-batches it will deliver, so the stream order, and a resumed run (on any number of
+    processes), are exact. The eval
     split uses other seeds and the difficulty at `eval_progress` (default: the final one)."""
 
     def __init__(self, size: int = 64, curriculum_samples: int = 4096, noise_std: float = 12.0, seed: int = 0,
@@ -165,11 +166,12 @@ class PseudoPairs(IterableDataset):
         self.size, self.curriculum_samples, self.noise_std = size, curriculum_samples, noise_std
         self.curriculum = Curriculum(**(curriculum or {}))
         self.seed, self.split, self.eval_progress = seed, split, eval_progress
-        self.start_batch, self.micro_batch, self.rank, self.world = 0, 1, 0, 1
+        self.start, self.micro_batch, self.rank, self.world = 0, 1, 0, 1
 
-    def start_at(self, batch: int, micro_batch: int, rank: int, world: int) -> None:
-        """Called by the loader before iterating: deliver this rank's micro-batches from `batch` on."""
-        self.start_batch, self.micro_batch, self.rank, self.world = batch, micro_batch, rank, world
+    def start_at(self, start: int, micro_batch: int, rank: int, world: int) -> None:
+        """Called by the loader before iterating: the run has read stream positions < start;
+        deliver this rank's micro-batches from there on."""
+        self.start, self.micro_batch, self.rank, self.world = start, micro_batch, rank, world
 
     def sample(self, n: int) -> dict:
         base = self.seed * 1_000_003 + (0 if self.split == "train" else 7_919 * 1_000_003)
@@ -181,9 +183,9 @@ class PseudoPairs(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batch = self.start_batch + worker  # DataLoader takes batches from workers round robin
+        batch = worker  # DataLoader takes batches from workers round robin
         while True:
-            first = (batch * self.world + self.rank) * self.micro_batch
+            first = self.start + (batch * self.world + self.rank) * self.micro_batch
             for n in range(first, first + self.micro_batch):
                 yield self.sample(n)
             batch += workers

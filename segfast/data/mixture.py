@@ -1,12 +1,14 @@
 """Sampling several datasets at given rates, as LISA mixes sem_seg||refer_seg||reason_seg at
 9,3,1: item i picks a dataset with probability proportional to its rate and a random item in it,
-deterministically from (seed, i), so it works with DistributedSampler and resumes exactly."""
+drawn anew every epoch and deterministically from (seed, epoch, i), so every process, worker and
+rerun draws the same and a resumed run continues exactly."""
 
-import torch
 from torch.utils.data import Dataset
 
+from segfast.data.rng import EpochChoices
 
-class MixtureDataset(Dataset):
+
+class MixtureDataset(EpochChoices, Dataset):
     def __init__(self, datasets: list, rates: list, length: int, seed: int = 0):
         if len(datasets) != len(rates) or not datasets:
             raise ValueError(f"datasets and rates must be non-empty and the same length, got {len(datasets)} and {len(rates)}")
@@ -14,16 +16,22 @@ class MixtureDataset(Dataset):
             raise ValueError(f"rates must be >= 0 with a positive sum, got {rates}")
         if any(len(d) == 0 for d in datasets):
             raise ValueError("every dataset of a mixture needs at least one item")
-        self.datasets, self.length, self.seed = datasets, length, seed
-        self.probs = torch.tensor(rates, dtype=torch.float64) / sum(rates)
+        self.datasets, self.length, self.seed, self.split = datasets, length, seed, "mixture"
+        self.rates = [float(r) for r in rates]
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        for d in self.datasets:
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
 
     def __len__(self) -> int:
         return self.length
 
     def choose(self, index: int) -> tuple[int, int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        which = int(torch.multinomial(self.probs, 1, generator=g))
-        return which, int(torch.randint(len(self.datasets[which]), (1,), generator=g))
+        rng = self.rng(index)
+        which = rng.choices(range(len(self.datasets)), weights=self.rates)[0]
+        return which, rng.randrange(len(self.datasets[which]))
 
     def __getitem__(self, index: int):
         which, item = self.choose(index)

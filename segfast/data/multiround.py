@@ -33,7 +33,7 @@ import torch
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.conversations import IMAGE
 from segfast.data.frames import frame_masks, model_inputs, read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import synthetic_scene
 
 RELATIONS = ("positional", "hierarchical", "interactional")
@@ -133,7 +133,9 @@ def coco_instances(anns: list, height: int, width: int) -> list:
     return out
 
 
-class MultiRoundConversations(torch.utils.data.Dataset):
+class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
+    """The conversation of an image is drawn anew every epoch (segfast.data.rng)."""
+
     def __init__(self, format: str = "synthetic", root: str = "", annotations: str = "", images: str = "",
                  split: str = "train", num_rounds: int = 3, relations=RELATIONS, image_size: int = 64,
                  clip_size: int = 32, seed: int = 0, length: int = 256):
@@ -156,10 +158,10 @@ class MultiRoundConversations(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = sample_rng(self.seed, self.split, i)
+        rng, scenes = self.rng(i), content_rng(self.seed, self.split, i)
         for attempt in range(len(self.items)):  # an image without a unique instance gives the next one
             if self.format == "synthetic":
-                image, instances = synthetic_scene(rng)
+                image, instances = synthetic_scene(scenes)
             else:
                 path, height, width, anns = self.items[(i + attempt) % len(self.items)]
                 image = read_rgb(path)

@@ -3,21 +3,23 @@
 Layouts (local paths; the readers of segfast.data.referring): reasonseg (long queries: the
 chain of thought's reason step is generated) and refcoco/+/g in the refer layout (short
 expressions: the reason step is simulated); synthetic (generated boxes, the built-in default;
-every other sample asks a question about a box). Every query of every annotation is a sample.
-The engine's "eval" split reads the files' eval_split (val; or test, testA, ...).
+every other sample asks a question about a box). In training every query of every annotation is
+a sample; the engine's "eval" split reads the files' eval_split (val; or test, testA, ...) and
+scores the benchmark's queries (segfast.data.referring.benchmark_queries: ReasonSeg's text[0]).
 
 Samples: the frames of segfast.data.frames, query, kind ("reasoning" | "short"), key (stable
-across runs and machines: the image file name and the query), masks (1, S, S) bool, and with
-cot_cache (a directory written by `segfast cot-cache`) cot: the cached chain-of-thought record.
+across runs and machines: the image file name and the query), masks (1, S, S) bool, with
+cot_cache (a directory written by `segfast cot-cache`) cot: the cached chain-of-thought record,
+and in evaluation original_masks (1, H, W) and original_ignore (H, W) at the image's resolution.
 """
 
 from pathlib import Path
 
 import torch
 
-from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import clip_input, frame_masks, model_inputs, read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.referring import annotation_masks, benchmark_queries, read_entries
+from segfast.data.rng import content_rng
 from segfast.data.scenes import synthetic_scene
 
 FORMATS = ("reasonseg", "refcoco", "synthetic")
@@ -35,16 +37,9 @@ class SegQueries(torch.utils.data.Dataset):
         if format == "synthetic":
             self.items = list(range(int(length)))
         else:
-            if not root:
-                raise ValueError(f"root is required for format={format!r}")
-            from segfast.data.referring import file_split, read_reasonseg, read_refcoco
-
-            files = file_split(split, eval_split)
-            entries = read_reasonseg(Path(root), files) if format == "reasonseg" else \
-                read_refcoco(Path(root), files, dataset, split_by)
-            self.items = [(e, q) for e in entries for q in range(len(e["queries"]))]
-            if not self.items:
-                raise ValueError(f"no {format} samples for split {files!r} under {root}")
+            entries = read_entries(format, root, split, eval_split, dataset, split_by)
+            self.items = benchmark_queries(entries) if split == "eval" else \
+                [(e, q) for e in entries for q in range(len(e["queries"]))]
         self._cot = None  # read on first use, so `segfast cot-cache` can build the dataset before the cache exists
 
     def __len__(self):
@@ -83,7 +78,7 @@ class SegQueries(torch.utils.data.Dataset):
         return cached
 
     def _scene(self, i: int) -> tuple:
-        rng = sample_rng(self.seed, self.split, i)
+        rng = content_rng(self.seed, self.split, i)  # the scene and its query are the sample itself
         image, instances = synthetic_scene(rng)
         return image, instances, rng.choice(instances)
 
@@ -98,12 +93,15 @@ class SegQueries(torch.utils.data.Dataset):
         if self.format == "synthetic":
             image, _, target = self._scene(i)
             mask, request = torch.from_numpy(target["mask"][None]), self.request(i, target)
+            ignore = torch.zeros_like(mask[0])
         else:
             image = self._image(i)
-            mask = segmentation_mask(self.items[i][0]["segmentation"], *image.shape[:2])[None]
-            request = self.request(i)
+            mask, ignore = annotation_masks(self.items[i][0], *image.shape[:2])
+            mask, request = mask[None], self.request(i)
         sample = {**model_inputs(image, self.size, self.clip_size), "query": request["query"], "kind": request["kind"],
                   "key": request["key"], "masks": frame_masks(mask, self.size)}
+        if self.split == "eval":
+            sample.update(original_masks=mask, original_ignore=ignore)
         if self.cot_cache:
             sample["cot"] = self.cot(request["key"])
         return sample

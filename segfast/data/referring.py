@@ -3,8 +3,10 @@ SAM proposals (from `segfast proposals`).
 
 Layouts read (local paths):
   reasonseg   <root>/<split>/<name>.jpg + <name>.json as LISA's ReasonSeg:
-              {"text": [queries], "is_sentence": bool, "shapes": [{"label": "target" | "ignore",
-              "points": [[x, y], ...]}]}; the target is the union of "target" polygons.
+              {"text": [queries], "is_sentence": bool, "shapes": [{"label": str, "points": [[x, y],
+              ...]}]}, read as LISA's get_mask_from_json reads it (annotation_masks): "flag" shapes
+              are skipped, the others filled largest first; a label containing "ignore" marks
+              ignored pixels (255: left out of every metric), any other label is target.
   llmseg40k   <root>/<split>.json: a list of {"image": path under <root>/images, "query": str or
               [str], "segmentation": COCO polygons [[x, y, ...], ...] or COCO RLE}
               (LLM-Seg40K's fields mapped to these names; see the README).
@@ -13,10 +15,12 @@ Layouts read (local paths):
   synthetic   generated rectangles with a coloured target named by the query; proposals are
               the rectangles, some unions and noise boxes (no files; the built-in default).
 
-Polygons are rasterized with segfast (pycocotools' rule); the image, the target and every
-proposal are resized to image_size x image_size (nearest for masks), proposals packed and
-padded to max_proposals with empty masks (proposal_valid says which are real). The engine's
-"eval" split reads the files' eval_split (val by default; file_split).
+Polygons are rasterized with segfast (pycocotools' rule; LISA fills them with OpenCV, about half
+a pixel fatter); the image, the target and every proposal are resized to image_size x image_size
+(nearest for masks), proposals packed and padded to max_proposals with empty masks
+(proposal_valid says which are real). The engine's "eval" split reads the files' eval_split (val
+by default; file_split) and scores the benchmark's queries (benchmark_queries), each sample also
+carrying its target, ignored pixels and proposals at the image's original resolution.
 """
 
 import json
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.frames import read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.rng import EpochChoices, content_rng
 from segfast.ops import pack_masks, unpack_masks
 
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
@@ -53,10 +57,32 @@ def read_reasonseg(root: Path, split: str) -> list:
     samples = []
     for meta in sorted(folder.glob("*.json")):
         data = json.loads(meta.read_text())
-        image = meta.with_suffix(".jpg")
-        polygons = [s["points"] for s in data["shapes"] if s.get("label", "target") == "target"]
-        samples.append({"image": image, "queries": list(data["text"]), "segmentation": polygons})
+        samples.append({"image": meta.with_suffix(".jpg"), "queries": list(data["text"]),
+                        "is_sentence": bool(data.get("is_sentence", True)), "shapes": list(data["shapes"])})
     return samples
+
+
+def annotation_masks(entry: dict, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, ignore) (H, W) bool of a reader's entry. ReasonSeg shapes as LISA's
+    get_mask_from_json paints them: "flag" shapes skipped, the rest filled largest first (a
+    smaller shape wins the pixels it shares with a larger one), a label containing "ignore" paints
+    ignored pixels, any other label target; other formats have no ignored pixels."""
+    if "shapes" not in entry:
+        target = segmentation_mask(entry["segmentation"], height, width)
+        return target, torch.zeros_like(target)
+    shapes = [s for s in entry["shapes"] if s.get("label", "").lower() != "flag"]
+    masks = [segmentation_mask([s["points"]], height, width) for s in shapes]
+    label = torch.zeros(height, width, dtype=torch.uint8)
+    for k in sorted(range(len(shapes)), key=lambda k: -int(masks[k].sum())):
+        label[masks[k]] = 255 if "ignore" in shapes[k].get("label", "").lower() else 1
+    return label == 1, label == 255
+
+
+def benchmark_queries(entries: list) -> list:
+    """(entry, query index) pairs a benchmark scores, as LISA's ValDataset reads them: ReasonSeg
+    the first text of each json (text[0]); refCOCO/+/g and LLM-Seg40K every query of every
+    annotation."""
+    return [(e, q) for e in entries for q in ([0] if "shapes" in e else range(len(e["queries"])))]
 
 
 def read_llmseg40k(root: Path, split: str) -> list:
@@ -66,7 +92,7 @@ def read_llmseg40k(root: Path, split: str) -> list:
     samples = []
     for rec in json.loads(path.read_text()):
         queries = rec["query"] if isinstance(rec["query"], list) else [rec["query"]]
-        samples.append({"image": root / "images" / rec["image"], "queries": queries,
+        samples.append({"image": root / "images" / rec["image"], "queries": queries, "is_sentence": True,
                         "segmentation": rec["segmentation"]})
     return samples
 
@@ -86,9 +112,26 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
         if ref["split"] != split:
             continue
         ann, info = anns[ref["ann_id"]], images[ref["image_id"]]
-        samples.append({"image": root / "images" / "train2014" / info["file_name"],
-                        "queries": [s["sent"] for s in ref["sentences"]], "segmentation": ann["segmentation"]})
+        # sentences as LISA reads them (sent.strip().lower())
+        samples.append({"image": root / "images" / "train2014" / info["file_name"], "is_sentence": False,
+                        "queries": [s["sent"].strip().lower() for s in ref["sentences"]],
+                        "segmentation": ann["segmentation"]})
     return samples
+
+
+def read_entries(format: str, root: str, split: str, eval_split: str = "val", dataset: str = "refcoco",
+                 split_by: str = "unc") -> list:
+    """The entries of a layout for the engine's split ("train" or "eval": the files' eval_split),
+    an error naming the root when there are none."""
+    if not root:
+        raise ValueError(f"root is required for format={format!r}")
+    files = file_split(split, eval_split)
+    read = {"reasonseg": read_reasonseg, "llmseg40k": read_llmseg40k,
+            "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by)}[format]
+    entries = read(Path(root), files)
+    if not entries:
+        raise ValueError(f"no {format} samples for split {files!r} under {root}")
+    return entries
 
 
 def _resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -111,8 +154,12 @@ def _pad(packed: torch.Tensor, k: int):
     return out, valid
 
 
-class ReferringSegmentation(torch.utils.data.Dataset):
-    """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc)."""
+class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
+    """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc); in
+    training the query of a real annotation is drawn anew every epoch, in evaluation every
+    benchmark query is a sample, with original_masks (1, H, W), original_ignore (H, W) and
+    original_proposals (K, H, 8*ceil(W/64)) packed at the image's resolution. A synthetic sample
+    is fixed per index."""
 
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", proposals: str = "",
                  image_size: int = 56, max_proposals: int = 32, seed: int = 0, length: int = 256,
@@ -121,32 +168,26 @@ class ReferringSegmentation(torch.utils.data.Dataset):
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         self.format, self.size, self.k, self.seed, self.split = format, int(image_size), int(max_proposals), seed, split
         if format == "synthetic":
-            self.samples = list(range(int(length)))
+            self.items = list(range(int(length)))
             return
-        if not root:
-            raise ValueError(f"root is required for format={format!r}")
         if not proposals:
             raise ValueError("proposals: the folder written by `segfast proposals` for these images is required")
         self.root, self.proposals = Path(root), Path(proposals)
-        read = {"reasonseg": read_reasonseg, "llmseg40k": read_llmseg40k,
-                "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by)}[format]
-        self.samples = read(self.root, file_split(split, eval_split))
-        if not self.samples:
-            raise ValueError(f"no {format} samples for split {split!r} under {root}")
+        entries = read_entries(format, root, split, eval_split, dataset, split_by)
+        self.items = benchmark_queries(entries) if split == "eval" else [(e, None) for e in entries]
 
     def __len__(self):
-        return len(self.samples)
+        return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = sample_rng(self.seed, self.split, i)
         if self.format == "synthetic":
-            return self._synthetic(rng)
+            return self._synthetic(content_rng(self.seed, self.split, i))
         from segfast.models.sam.extract import load_proposals
 
-        entry = self.samples[i]
+        entry, q = self.items[i]
         image = read_rgb(entry["image"])
         h, w = image.shape[:2]
-        target = segmentation_mask(entry["segmentation"], h, w)
+        target, ignore = annotation_masks(entry, h, w)
         rel = Path(entry["image"]).relative_to(self.root).with_suffix(".json")
         name = self.proposals / rel
         if not name.is_file():
@@ -156,8 +197,16 @@ class ReferringSegmentation(torch.utils.data.Dataset):
         props = pack_masks(_resize_masks(unpack_masks(packed, w), self.size)) if len(packed) else \
             torch.zeros(0, self.size, 8 * -(-self.size // 64), dtype=torch.uint8)
         proposals, valid = _pad(props, self.k)
-        return {"image": _image_tensor(image, self.size), "query": rng.choice(entry["queries"]),
-                "proposals": proposals, "proposal_valid": valid, "gt_mask": _resize_masks(target[None], self.size)[0]}
+        query = entry["queries"][q] if q is not None else self.rng(i).choice(entry["queries"])
+        sample = {"image": _image_tensor(image, self.size), "query": query, "proposals": proposals,
+                  "proposal_valid": valid, "gt_mask": _resize_masks(target[None], self.size)[0]}
+        return self._with_original(sample, target, ignore, packed)
+
+    def _with_original(self, sample: dict, target, ignore, packed) -> dict:
+        """Evaluation samples also carry what the metrics read at the original resolution."""
+        if self.split != "eval":
+            return sample
+        return {**sample, "original_masks": target[None], "original_ignore": ignore, "original_proposals": packed}
 
     def _synthetic(self, rng: random.Random) -> dict:
         s = self.size
@@ -184,7 +233,8 @@ class ReferringSegmentation(torch.utils.data.Dataset):
             extra.append(m)
         order = list(range(len(regions) + len(extra)))
         rng.shuffle(order)
-        props = torch.stack(regions + extra)[order]
-        proposals, valid = _pad(pack_masks(props), self.k)
-        return {"image": _image_tensor(image, s), "query": f"segment the {visible[target]} box",
-                "proposals": proposals, "proposal_valid": valid, "gt_mask": regions[target]}
+        props = pack_masks(torch.stack(regions + extra)[order])
+        proposals, valid = _pad(props, self.k)
+        sample = {"image": _image_tensor(image, s), "query": f"segment the {visible[target]} box",
+                  "proposals": proposals, "proposal_valid": valid, "gt_mask": regions[target]}
+        return self._with_original(sample, regions[target], torch.zeros(s, s, dtype=torch.bool), props)

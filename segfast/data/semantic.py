@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from segfast.data.frames import frame_labels, frame_masks, model_inputs, read_rgb
-from segfast.data.rng import sample_rng
+from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import OBJECT_COLOURS, synthetic_scene
 from segfast.models.lasagna.sequence import build
 
@@ -79,7 +79,9 @@ def load_label(format: str, path: Path) -> np.ndarray:
     return raw
 
 
-class SemanticQueries(torch.utils.data.Dataset):
+class SemanticQueries(EpochChoices, torch.utils.data.Dataset):
+    """The class list, its order and the question are drawn anew every epoch (segfast.data.rng)."""
+
     def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
                  clip_size: int = 32, num_classes: int = 10, random_class_list: bool = True,
                  sequence_augmentation: bool = True, order_consistency: bool = True, seed: int = 0,
@@ -103,9 +105,8 @@ class SemanticQueries(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rng = sample_rng(self.seed, self.split, i)
         if self.format == "synthetic":
-            image, instances = synthetic_scene(rng, parts=False)
+            image, instances = synthetic_scene(content_rng(self.seed, self.split, i), parts=False)
             label = np.full(image.shape[:2], IGNORE, np.int64)
             for inst in instances:
                 if inst["parent"] is None:
@@ -115,7 +116,7 @@ class SemanticQueries(torch.utils.data.Dataset):
             image = read_rgb(image_path)
             label = load_label(self.format, label_path)
         present = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes)]
-        question, answer, targets = build(present, self.classes, rng, **self.strategy)
+        question, answer, targets = build(present, self.classes, self.rng(i), **self.strategy)
         masks = torch.from_numpy(np.stack([label == c for c in targets])) if targets else \
             torch.zeros(0, *label.shape, dtype=torch.bool)
         return {**model_inputs(image, self.size, self.clip_size), "label": frame_labels(label, self.size),

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from segfast.train.config import ConfigError, LoraConfig, ModelConfig
+from segfast.train.config import ConfigError, LoraConfig, ModelConfig, check_keys
 
 log = logging.getLogger("segfast")
 
@@ -112,10 +112,9 @@ def load_llm(cfg: ModelConfig, device: torch.device | None = None):
 
 
 def model_options(model: str, options: dict, defaults: dict) -> dict:
-    """defaults updated by options; unknown keys are an error naming them."""
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown model.options for {model}: {sorted(unknown)}; known: {sorted(defaults)}")
+    """defaults updated by options; an unknown key is a ConfigError naming it (with the closest
+    declared option as a suggestion)."""
+    check_keys("model.options.", options, defaults)
     return {**defaults, **options}
 
 
@@ -137,6 +136,21 @@ def build_llm(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return lm, tokenizer
+
+
+def token_mean_kwargs(batch: dict) -> dict:
+    """The language model's loss arguments: the engine puts the number of target tokens of the
+    whole global batch (per micro-batch share) in batch["num_items_in_batch"], and transformers'
+    loss then divides its sum by it instead of taking each micro-batch's own mean, so 1 and N
+    processes (and any accumulation) optimise the same loss (transformers' own fix of 2024)."""
+    n = batch.get("num_items_in_batch")
+    return {} if n is None else {"num_items_in_batch": n}
+
+
+def count_labelled(labels) -> int:
+    """Target tokens of label rows (lists or a tensor): those that are not IGNORE after the
+    one-position shift of a causal LM's loss."""
+    return sum(sum(1 for t in list(row)[1:] if int(t) != -100) for row in labels)
 
 
 class LLMHooks:

@@ -6,7 +6,7 @@ without, it builds a random-init Llama from model.options (no downloads)."""
 import torch
 from torch import nn
 
-from segfast.models.llm import apply_lora, load_llm
+from segfast.models.llm import apply_lora, count_labelled, load_llm, token_mean_kwargs
 from segfast.models.tiny import tiny_llama
 from segfast.train.config import ModelConfig
 
@@ -28,8 +28,13 @@ class ToyLLM(nn.Module):
         return self.lm if isinstance(self.lm, PeftModel) else None
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                      **token_mean_kwargs(batch))
         return {"loss_text": out.loss}
+
+    @staticmethod
+    def count_targets(batch: dict) -> int:
+        return count_labelled(batch["labels"])
 
     def transformer_blocks(self) -> list:
         base = self.lm.get_base_model() if self.peft_model is not None else self.lm

@@ -71,9 +71,14 @@ class RunConfig:
     save_every: int = 50
     keep_last: int = 2
     eval_every: int = 0             # 0 disables
-    eval_batches: int = 4
+    eval_batches: int = 4           # ours: micro-batches per process of a periodic evaluation; 0 = the whole split
     tensorboard: bool = False
     resume: bool = False            # continue from the newest checkpoint in output_dir
+    # ours, because a later stage (LLaFS pretraining -> few-shot training, fine-tuning) must never start
+    # from scratch by accident: a checkpoint (or a run directory: its newest valid one) whose trainable
+    # weights, LoRA adapter included, start this run; ignored when the run resumes its own checkpoint
+    init_from: str = ""
+    init_strict: bool = True        # ours: a stage never silently loads half its weights (missing/unexpected listed)
     stop_after: int = 0             # stop (as if killed) after this many steps of this process; 0 = never
 
 
@@ -86,6 +91,26 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _did_you_mean(word, known, prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def check_keys(prefix: str, given, known) -> None:
+    """ConfigError for the first key of `given` that is not in `known`, with the closest known
+    key as a suggestion (prefix: the dotted section, e.g. "model.options.")."""
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}{_did_you_mean(key, known, prefix)}; known: "
+                              f"{', '.join(prefix + str(k) for k in known)}")
+
+
+def check_name(key: str, name: str, known) -> None:
+    """ConfigError when `name` (the value of `key`, e.g. model.name) is not registered."""
+    if name not in known:
+        raise ConfigError(f"{key} {name!r} is not one of {', '.join(known)}{_did_you_mean(name, known)}")
 
 
 def _convert(value, kind, key):
@@ -113,7 +138,7 @@ def _convert(value, kind, key):
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         raise ConfigError(f"{key}: expected {getattr(origin, '__name__', origin)}, got {value!r}") from None
     return value
 
@@ -123,13 +148,10 @@ def _build(cls, data: dict, prefix: str):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    check_keys(prefix, data, fields)
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config key {dotted!r}{hint}; known: {', '.join(prefix + k for k in fields)}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value or {}, dotted + ".")
@@ -173,7 +195,11 @@ def load_config(path: str | Path | None = None, overrides: list | tuple = (), ba
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(value) if value.strip() else "")
+        try:
+            value = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key.strip()}: {value!r} is not a valid value ({exc.problem})") from None
+        _set_dotted(tree, key.strip(), value)
     from segfast.models import CONFIG_DEFAULTS
 
     tree = _merged(CONFIG_DEFAULTS.get((tree.get("model") or {}).get("name"), {}), tree)
@@ -190,20 +216,43 @@ def _merged(defaults: dict, tree: dict) -> dict:
     return out
 
 
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
 def validate(cfg: TrainConfig) -> None:
-    run = cfg.run
-    for key in ("total_steps", "global_batch_size", "micro_batch_size"):
-        if getattr(run, key) < 1:
-            raise ConfigError(f"run.{key} must be >= 1, got {getattr(run, key)}")
+    """Every value checked before anything runs: a ConfigError names the key."""
+    from segfast.data import DATASETS
+    from segfast.models import MODELS, declared_options
+
+    run, optim = cfg.run, cfg.optim
+    for key in ("total_steps", "global_batch_size", "micro_batch_size", "save_every", "log_every", "keep_last"):
+        _at_least(f"run.{key}", getattr(run, key), 1)
+    for key in ("eval_every", "eval_batches", "stop_after"):
+        _at_least(f"run.{key}", getattr(run, key), 0)
+    _at_least("data.num_workers", cfg.data.num_workers, 0)
+    for key in ("weight_decay", "warmup_steps", "clip_grad"):
+        _at_least(f"optim.{key}", getattr(optim, key), 0)
+    if not optim.lr > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {optim.lr}")
+    if not 0 <= optim.min_lr_ratio <= 1:
+        raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}")
+    betas = optim.betas
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.95], got {list(betas)}")
     if run.device not in ("auto", "cpu"):
         raise ConfigError(f"run.device must be auto or cpu, got {run.device!r}")
     if run.strategy not in ("auto", "none", "ddp", "fsdp"):
         raise ConfigError(f"run.strategy must be auto, none, ddp or fsdp, got {run.strategy!r}")
     if run.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"run.precision must be auto, bf16, fp16 or fp32, got {run.precision!r}")
-    if cfg.optim.schedule not in ("cosine", "linear", "constant"):
-        raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {cfg.optim.schedule!r}")
+    if optim.schedule not in ("cosine", "linear", "constant"):
+        raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {optim.schedule!r}")
     if cfg.model.attention not in ("auto", "flash_attention_2", "sdpa", "eager"):
         raise ConfigError(f"model.attention must be auto, flash_attention_2, sdpa or eager, got {cfg.model.attention!r}")
-    if run.keep_last < 1:
-        raise ConfigError(f"run.keep_last must be >= 1, got {run.keep_last}")
+    check_name("model.name", cfg.model.name, MODELS)
+    check_name("data.name", cfg.data.name, DATASETS)
+    declared = declared_options(cfg.model.name)
+    if declared is not None:
+        check_keys("model.options.", cfg.model.options, declared)

@@ -57,14 +57,35 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
     return global_batch // per_step
 
 
-def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+def sum_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.distributed:
         value = value.detach().clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= env.world_size
     return value
+
+
+def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    return sum_across(value, env) / env.world_size
+
+
+def any_across(flag: bool, env: DistEnv) -> bool:
+    """True on every rank when `flag` is true on any rank."""
+    if not env.distributed:
+        return flag
+    value = torch.tensor([int(flag)], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()
+
+
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's `obj` on every rank (picklable objects)."""
+    if env.distributed:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj

@@ -6,36 +6,32 @@ config trains the same way on 1 or 8 devices.
 """
 
 import contextlib
-import json
 import logging
-import random
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from segfast.data import DATASETS
+from segfast.data.collate import to_device
 from segfast.data.loader import make_loader
 from segfast.models import MODELS
 from segfast.train import checkpoint, memory
-from segfast.train.config import ConfigError, TrainConfig
-from segfast.train.distributed import DistEnv, accumulation_steps, init_distributed, mean_across, shutdown
+from segfast.train.config import ConfigError, TrainConfig, validate
+from segfast.train.distributed import (DistEnv, accumulation_steps, init_distributed, mean_across, shutdown,
+                                       sum_across)
+from segfast.train.evaluation import evaluate
 from segfast.train.precision import autocast, choose_precision, grad_scaler
+from segfast.train.progress import Logger
+from segfast.train.rng import rng_state, seed_everything
 from segfast.train.schedule import build_optimizer
+from segfast.train.watchdog import launcher_watch
 
 log = logging.getLogger("segfast")
 
 
 class NonFiniteLoss(FloatingPointError):
     """Raised when a step's loss is NaN or Inf; a checkpoint of the state before it is saved."""
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _wrap(model, cfg: TrainConfig, env: DistEnv):
@@ -63,77 +59,48 @@ def _wrap(model, cfg: TrainConfig, env: DistEnv):
 
 
 class _Batches:
-    """Endless micro-batches across epochs, remembering (epoch, batch) for exact resumption."""
+    """Endless micro-batches across epochs. (epoch, position) is the data position: how many
+    samples of the epoch's order all processes together have read (segfast.data.loader), so a
+    run resumes exactly on any number of processes."""
 
-    def __init__(self, dataset, cfg: TrainConfig, env: DistEnv, epoch: int = 0, batch: int = 0):
+    def __init__(self, dataset, cfg: TrainConfig, env: DistEnv, epoch: int = 0, position: int = 0):
         self.dataset, self.cfg, self.env = dataset, cfg, env
-        self.epoch, self.batch = epoch, batch
+        self.epoch, self.position = epoch, position
         self._iter = self._open()
 
     def _open(self):
         return iter(make_loader(self.dataset, self.cfg.run.micro_batch_size, self.env.rank, self.env.world_size,
-                                self.cfg.run.seed, self.epoch, self.batch, self.cfg.data.num_workers))
+                                self.cfg.run.seed, self.epoch, self.position, self.cfg.data.num_workers))
 
     def next(self) -> dict:
-        try:
-            item = next(self._iter)
-        except StopIteration:
-            self.epoch, self.batch = self.epoch + 1, 0
+        item = next(self._iter, None)
+        if item is None:  # the epoch is over (or had no whole round left after a resume)
+            self.epoch, self.position = self.epoch + 1, 0
             self._iter = self._open()
             item = next(self._iter)
-        self.batch += 1
+        self.position += self.cfg.run.micro_batch_size * self.env.world_size
         return item
 
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
 
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-
-class _Logger:
-    """Progress bar (rank 0), JSONL metrics, optional TensorBoard."""
-
-    def __init__(self, cfg: TrainConfig, env: DistEnv, start: int):
-        self.env, self.jsonl, self.bar, self.tb = env, None, None, None
-        if not env.is_main:
-            return
-        out = Path(cfg.run.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(out / "metrics.jsonl", "a")
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=cfg.run.total_steps, initial=start, desc="train", dynamic_ncols=True)
-        if cfg.run.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                log.warning("segfast: run.tensorboard=true but tensorboard is not installed; logging JSONL only")
-
-    def log(self, record: dict) -> None:
-        if not self.env.is_main:
-            return
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(k, v, record["step"])
-
-    def advance(self, show: dict) -> None:
-        if self.env.is_main:
-            self.bar.set_postfix(show, refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.env.is_main:
-            self.bar.close()
-            self.jsonl.close()
-            if self.tb is not None:
-                self.tb.close()
+def share_target_tokens(step_batches: list, inner, env: DistEnv) -> None:
+    """Sets batch["num_items_in_batch"] = the target tokens of the whole global batch divided by
+    its number of micro-batches, for models that count their targets (count_targets): with the
+    engine's 1/accumulation and DDP's 1/world, each token then weighs 1/(global target tokens),
+    as one process with the whole batch would weigh it (segfast.models.llm.token_mean_kwargs)."""
+    if not hasattr(inner, "count_targets"):
+        return
+    local = torch.tensor([float(sum(inner.count_targets(b) for b in step_batches))], device=env.device)
+    total = sum_across(local, env).item()
+    share = max(total, 1.0) / (len(step_batches) * env.world_size)
+    for batch in step_batches:
+        batch["num_items_in_batch"] = share
 
 
 def run(cfg: TrainConfig) -> dict:
+    validate(cfg)  # a TrainConfig built in code has not been through load_config
     env = init_distributed(cfg.run.device)
     try:
         return _run(cfg, env)
@@ -145,12 +112,13 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     run_cfg = cfg.run
     accum = accumulation_steps(run_cfg.global_batch_size, run_cfg.micro_batch_size, env.world_size)
     precision = choose_precision(run_cfg.precision, env.device)
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model.name {cfg.model.name!r} is not one of {', '.join(MODELS)}")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"data.name {cfg.data.name!r} is not one of {', '.join(DATASETS)}")
-    _seed_everything(run_cfg.seed)  # identical initial weights on every rank
+    latest = checkpoint.resume_checkpoint(run_cfg.output_dir, env) if run_cfg.resume else None
+    seed_everything(run_cfg.seed)  # identical initial weights on every rank
     inner = MODELS[cfg.model.name](cfg.model, env.device).to(env.device)
+    if run_cfg.init_from and latest is None:
+        source = checkpoint.load_weights(run_cfg.init_from, inner, run_cfg.init_strict)
+        if env.is_main:
+            print(f"segfast: initialised from {source}", flush=True)
     if run_cfg.gradient_checkpointing and hasattr(inner, "enable_gradient_checkpointing"):
         inner.enable_gradient_checkpointing()
     model, strategy = _wrap(inner, cfg, env)
@@ -158,16 +126,16 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     scaler = grad_scaler(precision, env.device)
     train_data = DATASETS[cfg.data.name](cfg.data.options, "train", run_cfg.seed)
     eval_data = DATASETS[cfg.data.name](cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
-    step, epoch, batch_in_epoch = 0, 0, 0
-    latest = checkpoint.latest_checkpoint(run_cfg.output_dir) if run_cfg.resume else None
+    step, epoch, position = 0, 0, 0
     if latest is not None:
-        state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env)
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env, run_cfg.seed)
+        step, epoch, position = state["step"], state["epoch"], state["position"]
         if env.is_main:
-            log.info("segfast: resumed from %s at step %d", latest, step)
+            unused = f" (run.init_from={run_cfg.init_from} is for a fresh start only)" if run_cfg.init_from else ""
+            print(f"segfast: resumed from {latest} at step {step}{unused}", flush=True)
     else:
-        _seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
-    batches = _Batches(train_data, cfg, env, epoch, batch_in_epoch)
+        seed_everything(run_cfg.seed + env.rank)  # per-rank randomness (dropout) from here on
+    batches = _Batches(train_data, cfg, env, epoch, position)
     if env.is_main:
         seq = int(cfg.data.options.get("seq_len", 512))
         est = memory.estimate(inner, run_cfg.micro_batch_size, seq, run_cfg.gradient_checkpointing, precision,
@@ -175,21 +143,27 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
         print(f"segfast: {env.world_size} process(es) on {env.device.type}, strategy {strategy}, precision "
               f"{precision}, {accum} micro-batch(es) of {run_cfg.micro_batch_size} per step; memory estimate: "
               f"{memory.describe(est)}", flush=True)
-    logger = _Logger(cfg, env, step)
+    logger = Logger(cfg, env, step)
     config_dict = cfg.to_dict()
     losses, steps_this_run = [], 0
 
-    def save(name):
+    def save(name, position=None, rng=None):
         return checkpoint.save_checkpoint(name, model, inner, optimizer, scheduler,
-                                          {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch},
-                                          config_dict, env, run_cfg.output_dir, run_cfg.keep_last)
+                                          {"step": step, **(position or batches.state())},
+                                          config_dict, env, run_cfg.output_dir, run_cfg.keep_last, rng)
 
+    watch = launcher_watch()
     try:
         while step < run_cfg.total_steps:
+            if watch is not None:
+                watch.check(env)  # a dead launcher: stop here, before another step or checkpoint
             started = time.perf_counter()
+            position, rng = batches.state(), rng_state()  # the state before this step, for a non-finite stop
             totals, tokens, samples = {}, 0, 0
-            for micro in range(accum):
-                batch = _to(batches.next(), env.device)
+            step_batches = [batches.next() for _ in range(accum)]
+            share_target_tokens(step_batches, inner, env)
+            for micro, batch in enumerate(step_batches):
+                batch = to_device(batch, env.device)
                 sync = micro == accum - 1 or strategy != "ddp"
                 context = model.no_sync() if not sync else contextlib.nullcontext()
                 with context:
@@ -203,9 +177,11 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
                 samples += run_cfg.micro_batch_size
             total = mean_across(sum(totals.values()), env)
             if not torch.isfinite(total):
-                path = save(f"step-{step:06d}-nonfinite")
-                raise NonFiniteLoss(f"loss is {total.item()} at step {step + 1}; the state before this step is saved "
-                                    f"in {path}. Lower optim.lr, check the data, or use run.precision=fp32.")
+                path = save(f"step-{step:06d}-nonfinite", position, rng)
+                raise NonFiniteLoss(f"loss is {total.item()} at step {step + 1}; the state before this step (weights, "
+                                    f"optimizer, data position, random state) is saved in {path}, and --resume "
+                                    "continues from it, replaying this step's batches. Lower optim.lr, check the "
+                                    "data, or use run.precision=fp32 first.")
             if cfg.optim.clip_grad > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
@@ -236,57 +212,3 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
         logger.close()
     return {"step": step, "losses": losses, "strategy": strategy, "precision": precision,
             "accumulation_steps": accum}
-
-
-@torch.no_grad()
-def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: str) -> dict:
-    """Mean of each named loss over run.eval_batches micro-batches of the eval split, plus the
-    segfast.metrics meters a model with an `evaluate(batch, meters)` hook updates (gIoU, cIoU),
-    merged over processes."""
-    from segfast.metrics import IoUMeter
-
-    was_training = model.training
-    model.eval()
-    loader = iter(make_loader(dataset, cfg.run.micro_batch_size, env.rank, env.world_size, cfg.run.seed, 0))
-    totals, count, meters = {}, 0, {"iou": IoUMeter()}
-    for _ in range(cfg.run.eval_batches):
-        batch = next(loader, None)
-        if batch is None:
-            break
-        batch = _to(batch, env.device)
-        with autocast(precision, env.device):
-            named = model(batch)
-            if hasattr(inner, "evaluate"):
-                inner.evaluate(batch, meters)
-        for k, v in named.items():
-            totals[k] = totals.get(k, 0.0) + v.float()
-        count += 1
-    model.train(was_training)
-    out = {f"eval/{k}": mean_across(v / max(count, 1), env).item() for k, v in totals.items()}
-    for name, meter in meters.items():  # models may add meters (mIoU, per-round IoU) in their hook
-        if bool(meter.state.any()):
-            out.update({f"eval/{name}/{k}": v for k, v in meter.sync().compute().items() if isinstance(v, (int, float))})
-    return out
-
-
-def evaluate_checkpoint(directory, overrides=(), batches: int = 0) -> dict:
-    """Evaluation of a saved checkpoint on its config's eval split (data overrides allowed, e.g.
-    data.options.root): the losses and the model's meters over `batches` micro-batches per
-    process, 0 = every full batch. Runs under torchrun too (the meters merge across processes)."""
-    import yaml
-
-    from segfast.train.config import load_config
-
-    directory = Path(directory)
-    cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()), overrides=overrides)
-    env = init_distributed(cfg.run.device)
-    try:
-        model = checkpoint.load_trained(directory, env.device, overrides)
-        dataset = DATASETS[cfg.data.name](cfg.data.options, "eval", cfg.run.seed)
-        per_process = len(dataset) // (cfg.run.micro_batch_size * env.world_size)
-        cfg.run.eval_batches = min(batches, per_process) if batches else per_process
-        if cfg.run.eval_batches < 1:
-            raise ValueError(f"the eval split has {len(dataset)} samples, fewer than one micro-batch per process")
-        return evaluate(model, model, dataset, cfg, env, choose_precision(cfg.run.precision, env.device))
-    finally:
-        shutdown(env)

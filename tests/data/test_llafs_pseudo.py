@@ -64,7 +64,7 @@ def test_closed_bezier_passes_between_control_points():
 
 
 def _stream(ds, micro, rank, world, skip=0, workers=0, batches=4):
-    loader = make_loader(ds, micro, rank, world, seed=0, epoch=0, skip_batches=skip, num_workers=workers)
+    loader = make_loader(ds, micro, rank, world, seed=0, epoch=0, start=skip * micro * world, num_workers=workers)
     return [b["query_image"] for b in itertools.islice(iter(loader), batches)]
 
 

@@ -1,4 +1,4 @@
-"""Generated samples are a function of (seed, split, index) alone: the same in every process
+"""Generated samples are a function of (seed, split, index, epoch) alone: the same in every process
 (torchrun ranks, loader workers, the chain-of-thought cache and the training that reads it),
 whatever Python's per-process string-hash salt."""
 
@@ -19,6 +19,8 @@ def fingerprint(v):
 for name in ("referring", "seg-conversations", "semantic-queries", "multiround", "seg-queries"):
     dataset = DATASETS[name]({"length": 3} if name != "referring" else {}, "train", 0)
     for i in range(2):
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(i)  # epoch 0 and 1
         sample = dataset[i]
         print(name, i, hashlib.sha256(b"".join(k.encode() + fingerprint(sample[k]) for k in sorted(sample))).hexdigest())
 """

@@ -166,7 +166,7 @@ def test_lisa_trains_through_segfast_train_on_a_mixture(tmp_path):
                          {"name": "mixture", "options": {"datasets": [conv, {**conv, "options": {"length": 8, "refs_per_image": 1}}],
                                                          "rates": [3, 1], "length": 16}}, steps=3)
     assert any("eval/iou/gIoU" in r for r in records)
-    from segfast.train.engine import evaluate_checkpoint
+    from segfast.train.evaluation import evaluate_checkpoint
 
     scores = evaluate_checkpoint(tmp_path / "checkpoints" / "step-000003", batches=2)
     assert scores["eval/iou/samples"] > 0 and 0 <= scores["eval/iou/cIoU"] <= 1 and np.isfinite(scores["eval/text"])

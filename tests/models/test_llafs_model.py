@@ -75,7 +75,7 @@ def test_local_checkpoint_path_and_bad_options(tmp_path):
     assert len(model.tokenizer) > 384  # coordinate tokens added, embeddings resized
     assert model.lm.get_input_embeddings().num_embeddings >= len(model.tokenizer)
     assert torch.isfinite(model(pseudo_batch(1))["loss_llm"])
-    with pytest.raises(ValueError, match="unknown model.options"):
+    with pytest.raises(ValueError, match="unknown config key .model.options.encoder_depth"):
         tiny(encoder_depth=3)
     with pytest.raises(ValueError, match="encoder"):
         tiny(encoder="vit")
@@ -113,3 +113,22 @@ def test_encoder_concatenates_three_stages_at_one_eighth(kind, channels):
     assert not enc.training  # frozen encoders stay in eval mode
     learn = ImageEncoder("tiny", frozen=False)
     assert learn(torch.rand(1, 3, 32, 32)).requires_grad
+
+
+def test_engine_evaluation_reports_the_fold_miou_of_evaluate_fold(tmp_path, gen):
+    """The engine's evaluation (any number of processes, segfast evaluate --benchmark) reports the
+    papers' per-class mean foreground IoU, the same as segfast llafs-eval."""
+    from segfast.data.fewshot import FewShotEpisodes
+    from segfast.models.llafs.evaluate import evaluate_fold
+    from segfast.train.config import load_config
+    from segfast.train.distributed import DistEnv
+    from segfast.train.evaluation import evaluate
+    from tests.data.test_fewshot import _pascal_tree
+
+    _pascal_tree(tmp_path, gen)
+    model = tiny(max_objects=1)
+    reference = evaluate_fold(model, tmp_path, "pascal", fold=0, shots=1, episodes=3, batch_size=2)
+    episodes = FewShotEpisodes(tmp_path, "pascal", 0, 1, "val", model.image_size, 3, 0)
+    cfg = load_config(overrides=["run.micro_batch_size=2", "run.global_batch_size=2", "run.device=cpu"])
+    result = evaluate(model, model, episodes, cfg, DistEnv(), "fp32", batches=0)
+    assert result["eval/samples"] == 3 and result["eval/fold/mIoU"] == pytest.approx(reference["mIoU"])

@@ -261,9 +261,12 @@ def test_reasonseg_refcoco_and_synthetic_queries(tmp_path):
     (tmp_path / "rs" / "val" / "a.json").write_text(json.dumps(
         {"text": ["what holds the drink?", "the cup"], "is_sentence": True,
          "shapes": [{"label": "target", "points": [[0, 0], [30, 0], [30, 20], [0, 20]]}]}))
-    rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="eval")  # the engine's eval reads val
+    rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="val")  # read as training data: every query
     assert len(rs) == 2 and [rs.request(i)["query"] for i in range(2)] == ["what holds the drink?", "the cup"]
+    rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="eval")  # the benchmark reads val's text[0]
+    assert len(rs) == 1 and rs.request(0)["query"] == "what holds the drink?"
     sample = rs[0]
+    assert sample["original_masks"].shape == (1, 40, 60) and sample["original_masks"][0, :20, :30].all()
     assert sample["kind"] == "reasoning" and sample["key"] == "a.jpg\twhat holds the drink?"
     assert sample["masks"].shape == (1, 64, 64) and sample["masks"][0, :21, :32].all() and not sample["masks"][0, 22:].any()
     write_refer(tmp_path / "rc", image,
@@ -339,7 +342,7 @@ def test_llavaseg_trains_through_segfast_train_from_saved_weights(tmp_path):
     import segfast
     from safetensors.torch import load_file
 
-    from segfast.train.engine import evaluate_checkpoint
+    from segfast.train.evaluation import evaluate_checkpoint
 
     weights = saved_weights(tmp_path / "weights")
     config = _config(tmp_path, weights, gradient_checkpointing=True)

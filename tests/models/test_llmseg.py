@@ -144,7 +144,11 @@ def test_reasonseg_llmseg40k_and_refcoco_layouts(tmp_path):
         assert iou.argmax() == target and iou.max() > 0.8, (fmt, iou)
     # the engine evaluates on split "eval": the files' val (or eval_split)
     for fmt, root, props in (("reasonseg", "rs", "props"), ("refcoco", "rc", "propsrc")):
-        assert len(ReferringSegmentation(fmt, str(tmp_path / root), "eval", str(tmp_path / props))) == 1
+        evaluation = ReferringSegmentation(fmt, str(tmp_path / root), "eval", str(tmp_path / props))
+        assert len(evaluation) == 1
+        s = evaluation[0]  # what the metrics read at the original resolution
+        assert s["original_proposals"].shape == (2, 40, 8) and s["original_masks"].shape == (1, 40, 60)
+        assert s["original_masks"][0, 10:20, 10:30].all() and int(s["original_masks"].sum()) == 200
     assert len(ReferringSegmentation("llmseg40k", str(tmp_path / "l40"), "eval", str(tmp_path / "props40"),
                                      eval_split="train")) == 1
     with pytest.raises(ValueError, match="proposals"):

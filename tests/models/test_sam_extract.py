@@ -58,3 +58,25 @@ def test_shards_by_rank(tmp_path, monkeypatch):
 def test_bad_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="images"):
         main(["proposals", "--images", str(tmp_path / "nope"), "--out", str(tmp_path), *ARGS])
+
+
+def test_unreadable_images_are_recorded_and_skipped_not_fatal(tmp_path, capsys):
+    images, out = _images(tmp_path / "images", n=3), tmp_path / "out"
+    (images / "d0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (images / "d1" / "empty.jpg").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"cannot read .*broken\.png"):
+        assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS, "--image-batch", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 images done, 0 already there, 2 failed" in printed and "d0/broken.png" in printed
+    assert sorted(f.relative_to(out).as_posix() for f in out.rglob("im*.json")) == ["d0/im0.json", "d0/im2.json",
+                                                                                   "d1/im1.json"]
+    recorded = json.loads((out / "failed-rank0.json").read_text())
+    assert [r["image"] for r in recorded] == ["d0/broken.png", "d1/empty.jpg"] and all(r["error"] for r in recorded)
+    # a resume does not die on them either: they are tried again, the rest is skipped
+    with pytest.warns(UserWarning, match="cannot read"):
+        assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
+    assert "0 images done, 3 already there, 2 failed" in capsys.readouterr().out
+    (images / "d0" / "broken.png").unlink()
+    (images / "d1" / "empty.jpg").unlink()
+    assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
+    assert not (out / "failed-rank0.json").exists()

@@ -1,49 +1,14 @@
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import segfast
 from segfast.models import MODELS
 from segfast.models.llm import add_special_tokens, choose_attention, verify_single_ids
 from segfast.train import ConfigError, load_config
 from segfast.train.engine import NonFiniteLoss
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def base_config(out, **run):
-    return {
-        "model": {"name": "toy-llm", "lora": {"dropout": 0.0, "r": 8}},
-        "data": {"name": "toy-tokens", "options": {"seq_len": 16, "min_len": 16, "vocab_size": 64, "size": 512}},
-        "optim": {"lr": 5e-3, "warmup_steps": 2},
-        "run": {"output_dir": str(out), "total_steps": 8, "global_batch_size": 8, "micro_batch_size": 2,
-                "save_every": 4, "log_every": 1, "device": "cpu", **run},  # CPU even on GPU machines: exact comparisons
-    }
-
-
-def losses_by_step(out) -> dict:
-    """The last logged loss of every step (a resumed run logs the replayed steps again)."""
-    by_step = {}
-    for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            by_step[record["step"]] = record["loss"]
-    return by_step
-
-
-def torchrun(config: dict, path: Path, nproc: int = 2):
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "segfast", "train", "--config", str(path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+from tests.train.runs import base_config, epochs_config, losses_by_step, torchrun
 
 
 def test_loaded_llm_with_lora_learns_and_exports(tiny_llm_dir, tmp_path):
@@ -93,11 +58,11 @@ def test_attention_choice_is_explained():
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    full = segfast.train(base_config(tmp_path / "full", total_steps=10))
-    killed = base_config(tmp_path / "resumed", total_steps=10, stop_after=6)
+    full = segfast.train(epochs_config(tmp_path / "full", total_steps=10))
+    killed = epochs_config(tmp_path / "resumed", total_steps=10, stop_after=6)
     segfast.train(killed)  # "killed" after step 6; the newest checkpoint is step 4
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-000004"]
-    segfast.train(base_config(tmp_path / "resumed", total_steps=10, resume=True))
+    segfast.train(epochs_config(tmp_path / "resumed", total_steps=10, resume=True))
     resumed = losses_by_step(tmp_path / "resumed")
     assert [resumed[s] for s in range(1, 11)] == full["losses"]  # bit for bit
 
@@ -143,13 +108,16 @@ def test_config_errors_name_the_key(tmp_path):
     assert load_config(path, ["optim.lr=0.5"]).optim.lr == 0.5
 
 
-def test_ddp_two_processes_match_one_process(tmp_path):
-    single = segfast.train(base_config(tmp_path / "one", total_steps=6))
-    torchrun(base_config(tmp_path / "two", total_steps=6), tmp_path / "two.yaml")
+def test_ddp_two_processes_match_one_process_on_variable_lengths(tmp_path):
+    """The token mean is taken over the whole global batch (num_items_in_batch), not per
+    micro-batch: with dropout off, 1 and 2 processes agree to float rounding on variable-length
+    samples (they differed by 1.3e-3 at step 1), across epochs."""
+    single = segfast.train(epochs_config(tmp_path / "one", total_steps=6))
+    torchrun(epochs_config(tmp_path / "two", total_steps=6), tmp_path / "two.yaml")
     two = losses_by_step(tmp_path / "two")
     assert len(two) == 6
     for step, loss in enumerate(single["losses"], 1):
-        assert two[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert two[step] == pytest.approx(loss, rel=2e-6), step
 
 
 def test_fsdp2_two_processes_run_and_resume(tmp_path):

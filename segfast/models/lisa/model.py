@@ -21,11 +21,12 @@ import warnings
 import torch
 from torch import nn
 
+from segfast.data.frames import score_at_original
 from segfast.models.lisa.conversation import Encoded, encode, predicting
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
 from segfast.models.llava import (IMAGE, build_llava, conversation_embeds, greedy_answers, image_features,
                                   image_token_count)
-from segfast.models.llm import LLMHooks, model_options
+from segfast.models.llm import LLMHooks, count_labelled, model_options, token_mean_kwargs
 from segfast.nn.losses import framed_mask_losses
 from segfast.train.config import ModelConfig
 
@@ -79,6 +80,10 @@ class LISA(LLMHooks, nn.Module):
         self._tokens = int(attention.sum())
         return embeds, attention, labels, ids
 
+    def count_targets(self, batch: dict) -> int:
+        """Engine hook: the answer tokens the text loss is taken over."""
+        return count_labelled(self.encode(c).labels for c in batch["conversation"])
+
     # ---- masks ---------------------------------------------------------------------------------
     def queries(self, hidden: torch.Tensor, ids: list, start: int = 0) -> torch.Tensor:
         """(n, 1, dim) decoder prompts of one sequence: the hidden states predicting its [SEG]
@@ -110,7 +115,8 @@ class LISA(LLMHooks, nn.Module):
         feats, image_emb = images or self.encode_images(batch)
         encoded = [self.encode(c) for c in batch["conversation"]]
         embeds, attention, labels, ids = self.embed(encoded, feats, memory)
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True)
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True,
+                      **token_mean_kwargs(batch))
         hidden = out.hidden_states[-1]
         logits = [self.decode(image_emb[b], self.queries(hidden[b], ids[b].tolist())) for b in range(len(encoded))]
         return out, logits
@@ -159,10 +165,7 @@ class LISA(LLMHooks, nn.Module):
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU of every [SEG] mask, the answers teacher-forced as LISA's
-        validation does."""
+        """Engine hook: gIoU / cIoU of every [SEG] mask at the image's original resolution, the
+        answers teacher-forced as LISA's validation does."""
         _, logits = self.run(batch)
-        for b, (pred, gt) in enumerate(zip(logits, batch["masks"])):
-            h, w = (int(x) for x in batch["valid_size"][b])
-            if len(pred):
-                meters["iou"].update(pred[:, :h, :w] > 0, gt[:, :h, :w].bool())
+        score_at_original(meters["iou"], logits, batch)

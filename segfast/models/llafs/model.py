@@ -30,7 +30,7 @@ from segfast.models.llafs.matching import reorder_ground_truth
 from segfast.models.llafs.prompts import (IMAGE_TOKEN, pretrain_instruction, special_tokens, task_instruction,
                                          template_words)
 from segfast.models.llafs.refine import RefinementNetwork, sine_position
-from segfast.models.llm import LLMHooks, build_llm, model_options
+from segfast.models.llm import LLMHooks, build_llm, model_options, token_mean_kwargs
 from segfast.ops import ohem_cross_entropy, rasterize_polygons
 from segfast.train.config import ModelConfig
 
@@ -173,13 +173,20 @@ class LLaFS(LLMHooks, nn.Module):
 
     # ---- training ----------------------------------------------------------------------------
     def _teacher_forced(self, batch, visual, answers):
-        """LM logits under teacher forcing, the labels, and per sample the predicted polygons."""
+        """(the answers' cross-entropy (segfast.models.llm.token_mean_kwargs), per sample the
+        polygons the model predicts under teacher forcing)."""
         items = [self._embed(self.instruction(batch, i), visual[i], answers[i]) for i in range(len(answers))]
         embeds, labels, attention = self._pad(items)
         self._tokens = int(attention.sum())
-        logits = self.lm(inputs_embeds=embeds, attention_mask=attention).logits[:, :-1]
-        targets = labels[:, 1:]
-        return logits, targets, self._predicted_polygons(logits, targets)
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, **token_mean_kwargs(batch))
+        return out.loss, self._predicted_polygons(out.logits[:, :-1], labels[:, 1:])
+
+    def count_targets(self, batch: dict) -> int:
+        """Engine hook: the answer tokens L_llm is taken over (an answer's length depends only on
+        its number of polygons, so the matching that reorders them does not change it)."""
+        size, tok = self.image_size, self.tokenizer
+        return sum(len(tok(format_answer(torch.as_tensor(p, dtype=torch.float64).cpu(), size, size),
+                           add_special_tokens=False)["input_ids"]) + 1 for p in batch["query_polygons"])
 
     def _predicted_polygons(self, logits, targets):
         """Per sample (n, V, 2): the coordinate bins the model ranks first where the answer has
@@ -200,11 +207,10 @@ class LLaFS(LLMHooks, nn.Module):
         answers = [format_answer(p, size, size) for p in gts]
         if any(len(p) > 1 for p in gts):  # match the set of objects to what the model predicts
             with torch.no_grad():
-                _, _, preds = self._teacher_forced(batch, visual, answers)
+                _, preds = self._teacher_forced(batch, visual, answers)
             gts = [reorder_ground_truth(p.cpu(), g) if len(g) > 1 and len(p) else g for p, g in zip(preds, gts)]
             answers = [format_answer(p, size, size) for p in gts]
-        logits, targets, preds = self._teacher_forced(batch, visual, answers)
-        loss_llm = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        loss_llm, preds = self._teacher_forced(batch, visual, answers)
         prior = self.rasterize(preds, query_feats.device)
         refined = self.refine(query_feats, prior, (size, size))["logits"]
         loss_ref = ohem_cross_entropy(refined.float(), batch["query_mask"].long(), thresh=self.options["ohem_thresh"],
@@ -252,11 +258,17 @@ class LLaFS(LLMHooks, nn.Module):
                 "masks": refined.argmax(1).bool()}
 
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: foreground IoU of the refined masks ("iou") and of the LLM's polygons."""
+        """Engine hook: foreground IoU of the refined masks ("iou") and of the LLM's polygons; with
+        few-shot episodes (class_ids) also the papers' metric, the mean over classes of summed
+        intersections over unions ("fold", HSNet's; PASCAL's 255 pixels ignored)."""
+        from segfast.data.fewshot import FoldIoU
         from segfast.metrics import IoUMeter
 
         out = self.predict(batch)
         gt = batch["query_mask"].bool()
         meters["iou"].update(out["masks"], gt)
         meters.setdefault("polygon_iou", IoUMeter()).update(out["polygon_masks"], gt)
+        if "class_ids" in batch:  # COCO-20i's 80 classes hold PASCAL-5i's 20
+            meters.setdefault("fold", FoldIoU(range(1, 81))).update(
+                out["masks"].cpu(), gt.cpu(), batch["class_ids"], batch["query_ignore"].cpu())
 

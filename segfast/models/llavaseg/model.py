@@ -24,6 +24,7 @@ import re
 import torch
 from torch import nn
 
+from segfast.data.frames import score_at_original
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
 from segfast.models.llavaseg.adapters import LanguageAdapters
 from segfast.models.llavaseg.chain import ChainOfThought
@@ -105,11 +106,8 @@ class LLaVASeg(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU of each sample's mask."""
-        logits = self.mask_logits(batch, self.chain_of_thought(batch))
-        for b, (pred, gt) in enumerate(zip(logits, batch["masks"])):
-            h, w = (int(x) for x in batch["valid_size"][b])
-            meters["iou"].update(pred[:, :h, :w] > 0, gt[:, :h, :w].bool())
+        """Engine hook: gIoU / cIoU of each sample's mask at the image's original resolution."""
+        score_at_original(meters["iou"], self.mask_logits(batch, self.chain_of_thought(batch)), batch)
 
     @torch.no_grad()
     def segment(self, batch: dict) -> list:

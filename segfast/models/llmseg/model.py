@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfast.models.llm import LLMHooks, build_llm, model_options
+from segfast.models.llm import LLMHooks, build_llm, count_labelled, model_options, token_mean_kwargs
 from segfast.models.llmseg.heads import Fusion, iop_loss, iou_alignment_loss, mlp, select, similarity
 from segfast.ops import mask_iop, mask_iou, mask_pool, unpack_masks
 from segfast.train.config import ModelConfig
@@ -105,7 +105,11 @@ class LLMSeg(LLMHooks, nn.Module):
         attention = torch.tensor([[1] * len(s) + [0] * (longest - len(s)) for s in ids], device=device)
         return input_ids, label_t, attention
 
-    def _run_llm(self, feats, queries):
+    def count_targets(self, batch: dict) -> int:
+        """Engine hook: the answer tokens the text loss is taken over."""
+        return count_labelled(self._sequences(batch["query"], True, "cpu")[1])
+
+    def _run_llm(self, feats, queries, loss_kwargs: dict):
         """Teacher-forced LLM pass; returns (text loss, [SEG] embeddings (B, dim))."""
         n = int(self.options["visual_tokens"])
         visual = self.visual(F.adaptive_avg_pool2d(feats, n).flatten(2).transpose(1, 2))
@@ -116,7 +120,7 @@ class LLMSeg(LLMHooks, nn.Module):
         ones = torch.ones(b, n * n, dtype=attention.dtype, device=attention.device)
         labels = torch.cat([torch.full((b, n * n), IGNORE, device=labels.device), labels], dim=1)
         out = self.lm(inputs_embeds=embeds, attention_mask=torch.cat([ones, attention], 1), labels=labels,
-                      output_hidden_states=True)
+                      output_hidden_states=True, **loss_kwargs)
         self._tokens = int(attention.sum()) + b * n * n
         is_seg = torch.cat([torch.zeros(b, n * n, dtype=torch.bool, device=feats.device), input_ids == self.seg_id], 1)
         first = is_seg.float().argmax(1)  # the first [SEG] of each answer
@@ -134,7 +138,7 @@ class LLMSeg(LLMHooks, nn.Module):
 
     def forward(self, batch: dict) -> dict:
         feats = self.features(batch["image"])
-        text_loss, seg = self._run_llm(feats, batch["query"])
+        text_loss, seg = self._run_llm(feats, batch["query"], token_mean_kwargs(batch))
         proposals, valid = batch["proposals"], batch["proposal_valid"]
         scores, iop = self.select_side(feats, proposals, valid, seg)
         gt_iou, gt_iop = ground_truth(proposals, batch["gt_mask"])
@@ -149,7 +153,7 @@ class LLMSeg(LLMHooks, nn.Module):
         embedding comes from the teacher-forced answer, which is what the model generates once
         trained (LLM-Seg's answers are one fixed sentence)."""
         feats = self.features(batch["image"])
-        _, seg = self._run_llm(feats, batch["query"])
+        _, seg = self._run_llm(feats, batch["query"], {})
         valid = batch["proposal_valid"]
         scores, iop = self.select_side(feats, batch["proposals"], valid, seg)
         chosen = select(scores, iop, valid, strategy or self.options["selection"], float(self.options["iop_threshold"]))
@@ -157,8 +161,13 @@ class LLMSeg(LLMHooks, nn.Module):
         return {"masks": (dense & chosen[:, :, None, None]).any(1), "chosen": chosen, "scores": scores, "iop": iop}
 
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU ("iou") of the selected masks."""
-        meters["iou"].update(self.predict(batch)["masks"], batch["gt_mask"].bool())
+        """Engine hook: gIoU / cIoU ("iou") of the selected proposals at the image's original
+        resolution (the proposals as SAM made them), as LLM-Seg's validation scores them."""
+        chosen = self.predict(batch)["chosen"].cpu()
+        for b, proposals in enumerate(batch["original_proposals"]):
+            target = batch["original_masks"][b]
+            pred = unpack_masks(proposals[chosen[b, :len(proposals)]], target.shape[-1]).any(0, keepdim=True)
+            meters["iou"].update(pred, target.bool(), ignore=batch["original_ignore"][b].bool())
 
 
 def ground_truth(proposals: torch.Tensor, gt_mask: torch.Tensor):

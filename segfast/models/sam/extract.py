@@ -5,10 +5,13 @@
 
 One JSON per image, at the image's relative path with .json: the image size, the seconds SAM
 took, the settings, and the top-k proposals by area as SamAutomaticMaskGenerator records with
-COCO RLE segmentations. Files are written atomically; a rerun skips images already done.
+COCO RLE segmentations. Files are written atomically; a rerun skips images already done. An
+image that cannot be read is not fatal: it is warned about, listed in failed-rank<r>.json in
+the output folder (with the reason) and tried again by the next run.
 """
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +31,14 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
+        """(path, RGB array or None, why it could not be read or None)."""
         from PIL import Image
 
-        with Image.open(self.paths[i]) as image:
-            return np.asarray(image.convert("RGB"))
+        try:
+            with Image.open(self.paths[i]) as image:
+                return self.paths[i], np.asarray(image.convert("RGB")), None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image
+            return self.paths[i], None, f"{type(exc).__name__}: {exc}"
 
 
 def list_images(root: Path) -> list:
@@ -59,28 +66,41 @@ def extract_proposals(images: str | Path, out: str | Path, *, model_type: str = 
     todo = [p for p, t in targets.items() if not t.exists()]
     generator = ProposalGenerator(load_sam(model_type, checkpoint, env.device), **settings)
     batch = generator.image_batch
-    loader = torch.utils.data.DataLoader(_Images(todo), batch_size=batch, num_workers=workers,
-                                         collate_fn=list)
-    done, seconds = 0, 0.0
+    loader = torch.utils.data.DataLoader(_Images(todo), batch_size=batch, num_workers=workers, collate_fn=list)
+    done, seconds, failed = 0, 0.0, []
     bar = tqdm(total=len(todo), desc=f"proposals rank {env.rank}", unit="img", disable=not env.is_main)
-    for start, arrays in zip(range(0, len(todo), batch), loader):
-        if env.device.type == "cuda":
-            torch.cuda.synchronize(env.device)
-        began = time.perf_counter()
-        proposals = generator.generate_batch(arrays)
-        records = [p.top_k_by_area(top_k).records("coco_rle") for p in proposals]
-        elapsed = (time.perf_counter() - began) / len(arrays)
-        for path, array, recs in zip(todo[start:start + batch], arrays, records):
-            save_json({"image": str(path.relative_to(images)), "height": array.shape[0], "width": array.shape[1],
-                       "seconds": elapsed, "model_type": model_type, "top_k": top_k, "settings": settings,
-                       "annotations": recs}, targets[path])
-        done += len(arrays)
-        seconds += elapsed * len(arrays)
-        bar.update(len(arrays))
-        bar.set_postfix(s_per_img=f"{seconds / done:.3f}")
+    for batch_items in loader:
+        items = []
+        for path, array, why in batch_items:
+            if why is None:
+                items.append((path, array))
+            else:
+                warnings.warn(f"proposals: cannot read {path} ({why}); recorded as failed, going on", stacklevel=2)
+                failed.append({"image": str(path.relative_to(images)), "error": why})
+        if items:
+            if env.device.type == "cuda":
+                torch.cuda.synchronize(env.device)
+            began = time.perf_counter()
+            proposals = generator.generate_batch([array for _, array in items])
+            records = [p.top_k_by_area(top_k).records("coco_rle") for p in proposals]
+            elapsed = (time.perf_counter() - began) / len(items)
+            for (path, array), recs in zip(items, records):
+                save_json({"image": str(path.relative_to(images)), "height": array.shape[0], "width": array.shape[1],
+                           "seconds": elapsed, "model_type": model_type, "top_k": top_k, "settings": settings,
+                           "annotations": recs}, targets[path])
+            done += len(items)
+            seconds += elapsed * len(items)
+            bar.set_postfix(s_per_img=f"{seconds / done:.3f}")
+        bar.update(len(batch_items))
     bar.close()
+    failures = out / f"failed-rank{env.rank}.json"
+    if failed:
+        save_json(failed, failures)
+    else:
+        failures.unlink(missing_ok=True)  # an earlier run's failures were read this time
     shutdown(env)
     return {"rank": env.rank, "images": len(targets), "skipped": len(targets) - len(todo), "done": done,
+            "failed": failed, "failures_file": str(failures) if failed else None,
             "seconds_per_image": seconds / done if done else None}
 
 

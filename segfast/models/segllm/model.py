@@ -22,6 +22,7 @@ from torch import nn
 from segfast.models.lisa.conversation import predicting
 from segfast.models.lisa.model import DEFAULTS as LISA_DEFAULTS
 from segfast.models.lisa.model import LISA
+from segfast.models.llm import token_mean_kwargs
 from segfast.models.segllm.memory import MaskEncoder, load_clip
 
 REF = "[REF]"
@@ -76,7 +77,8 @@ class SegLLM(LISA):
         feats, image_emb = images or self.encode_images(batch)
         encoded = [self.encode(c) for c in batch["conversation"]]
         embeds, attention, labels, ids = self.embed(encoded, feats, memory)
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True)
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True,
+                      **token_mean_kwargs(batch))
         results = []
         for b in range(len(encoded)):
             targets, refs = self.round_queries(out.hidden_states[-1][b], ids[b].tolist())
