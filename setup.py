@@ -96,7 +96,8 @@ class CMakeBuild(build_ext):
             f"-DSEGFAST_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             f"-DSEGFAST_VERSION={self.distribution.get_version()}",
             f"-DSEGFAST_WITH_CUDA={'ON' if nvcc else 'OFF'}",
-            "-G", "Ninja",
+            "-G",
+            "Ninja",
             f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
         ]
         if nvcc:

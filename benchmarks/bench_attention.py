@@ -52,9 +52,9 @@ def make_inputs(b, h, q_len, side, d, device, dtype):
 
 
 def contenders(q, k, v, packed, device):
-    attend = unpack_masks(packed, k.shape[2])                       # (B, Q, HW) bool
-    attend = attend | ~attend.any(-1, keepdim=True)                 # Mask2Former's empty-row rule
-    bool4 = attend[:, None]                                          # SDPA broadcasts over heads
+    attend = unpack_masks(packed, k.shape[2])  # (B, Q, HW) bool
+    attend = attend | ~attend.any(-1, keepdim=True)  # Mask2Former's empty-row rule
+    bool4 = attend[:, None]  # SDPA broadcasts over heads
     out = {OURS[device]: lambda: masked_attention(q, k, v, packed)}
     if device == "cpu":
         out["segfast masked_attention (SDPA fallback)"] = with_env(out[OURS[device]], TRITON_INTERPRET="0")
@@ -65,6 +65,7 @@ def contenders(q, k, v, packed, device):
             def run():
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(q, k, v, attn_mask=bool4)
+
             return run
 
         out["SDPA bool mask (mem-efficient)"] = sdpa(SDPBackend.EFFICIENT_ATTENTION)
@@ -78,6 +79,7 @@ def contenders(q, k, v, packed, device):
             def flex_run():
                 block = create_block_mask(lambda bi, hi, qi, ki: attend[bi, qi, ki], b, None, lq, lk, device=device)
                 return flex(q, k, v, block_mask=block)
+
             out["FlexAttention (+ block mask)"] = flex_run
         except ImportError:
             pass
@@ -86,8 +88,11 @@ def contenders(q, k, v, packed, device):
 
             bias = torch.zeros(attend.shape, dtype=q.dtype, device=device).masked_fill(~attend, float("-inf"))
             out["xformers (bias)"] = lambda: xops.memory_efficient_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_bias=bias[:, None].expand(-1, q.shape[1], -1, -1)).transpose(1, 2)
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_bias=bias[:, None].expand(-1, q.shape[1], -1, -1),
+            ).transpose(1, 2)
         except ImportError:
             pass
     else:
@@ -96,6 +101,7 @@ def contenders(q, k, v, packed, device):
     def eager():  # what nn.MultiheadAttention does with attn_mask: a float B*H*Lq*Lk score matrix
         scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         return torch.softmax(scores.masked_fill(~bool4, float("-inf")), -1) @ v
+
     out["eager (MultiheadAttention math)"] = eager
     return out
 
@@ -109,6 +115,7 @@ def run_case(report, shape, device, dtype, repeats):
         for t in (q, k, v):
             t.requires_grad_(backward)
         for name, fn in contenders(q, k, v, packed, device).items():
+
             def run():
                 out = fn()
                 if backward:

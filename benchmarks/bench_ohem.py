@@ -83,8 +83,10 @@ def run_case(report, name, shape, device, repeats, min_kept):
     logits = torch.randn(shape, device=device, generator=g).requires_grad_()
     target = torch.randint(0, c, (n, h, w), device=device, generator=g)
     target[torch.rand(n, h, w, device=device, generator=g) < 0.1] = 255
-    contenders = {BASELINE: lambda: mmseg_ohem(logits, target, min_kept=min_kept),
-                  OURS[device]: lambda: ohem_cross_entropy(logits, target, thresh=THRESH, min_kept=min_kept)}
+    contenders = {
+        BASELINE: lambda: mmseg_ohem(logits, target, min_kept=min_kept),
+        OURS[device]: lambda: ohem_cross_entropy(logits, target, thresh=THRESH, min_kept=min_kept),
+    }
     if device == "cpu":
         contenders["segfast ohem_cross_entropy (reference)"] = with_env(contenders[OURS[device]], TRITON_INTERPRET="0")
     if device == "cuda":
@@ -96,6 +98,7 @@ def run_case(report, name, shape, device, repeats, min_kept):
     for backward in (False, True):
         nbytes = logits.numel() * logits.element_size() * (3 if backward else 1) + target.numel() * 8
         for label, fn in contenders.items():
+
             def run():
                 loss = fn()
                 if backward:
@@ -113,8 +116,9 @@ def run_case(report, name, shape, device, repeats, min_kept):
                 peak = torch.cuda.max_memory_allocated() - base
                 extra["peak_mib"] = f"{peak / 2**20:.0f}"
                 note = f"peak +{peak / 2**20:.0f} MiB"
-            report.add_with_roofline(roof, f"{label} {'fwd+bwd' if backward else 'fwd'}", case, ms, nbytes=nbytes,
-                                     note=note, **extra)
+            report.add_with_roofline(
+                roof, f"{label} {'fwd+bwd' if backward else 'fwd'}", case, ms, nbytes=nbytes, note=note, **extra
+            )
 
 
 def run_selection(report, name, shape, device, repeats, min_kept):
@@ -135,8 +139,9 @@ def run_selection(report, name, shape, device, repeats, min_kept):
             "fused radix select (Triton)": lambda: select_kept_fused(nll, prob, valid, thresh, budget),
             "eager radix select (torch)": lambda: select_kept(nll, prob, valid, thresh, budget),
             SELECTION_BASELINE: lambda: sort_selection(values, valid, thresh, budget, "sort"),
-            f"{'kthvalue' if thresh is not None else 'topk'}": lambda: sort_selection(values, valid, thresh, budget,
-                                                                                      "top"),
+            f"{'kthvalue' if thresh is not None else 'topk'}": lambda: sort_selection(
+                values, valid, thresh, budget, "top"
+            ),
         }
         for label, fn in contenders.items():
             report.add_with_roofline(roof, label, case, measure(fn, device, repeats), nbytes=nbytes)

@@ -47,17 +47,22 @@ def run_case(report, k, shape, size, device, repeats):
     report.add(f"segfast {device} (packed in)", case, rep(lambda: mask_iou(pa, pb)))
     report.add(f"segfast {device} (bool in, packs)", case, rep(lambda: mask_iou(a, b)))
     pairs = k * m * size * size
-    for name, fn in (("popcount kernel", lambda: torch.ops.segfast.mask_intersections(pa, pb, False)),
-                     ("int8 product", lambda: int_mm_intersections(pa, pb))):
+    for name, fn in (
+        ("popcount kernel", lambda: torch.ops.segfast.mask_intersections(pa, pb, False)),
+        ("int8 product", lambda: int_mm_intersections(pa, pb)),
+    ):
         ms = rep(fn)
         report.add(f"  counts: {name}", case, ms, f"{pairs / ms / 1e9:.2f} Tpair/s", tera_pairs_per_s=pairs / ms / 1e9)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if (k + m) * size * size * dtype.itemsize <= DENSE_BUDGET:
         fa, fb = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
         area_a, area_b = fa.float().sum(1), fb.float().sum(1)
-        report.add(f"torch {str(dtype)[6:]} matmul ({device})", case,
-                   rep(lambda: matmul_iou(fa, fb, area_a.to(dtype), area_b.to(dtype))),
-                   "float masks prepared outside the timing")
+        report.add(
+            f"torch {str(dtype)[6:]} matmul ({device})",
+            case,
+            rep(lambda: matmul_iou(fa, fb, area_a.to(dtype), area_b.to(dtype))),
+            "float masks prepared outside the timing",
+        )
         del fa, fb
     else:
         report.add(f"torch {str(dtype)[6:]} matmul ({device})", case, float("nan"), "skipped: dense floats too large")
@@ -65,15 +70,20 @@ def run_case(report, k, shape, size, device, repeats):
         if (k + m) * size * size * 4 <= DENSE_BUDGET:
             na, nb = a.flatten(1).numpy().astype(np.float32), b.flatten(1).numpy().astype(np.float32)
             sa, sb = na.sum(1), nb.sum(1)
-            report.add("numpy float32 matmul", case,
-                       rep(lambda: (lambda i: i / np.maximum(sa[:, None] + sb[None] - i, 1))(na @ nb.T)))
+            report.add(
+                "numpy float32 matmul",
+                case,
+                rep(lambda: (lambda i: i / np.maximum(sa[:, None] + sb[None] - i, 1))(na @ nb.T)),
+            )
             del na, nb
         try:
             from pycocotools import mask as mask_utils
 
             enc = lambda t: mask_utils.encode(np.asfortranarray(t.permute(1, 2, 0).numpy().astype(np.uint8)))  # noqa: E731
             ra, rb = enc(a), enc(b)
-            report.add("pycocotools iou (RLE in)", case, rep(lambda: mask_utils.iou(ra, rb, [0] * m), max(1, repeats // 2)))
+            report.add(
+                "pycocotools iou (RLE in)", case, rep(lambda: mask_utils.iou(ra, rb, [0] * m), max(1, repeats // 2))
+            )
         except ImportError:
             print("  pycocotools not installed: skipped", file=sys.stderr)
 

@@ -23,8 +23,13 @@ SIZE, GRID = 1024, 64
 
 
 def interpolate_einsum(features, masks):
-    w = F.interpolate(masks[0][:, None].to(features.dtype), size=features.shape[-2:], mode="bilinear",
-                      antialias=True, align_corners=False)[:, 0]
+    w = F.interpolate(
+        masks[0][:, None].to(features.dtype),
+        size=features.shape[-2:],
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[:, 0]
     return (torch.einsum("khw,chw->kc", w, features[0]) / (w.sum((1, 2))[:, None] + 1e-8))[None]
 
 
@@ -62,16 +67,43 @@ def run_case(report, k, c, device, repeats):
     features = torch.randn(1, c, GRID, GRID, device=device, requires_grad=True)
     if device == "cuda":
         words = packed.view(torch.int64)
-        report.add("floor: read packed masks once", case, measure(lambda: words.sum(), device, repeats),
-                   bytes=packed.numel())
+        report.add(
+            "floor: read packed masks once", case, measure(lambda: words.sum(), device, repeats), bytes=packed.numel()
+        )
     for backward in (False, True):
-        timed(report, "segfast (packed in)", case, device, repeats,
-              lambda: mask_pool(features, packed, width=SIZE), features, backward)
-        timed(report, "segfast (bool in)", case, device, repeats, lambda: mask_pool(features, masks), features, backward)
-        timed(report, "interpolate+einsum", case, device, repeats, lambda: interpolate_einsum(features, masks),
-              features, backward)
-        timed(report, "adaptive avgpool+matmul", case, device, repeats, lambda: avgpool_matmul(features, masks),
-              features, backward)
+        timed(
+            report,
+            "segfast (packed in)",
+            case,
+            device,
+            repeats,
+            lambda: mask_pool(features, packed, width=SIZE),
+            features,
+            backward,
+        )
+        timed(
+            report, "segfast (bool in)", case, device, repeats, lambda: mask_pool(features, masks), features, backward
+        )
+        timed(
+            report,
+            "interpolate+einsum",
+            case,
+            device,
+            repeats,
+            lambda: interpolate_einsum(features, masks),
+            features,
+            backward,
+        )
+        timed(
+            report,
+            "adaptive avgpool+matmul",
+            case,
+            device,
+            repeats,
+            lambda: avgpool_matmul(features, masks),
+            features,
+            backward,
+        )
 
 
 def main(argv=None):

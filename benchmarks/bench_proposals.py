@@ -30,7 +30,7 @@ def images(n: int, height: int, width: int, seed: int = 0) -> list:
         im[:] = rng.integers(0, 256, 3)
         for _ in range(12):
             y, x = rng.integers(0, height - 16), rng.integers(0, width - 16)
-            im[y:y + rng.integers(16, height // 2), x:x + rng.integers(16, width // 2)] = rng.integers(0, 256, 3)
+            im[y : y + rng.integers(16, height // 2), x : x + rng.integers(16, width // 2)] = rng.integers(0, 256, 3)
         out.append(im)
     return out
 
@@ -62,19 +62,25 @@ def bench_generators(report, device, quick, repeats):
             if quick and name != "default" and (model_type == "vit_h" or device == "cpu"):
                 continue  # keeps the GPU check in its budget (SAM's unfiltered CPU path takes ~30 s an image)
             case = f"{model_type} {name} {ims[0].shape[1]}x{ims[0].shape[0]}"
-            contenders = {"sam-amg": SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **kw),
-                          "segfast": ProposalGenerator(sam, output_mode="coco_rle", **kw),
-                          "segfast points_per_batch=256": ProposalGenerator(sam, output_mode="coco_rle",
-                                                                           points_per_batch=256, **kw)}
+            contenders = {
+                "sam-amg": SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **kw),
+                "segfast": ProposalGenerator(sam, output_mode="coco_rle", **kw),
+                "segfast points_per_batch=256": ProposalGenerator(
+                    sam, output_mode="coco_rle", points_per_batch=256, **kw
+                ),
+            }
             counts = {}
             for label, gen in contenders.items():
+
                 def run(gen=gen):
                     return [gen.generate(im) for im in ims]
+
                 counts[label] = sum(len(r) for r in run())
                 memory = peak_mib(device, run)
                 ms = measure(run, device, repeats=repeats, warmup=0) / len(ims)
-                report.add(label, case, ms, note=f"{counts[label]} masks", images_per_s=round(1e3 / ms, 3),
-                           peak_mib=memory)
+                report.add(
+                    label, case, ms, note=f"{counts[label]} masks", images_per_s=round(1e3 / ms, 3), peak_mib=memory
+                )
             if len(set(counts.values())) != 1:
                 print(f"note: mask counts differ in {case}: {counts}", file=sys.stderr)
         del sam
@@ -105,7 +111,8 @@ def bench_selection_step(report, device, quick, repeats):
         s, e = fusion(seg, emb)
         gt_iou, gt_iop = ground_truth(proposals, gt)
         loss = iou_alignment_loss(similarity(e, s), gt_iou, valid) + 50 * iop_loss(
-            torch.sigmoid(head(e)[..., 0]), gt_iop, valid)
+            torch.sigmoid(head(e)[..., 0]), gt_iop, valid
+        )
         loss.backward()
         return loss
 
@@ -123,7 +130,9 @@ def bench_selection_step(report, device, quick, repeats):
 def main(argv=None):
     args = parse_args(__doc__, argv)
     report = Report("sam everything mode", args.device)
-    bench_generators(report, args.device, args.quick, 1 if args.quick and args.device == "cpu" else min(args.repeats, 3))
+    bench_generators(
+        report, args.device, args.quick, 1 if args.quick and args.device == "cpu" else min(args.repeats, 3)
+    )
     report.save(args.out, "proposals", baseline="sam-amg")
     step = Report("llm-seg selection step", args.device)
     bench_selection_step(step, args.device, args.quick, 2 if args.quick and args.device == "cpu" else args.repeats)

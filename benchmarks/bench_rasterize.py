@@ -63,8 +63,9 @@ def coco_decode(polys_list, size):
 
 def torch_evenodd(polys, size, device):
     n, v, _ = polys.shape
-    return _reference.rasterize_polygons(polys, torch.full((n,), v, device=device), torch.arange(n, device=device),
-                                         n, size, size, "center")
+    return _reference.rasterize_polygons(
+        polys, torch.full((n,), v, device=device), torch.arange(n, device=device), n, size, size, "center"
+    )
 
 
 def run_case(report, size, v, n, device, repeats):
@@ -72,12 +73,17 @@ def run_case(report, size, v, n, device, repeats):
     polys = star_polygons(n, v, size).to(device)
     dense_bytes = n * size * size
     rep = lambda fn: measure(fn, device, repeats)  # noqa: E731
-    report.add("floor: torch.zeros", case, rep(lambda: torch.zeros(n, size, size, dtype=torch.bool, device=device)),
-               bytes=dense_bytes)
+    report.add(
+        "floor: torch.zeros",
+        case,
+        rep(lambda: torch.zeros(n, size, size, dtype=torch.bool, device=device)),
+        bytes=dense_bytes,
+    )
     copy_gbps = None
     if device == "cpu":
-        report.add("floor: zeros (huge pages)", case, rep(lambda: zeros_huge_pages((n, size, size), device)),
-                   bytes=dense_bytes)
+        report.add(
+            "floor: zeros (huge pages)", case, rep(lambda: zeros_huge_pages((n, size, size), device)), bytes=dense_bytes
+        )
     else:  # device-to-device copy of the output's size: bytes copied per second is the yardstick
         src = torch.empty(dense_bytes, dtype=torch.uint8, device=device)
         dst = torch.empty_like(src)
@@ -97,10 +103,14 @@ def run_case(report, size, v, n, device, repeats):
         report.add(name, case, ms, note, **extra)
 
     for rule in ("center", "coco"):
-        add_segfast(f"segfast {device} dense {rule}", dense_bytes,
-                    lambda: rasterize_polygons(polys, size, size, rule=rule))
-    add_segfast(f"segfast {device} packed center", n * size * 8 * math.ceil(size / 64),
-                lambda: rasterize_polygons(polys, size, size, packed=True))
+        add_segfast(
+            f"segfast {device} dense {rule}", dense_bytes, lambda: rasterize_polygons(polys, size, size, rule=rule)
+        )
+    add_segfast(
+        f"segfast {device} packed center",
+        n * size * 8 * math.ceil(size / 64),
+        lambda: rasterize_polygons(polys, size, size, packed=True),
+    )
     if device == "cpu":
         try:
             polys_np = [np.round(p.numpy()).astype(np.int32) for p in polys]
@@ -109,8 +119,11 @@ def run_case(report, size, v, n, device, repeats):
             print("  cv2 not installed: skipped", file=sys.stderr)
         try:
             polys_list = [p.flatten().tolist() for p in polys]
-            report.add("pycocotools frPyObjects+decode", case,
-                       measure(lambda: coco_decode(polys_list, size), device, max(1, repeats // 2)))
+            report.add(
+                "pycocotools frPyObjects+decode",
+                case,
+                measure(lambda: coco_decode(polys_list, size), device, max(1, repeats // 2)),
+            )
         except ImportError:
             print("  pycocotools not installed: skipped", file=sys.stderr)
     # the vectorised even-odd test is O(N V H W): time a slice of the batch and scale it

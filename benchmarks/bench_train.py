@@ -24,10 +24,22 @@ from benchmarks.harness import Report
 GPU_CHECK_SECONDS = 90  # scripts/gpu_check.sh's limit for --quick
 
 SHAPES = {
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, vocab_size=32000),
-    "tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=8, vocab_size=1000),
+    "7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        vocab_size=1000,
+    ),
 }
 
 
@@ -38,8 +50,9 @@ def build(shape: str, attention: str, checkpointing: bool, device):
     cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=1024, attn_implementation=attention)
     with torch.device(device):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16 if device == "cuda" else torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -97,8 +110,11 @@ def main(argv=None):
     if args.quick:
         args.steps = min(args.steps, 3)
     report = Report("train_step", args.device)
-    case = f"{shape} LoRA bf16 batch {args.batch} x seq {args.seq}" if args.device == "cuda" else \
-        f"{shape} LoRA fp32 batch {args.batch} x seq {args.seq}"
+    case = (
+        f"{shape} LoRA bf16 batch {args.batch} x seq {args.seq}"
+        if args.device == "cuda"
+        else f"{shape} LoRA fp32 batch {args.batch} x seq {args.seq}"
+    )
     for attention, ckpt in runs:
         label = f"{attention}{' + grad ckpt' if ckpt else ''}"
         print(f"running {label}", file=sys.stderr, flush=True)
@@ -111,8 +127,15 @@ def main(argv=None):
             if args.device == "cuda":
                 torch.cuda.empty_cache()  # the previous model is gone once measure() returns
         mfu = flops / (args.peak_tflops * 1e12) if args.device == "cuda" else float("nan")
-        report.add(label, case, seconds * 1e3, f"{tps:.0f} tokens/s, MFU {mfu:.1%}, peak {peak:.1f} GiB",
-                   tokens_per_s=f"{tps:.1f}", mfu=f"{mfu:.4f}", peak_gib=f"{peak:.2f}")
+        report.add(
+            label,
+            case,
+            seconds * 1e3,
+            f"{tps:.0f} tokens/s, MFU {mfu:.1%}, peak {peak:.1f} GiB",
+            tokens_per_s=f"{tps:.1f}",
+            mfu=f"{mfu:.4f}",
+            peak_gib=f"{peak:.2f}",
+        )
     report.save(args.out, "train", baseline=f"{fast}")
     return report
 

@@ -5,9 +5,9 @@ import argparse
 import csv
 import os
 import platform
-import sys
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +17,13 @@ import torch
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -62,8 +67,12 @@ class Row:
 class Report:
     def __init__(self, op: str, device: str):
         self.op, self.device, self.rows = op, device, []
-        self.meta = {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
-                     "date": time.strftime("%Y-%m-%d")}
+        self.meta = {
+            "device": device_name(device),
+            "torch": torch.__version__,
+            "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
 
     def add(self, contender, case, ms, note="", **extra):
         self.rows.append(Row(self.op, contender, case, self.device, ms, note, extra))
@@ -79,9 +88,11 @@ class Report:
         """One line per case and contender, with each contender's time as a multiple of `baseline`'s
         (a name, or names tried in order: the first one the case has)."""
         names = (baseline,) if isinstance(baseline, str) else tuple(baseline)
-        lines = [f"{self.op} on {self.meta['device']} (torch {self.meta['torch']}, commit {self.meta['commit']})"
-                 + (f"; {self.meta['roofline']}" if "roofline" in self.meta else ""),
-                 f"{'case':<28} {'contender':<30} {'ms':>10} {'x ' + ' or '.join(names):>22}  note"]
+        lines = [
+            f"{self.op} on {self.meta['device']} (torch {self.meta['torch']}, commit {self.meta['commit']})"
+            + (f"; {self.meta['roofline']}" if "roofline" in self.meta else ""),
+            f"{'case':<28} {'contender':<30} {'ms':>10} {'x ' + ' or '.join(names):>22}  note",
+        ]
         for case in dict.fromkeys(r.case for r in self.rows):
             rows = [r for r in self.rows if r.case == case]
             base = next((r.ms for name in names for r in rows if r.contender == name), None)
@@ -95,11 +106,25 @@ class Report:
         keys = sorted({k for r in self.rows for k in r.extra})
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["op", "contender", "case", "device", "device_name", "torch", "commit", "date", "ms", "note", *keys])
+            w.writerow(
+                ["op", "contender", "case", "device", "device_name", "torch", "commit", "date", "ms", "note", *keys]
+            )
             for r in self.rows:
-                w.writerow([r.op, r.contender, r.case, r.device, self.meta["device"], self.meta["torch"],
-                            self.meta["commit"], self.meta["date"], f"{r.ms:.4f}", r.note,
-                            *[r.extra.get(k, "") for k in keys]])
+                w.writerow(
+                    [
+                        r.op,
+                        r.contender,
+                        r.case,
+                        r.device,
+                        self.meta["device"],
+                        self.meta["torch"],
+                        self.meta["commit"],
+                        self.meta["date"],
+                        f"{r.ms:.4f}",
+                        r.note,
+                        *[r.extra.get(k, "") for k in keys],
+                    ]
+                )
         return [asdict(r) for r in self.rows]
 
     def save(self, out_dir: Path, name: str, baseline) -> str:
@@ -123,6 +148,7 @@ def interpret_triton_on_cpu(device: str):
 def with_env(fn, **env):
     """fn, run with environment variables set (e.g. TRITON_INTERPRET="0": segfast's backend choice
     then skips the interpreted kernels for this contender)."""
+
     def run():
         before = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
@@ -134,6 +160,7 @@ def with_env(fn, **env):
                     del os.environ[key]
                 else:
                     os.environ[key] = value
+
     return run
 
 
@@ -154,6 +181,7 @@ def parse_args(doc: str, argv=None) -> argparse.Namespace:
 class Peaks:
     """What the device can do at best: bytes/s of a device-to-device copy (read + write counted)
     and bf16 matmul FLOP/s; `source` says where the numbers come from."""
+
     bytes_per_s: float
     flops_per_s: float
     source: str
@@ -163,7 +191,9 @@ class Peaks:
         return max(flops / self.flops_per_s, nbytes / self.bytes_per_s) * 1e3
 
     def label(self) -> str:
-        return f"roofline {self.bytes_per_s / 1e12:.2f} TB/s, {self.flops_per_s / 1e12:.0f} TFLOP/s bf16 ({self.source})"
+        return (
+            f"roofline {self.bytes_per_s / 1e12:.2f} TB/s, {self.flops_per_s / 1e12:.0f} TFLOP/s bf16 ({self.source})"
+        )
 
 
 # measured on the H100 lent to this project (DESIGN.md, "Performance method")
@@ -182,7 +212,8 @@ def peaks(device: str) -> Peaks:
         copy_ms = measure(lambda: dst.copy_(src), "cuda", repeats=10)
         a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
         matmul_ms = measure(lambda: a @ a, "cuda", repeats=10)
-        _measured[device] = Peaks(2 * src.numel() / (copy_ms / 1e3), 2 * 8192**3 / (matmul_ms / 1e3),
-                                  f"measured on {device_name(device)}")
+        _measured[device] = Peaks(
+            2 * src.numel() / (copy_ms / 1e3), 2 * 8192**3 / (matmul_ms / 1e3), f"measured on {device_name(device)}"
+        )
         del src, dst, a
     return _measured[device]

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 BLOCK_M, BLOCK_N = tl.constexpr(64), tl.constexpr(64)  # query rows, keys per tile (BLOCK_N: one mask word)
-PLAN_WORDS = tl.constexpr(64)                          # mask words a plan program reads per step
+PLAN_WORDS = tl.constexpr(64)  # mask words a plan program reads per step
 
 
 @triton.jit
@@ -67,8 +67,9 @@ def _load_tile(ptr, b, h, sb, sh, sn, rows, cols, n):
 
 @triton.jit
 def _store_tile(ptr, value, b, h, sb, sh, sn, rows, cols, n):
-    tl.store(ptr + _tile_offsets(b, h, sb, sh, sn, rows, cols), value.to(ptr.dtype.element_ty),
-             mask=(rows < n)[:, None])
+    tl.store(
+        ptr + _tile_offsets(b, h, sb, sh, sn, rows, cols), value.to(ptr.dtype.element_ty), mask=(rows < n)[:, None]
+    )
 
 
 @triton.jit
@@ -122,8 +123,7 @@ def attention_plan_kernel(M, E, Blocks, Counts, Hm, Lq, Lk, n_q_blocks, n_words,
 
 
 @triton.jit
-def attention_plan_by_key_kernel(M, E, Blocks, Counts, Hm, Lq, Lk, n_q_blocks, n_words,
-                                 UNMASK_EMPTY: tl.constexpr):
+def attention_plan_by_key_kernel(M, E, Blocks, Counts, Hm, Lq, Lk, n_q_blocks, n_words, UNMASK_EMPTY: tl.constexpr):
     """The transposed plan, for dK/dV: per (batch, mask head, key block) the query blocks with
     any allowed key in it, into Blocks (B, Hm, n_words, n_q_blocks) and Counts (B, Hm, n_words)."""
     kb, b, hm, bhm = _split_program(tl.program_id(0), n_words, Hm)
@@ -163,11 +163,40 @@ def _probs_and_grads(q, k, v, do, lse, delta, allowed, scale, DOT_PRECISION: tl.
 
 @_autotuned
 @triton.jit
-def attention_forward_kernel(Q, K, V, M, E, Out, Lse, Blocks, Counts,
-                             sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
-                             H, Hm, Lq, Lk, n_q_blocks, n_words, scale,
-                             UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                             BLOCK_D: tl.constexpr):
+def attention_forward_kernel(
+    Q,
+    K,
+    V,
+    M,
+    E,
+    Out,
+    Lse,
+    Blocks,
+    Counts,
+    sqb,
+    sqh,
+    sqm,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sob,
+    soh,
+    som,
+    H,
+    Hm,
+    Lq,
+    Lk,
+    n_q_blocks,
+    n_words,
+    scale,
+    UNMASK_EMPTY: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Out and logsumexp of one query block, over the key blocks its plan lists."""
     qb, b, h, bh = _split_program(tl.program_id(0), n_q_blocks, H)
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -206,11 +235,49 @@ def attention_forward_kernel(Q, K, V, M, E, Out, Lse, Blocks, Counts,
 
 @_autotuned
 @triton.jit
-def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV, Blocks, Counts,
-                                 sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom,
-                                 sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, H, Hm, Lq, Lk, n_q_blocks, n_words, scale,
-                                 UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                                 BLOCK_D: tl.constexpr):
+def attention_backward_kv_kernel(
+    Q,
+    K,
+    V,
+    M,
+    E,
+    DO,
+    Lse,
+    Delta,
+    DK,
+    DV,
+    Blocks,
+    Counts,
+    sqb,
+    sqh,
+    sqm,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sdob,
+    sdoh,
+    sdom,
+    sdkb,
+    sdkh,
+    sdkn,
+    sdvb,
+    sdvh,
+    sdvn,
+    H,
+    Hm,
+    Lq,
+    Lk,
+    n_q_blocks,
+    n_words,
+    scale,
+    UNMASK_EMPTY: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """dK and dV of one key block, over the query blocks the transposed plan lists."""
     kb, b, h, bh = _split_program(tl.program_id(0), n_words, H)
     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -241,11 +308,45 @@ def attention_backward_kv_kernel(Q, K, V, M, E, DO, Lse, Delta, DK, DV, Blocks, 
 
 @_autotuned
 @triton.jit
-def attention_backward_q_kernel(Q, K, V, M, E, DO, Lse, Delta, DQ, Blocks, Counts,
-                                sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm,
-                                H, Hm, Lq, Lk, n_q_blocks, n_words, scale,
-                                UNMASK_EMPTY: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                                BLOCK_D: tl.constexpr):
+def attention_backward_q_kernel(
+    Q,
+    K,
+    V,
+    M,
+    E,
+    DO,
+    Lse,
+    Delta,
+    DQ,
+    Blocks,
+    Counts,
+    sqb,
+    sqh,
+    sqm,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sdob,
+    sdoh,
+    sdom,
+    sdqb,
+    sdqh,
+    sdqm,
+    H,
+    Hm,
+    Lq,
+    Lk,
+    n_q_blocks,
+    n_words,
+    scale,
+    UNMASK_EMPTY: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """dQ of one query block, over the key blocks its plan lists (the forward's plan)."""
     qb, b, h, bh = _split_program(tl.program_id(0), n_q_blocks, H)
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)

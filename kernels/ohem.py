@@ -53,10 +53,27 @@ def _from_key(key):
 
 
 @triton.jit
-def ohem_forward_kernel(logits_ptr, target_ptr, class_weight_ptr, lse_ptr, nll_ptr, prob_ptr, state_ptr,
-                        n_pixels, n_classes, spatial, stride_n, stride_c, stride_s, ignore_index,
-                        HAS_CLASS_WEIGHT: tl.constexpr, HAS_THRESH: tl.constexpr, COUNT_VALID: tl.constexpr,
-                        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def ohem_forward_kernel(
+    logits_ptr,
+    target_ptr,
+    class_weight_ptr,
+    lse_ptr,
+    nll_ptr,
+    prob_ptr,
+    state_ptr,
+    n_pixels,
+    n_classes,
+    spatial,
+    stride_n,
+    stride_c,
+    stride_s,
+    ignore_index,
+    HAS_CLASS_WEIGHT: tl.constexpr,
+    HAS_THRESH: tl.constexpr,
+    COUNT_VALID: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     q = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_range = q < n_pixels
     base = (q // spatial) * stride_n + (q % spatial) * stride_s
@@ -66,8 +83,9 @@ def ohem_forward_kernel(logits_ptr, target_ptr, class_weight_ptr, lse_ptr, nll_p
     for c0 in range(0, n_classes, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         in_tile = in_range[:, None] & (c[None, :] < n_classes)
-        x = tl.load(logits_ptr + base[:, None] + c[None, :].to(tl.int64) * stride_c, mask=in_tile,
-                    other=float("-inf")).to(tl.float32)
+        x = tl.load(
+            logits_ptr + base[:, None] + c[None, :].to(tl.int64) * stride_c, mask=in_tile, other=float("-inf")
+        ).to(tl.float32)
         n_nonfinite += tl.sum((in_tile & ~(tl.abs(x) < float("inf"))).to(tl.int32), axis=1)
         new_max = tl.maximum(running_max, tl.max(x, axis=1))
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
@@ -92,8 +110,9 @@ def ohem_forward_kernel(logits_ptr, target_ptr, class_weight_ptr, lse_ptr, nll_p
 
 
 @triton.jit
-def radix_histogram_kernel(values_ptr, state_ptr, hist_ptr, n, SHIFT: tl.constexpr, INDEX_PASS: tl.constexpr,
-                           BLOCK: tl.constexpr):
+def radix_histogram_kernel(
+    values_ptr, state_ptr, hist_ptr, n, SHIFT: tl.constexpr, INDEX_PASS: tl.constexpr, BLOCK: tl.constexpr
+):
     """Adds to hist_ptr[0:256] the histogram of one 8-bit digit over the candidates: non-NaN
     values whose key matches the prefix chosen by the earlier passes above bit SHIFT + 8. An
     index pass digits the flat index of the values equal to the cut, and runs only when the
@@ -109,7 +128,9 @@ def radix_histogram_kernel(values_ptr, state_ptr, hist_ptr, n, SHIFT: tl.constex
         v = tl.load(values_ptr + offs, mask=offs < n, other=float("nan"))
         key = _order_key(v)
         if INDEX_PASS:
-            match = (v == v) & (key == prefix) & ((offs >> (SHIFT + RADIX_BITS)) == (index_prefix >> (SHIFT + RADIX_BITS)))
+            match = (
+                (v == v) & (key == prefix) & ((offs >> (SHIFT + RADIX_BITS)) == (index_prefix >> (SHIFT + RADIX_BITS)))
+            )
             digit = (offs >> SHIFT) & (RADIX_BINS - 1)
         else:
             match = (v == v) & ((key >> (SHIFT + RADIX_BITS)) == (prefix >> (SHIFT + RADIX_BITS)))
@@ -119,8 +140,16 @@ def radix_histogram_kernel(values_ptr, state_ptr, hist_ptr, n, SHIFT: tl.constex
 
 
 @triton.jit
-def radix_pick_kernel(hist_ptr, state_ptr, budget, SHIFT: tl.constexpr, FIRST: tl.constexpr,
-                      LAST_VALUE_PASS: tl.constexpr, INDEX_PASS: tl.constexpr, HAS_THRESH: tl.constexpr):
+def radix_pick_kernel(
+    hist_ptr,
+    state_ptr,
+    budget,
+    SHIFT: tl.constexpr,
+    FIRST: tl.constexpr,
+    LAST_VALUE_PASS: tl.constexpr,
+    INDEX_PASS: tl.constexpr,
+    HAS_THRESH: tl.constexpr,
+):
     """One program: the bin that holds the k-th smallest candidate (0-based), k reduced by the
     candidates below it. The first pass sets k from the count (mmseg's rule); the last value
     pass (without a threshold) decides how the ties at the cut are kept."""
@@ -177,10 +206,23 @@ def radix_kept_kernel(values_ptr, kept_ptr, state_ptr, n, thresh, HAS_THRESH: tl
 
 
 @triton.jit
-def ohem_finish_kernel(target_ptr, nll_ptr, prob_ptr, class_weight_ptr, state_ptr, loss_ptr, scale_ptr,
-                       n_pixels, ignore_index, thresh, denominator,
-                       HAS_CLASS_WEIGHT: tl.constexpr, HAS_THRESH: tl.constexpr, AVG_NON_IGNORE: tl.constexpr,
-                       BLOCK: tl.constexpr):
+def ohem_finish_kernel(
+    target_ptr,
+    nll_ptr,
+    prob_ptr,
+    class_weight_ptr,
+    state_ptr,
+    loss_ptr,
+    scale_ptr,
+    n_pixels,
+    ignore_index,
+    thresh,
+    denominator,
+    HAS_CLASS_WEIGHT: tl.constexpr,
+    HAS_THRESH: tl.constexpr,
+    AVG_NON_IGNORE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """loss = kept nll / denominator (NaN for non-finite pixels); scale = d loss / d nll."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     in_range = offs < n_pixels
@@ -188,8 +230,9 @@ def ohem_finish_kernel(target_ptr, nll_ptr, prob_ptr, class_weight_ptr, state_pt
     valid = in_range & (target != ignore_index)
     nll = tl.load(nll_ptr + offs, mask=in_range, other=0.0)
     if HAS_THRESH:
-        kept = valid & _kept(tl.load(prob_ptr + offs, mask=in_range, other=float("nan")), offs, state_ptr, thresh,
-                             HAS_THRESH)
+        kept = valid & _kept(
+            tl.load(prob_ptr + offs, mask=in_range, other=float("nan")), offs, state_ptr, thresh, HAS_THRESH
+        )
     else:
         kept = valid & _kept(nll, offs, state_ptr, thresh, HAS_THRESH)
     nonfinite = valid & (nll != nll)  # the forward marks ignored and non-finite pixels NaN
@@ -199,14 +242,27 @@ def ohem_finish_kernel(target_ptr, nll_ptr, prob_ptr, class_weight_ptr, state_pt
     if HAS_CLASS_WEIGHT:
         weight = tl.load(class_weight_ptr + tl.where(kept, target, 0), mask=kept, other=0.0)
     tl.store(loss_ptr + offs, tl.where(kept, nll, tl.where(nonfinite, float("nan"), 0.0)) / denominator, mask=in_range)
-    tl.store(scale_ptr + offs, tl.where(kept, weight, tl.where(nonfinite, float("nan"), 0.0)) / denominator,
-             mask=in_range)
+    tl.store(
+        scale_ptr + offs, tl.where(kept, weight, tl.where(nonfinite, float("nan"), 0.0)) / denominator, mask=in_range
+    )
 
 
 @triton.jit
-def ohem_backward_kernel(grad_ptr, logits_ptr, target_ptr, lse_ptr, scale_ptr,
-                         n_pixels, n_classes, spatial, stride_n, stride_c, stride_s,
-                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def ohem_backward_kernel(
+    grad_ptr,
+    logits_ptr,
+    target_ptr,
+    lse_ptr,
+    scale_ptr,
+    n_pixels,
+    n_classes,
+    spatial,
+    stride_n,
+    stride_c,
+    stride_s,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     q = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_range = q < n_pixels
     base = (q // spatial) * stride_n + (q % spatial) * stride_s

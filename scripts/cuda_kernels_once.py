@@ -35,11 +35,15 @@ def cases():
         return view
 
     def raster(dev, rule, packed):
-        return ops.rasterize_polygons(polys.to(dev), 37, 45, lengths=lengths.to(dev), groups=groups.to(dev),
-                                      num_masks=4, rule=rule, packed=packed)
+        return ops.rasterize_polygons(
+            polys.to(dev), 37, 45, lengths=lengths.to(dev), groups=groups.to(dev), num_masks=4, rule=rule, packed=packed
+        )
 
-    yield from [(f"rasterize {rule} {'packed' if packed else 'dense'}",
-                 lambda d, r=rule, p=packed: raster(d, r, p)) for rule in ("center", "coco") for packed in (False, True)]
+    yield from [
+        (f"rasterize {rule} {'packed' if packed else 'dense'}", lambda d, r=rule, p=packed: raster(d, r, p))
+        for rule in ("center", "coco")
+        for packed in (False, True)
+    ]
     yield "rasterize dense width 64", lambda d: ops.rasterize_polygons(polys.to(d) * 2, 40, 64)
     yield "pack (16-byte rows)", lambda d: ops.pack_masks(dense16.to(d))
     yield "pack (odd width)", lambda d: ops.pack_masks(a.to(d))
@@ -47,15 +51,21 @@ def cases():
     yield "unpack (misaligned view)", lambda d: ops.unpack_masks(misaligned(ops.pack_masks(a).to(d)), 77)
     yield "intersections pairwise", lambda d: ops.mask_intersection(a.to(d), b.to(d))
     yield "intersections matched", lambda d: ops.mask_intersection(a[:18].to(d), b.to(d), matched=True)
-    yield "intersections int8 product", lambda d: ops.overlap.int_mm_intersections(ops.pack_masks(a.to(d)),
-                                                                                  ops.pack_masks(b.to(d)))
+    yield (
+        "intersections int8 product",
+        lambda d: ops.overlap.int_mm_intersections(ops.pack_masks(a.to(d)), ops.pack_masks(b.to(d))),
+    )
     yield "grid weights area", lambda d: ops.mask_grid_weights(pool_masks.to(d), (6, 7))
-    yield "grid weights bilinear grid", lambda d: ops.mask_grid_weights(pool_masks.to(d), (6, 7), weights="bilinear",
-                                                                        grid=(15, 17))
+    yield (
+        "grid weights bilinear grid",
+        lambda d: ops.mask_grid_weights(pool_masks.to(d), (6, 7), weights="bilinear", grid=(15, 17)),
+    )
     yield "mask_pool", lambda d: ops.mask_pool(feats.to(d), pool_masks.to(d), weights="bilinear")
     for offset in (1.0, -0.5):
-        yield (f"binarize offset {offset}",
-               lambda d, o=offset: torch.ops.segfast.binarize_logits(logits.to(d), 0.2 + o, 0.2 - o, 0.2, 30, 70, 5, 9))
+        yield (
+            f"binarize offset {offset}",
+            lambda d, o=offset: torch.ops.segfast.binarize_logits(logits.to(d), 0.2 + o, 0.2 - o, 0.2, 30, 70, 5, 9),
+        )
     yield "polar polygons", lambda d: ops.mask_to_polar_polygons(a.to(d))
     ohem_logits = torch.randn(2, 5, 9, 11, generator=g)
     ohem_target = torch.randint(0, 5, (2, 9, 11), generator=g)

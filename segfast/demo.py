@@ -22,20 +22,35 @@ from pathlib import Path
 
 import torch
 
+from segfast import registry
+
 DEMO_CURRICULUM = {"c_end": 25.0, "d_end": 50.0}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def demo_config(out: Path, steps: int, batch: int, device: str) -> dict:
     return {
-        "model": {"name": "llafs", "options": {"num_query_tokens": 16, "freeze_encoder": False},
-                  "lora": {"r": 32, "alpha": 64, "target_modules": LORA_TARGETS}},
-        "data": {"name": "llafs-pseudo", "options": {"size": 64, "curriculum_samples": steps * batch,
-                                                     "curriculum": DEMO_CURRICULUM}},
+        "model": {
+            "name": "llafs",
+            "options": {"num_query_tokens": 16, "freeze_encoder": False},
+            "lora": {"r": 32, "alpha": 64, "target_modules": LORA_TARGETS},
+        },
+        "data": {
+            "name": "llafs-pseudo",
+            "options": {"size": 64, "curriculum_samples": steps * batch, "curriculum": DEMO_CURRICULUM},
+        },
         "optim": {"lr": 2e-3, "warmup_steps": 20},
-        "run": {"output_dir": str(out / "llafs-run"), "total_steps": steps, "global_batch_size": batch,
-                "micro_batch_size": batch, "save_every": steps, "eval_every": max(1, steps // 5), "eval_batches": 4,
-                "device": "cpu" if device == "cpu" else "auto", "log_every": 1},
+        "run": {
+            "output_dir": str(out / "llafs-run"),
+            "total_steps": steps,
+            "global_batch_size": batch,
+            "micro_batch_size": batch,
+            "save_every": steps,
+            "eval_every": max(1, steps // 5),
+            "eval_batches": 4,
+            "device": "cpu" if device == "cpu" else "auto",
+            "log_every": 1,
+        },
     }
 
 
@@ -62,8 +77,12 @@ def evaluate(model, batches, device) -> tuple[dict, list]:
         parsed += sum(e is None for e in out["errors"])
         outputs.append(out)
     n = int(refined.state[0, 3])
-    return {"iou": refined.compute()["gIoU"], "polygon_iou": polygon.compute()["gIoU"], "parsed": parsed / n,
-            "samples": n}, outputs
+    return {
+        "iou": refined.compute()["gIoU"],
+        "polygon_iou": polygon.compute()["gIoU"],
+        "parsed": parsed / n,
+        "samples": n,
+    }, outputs
 
 
 def run(out="demo-out", device: str = "cpu", steps: int = 1000, batch: int = 8, eval_samples: int = 32) -> dict:
@@ -74,7 +93,6 @@ def run(out="demo-out", device: str = "cpu", steps: int = 1000, batch: int = 8, 
 
 
 def _run(out: Path, device: str, steps: int, batch: int, eval_samples: int) -> dict:
-    from segfast.models import MODELS
     from segfast.train import load_config, train
     from segfast.train.checkpoint import load_trained, newest_valid_checkpoint
 
@@ -87,21 +105,32 @@ def _run(out: Path, device: str, steps: int, batch: int, eval_samples: int) -> d
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     batches = eval_batches(eval_samples, batch)
     torch.manual_seed(cfg.run.seed)  # the engine builds the model under the same seed
-    before, _ = evaluate(MODELS["llafs"](cfg.model, dev).to(dev), batches, dev)
-    print(f"before training: refined-mask IoU {before['iou']:.3f}, LLM polygon IoU {before['polygon_iou']:.3f}, "
-          f"answers parsed {before['parsed']:.0%} ({eval_samples} held-out pairs)", flush=True)
+    before, _ = evaluate(registry.system("llafs").model(cfg.model, dev).to(dev), batches, dev)
+    print(
+        f"before training: refined-mask IoU {before['iou']:.3f}, LLM polygon IoU {before['polygon_iou']:.3f}, "
+        f"answers parsed {before['parsed']:.0%} ({eval_samples} held-out pairs)",
+        flush=True,
+    )
     started = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - started
     model = load_trained(newest_valid_checkpoint(run_dir), dev)
     after, outputs = evaluate(model, batches, dev)
-    print(f"after {result['step']} steps ({seconds:.0f} s): refined-mask IoU {after['iou']:.3f}, LLM polygon IoU "
-          f"{after['polygon_iou']:.3f}, answers parsed {after['parsed']:.0%}")
+    print(
+        f"after {result['step']} steps ({seconds:.0f} s): refined-mask IoU {after['iou']:.3f}, LLM polygon IoU "
+        f"{after['polygon_iou']:.3f}, answers parsed {after['parsed']:.0%}"
+    )
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     from segfast import viz
 
     grid = viz.llafs_grid(batches[0], outputs[0], out / "llafs_predictions.png")
     curves = viz.training_curves(records, before, after, out / "llafs_curves.png")
     print(f"wrote {grid} (support | query + LLM polygon | refined mask | ground truth)\nwrote {curves}")
-    return {"before": before, "after": after, "steps": result["step"], "seconds": seconds, "grid": grid,
-            "curves": curves}
+    return {
+        "before": before,
+        "after": after,
+        "steps": result["step"],
+        "seconds": seconds,
+        "grid": grid,
+        "curves": curves,
+    }

@@ -3,8 +3,8 @@ rename (atomic on POSIX), so a crash never leaves a half-written checkpoint or r
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -20,6 +20,7 @@ over torch.distributed when it is initialised — gives the same numbers on any 
 processes, in any order.
 """
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -69,8 +70,9 @@ class IoUMeter:
         inter = mask_intersection(pp, pg, matched=True).cpu()
         union = mask_area(pp).cpu() + mask_area(pg).cpu() - inter
         iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), torch.ones_like(inter).double())
-        self.state[round] += torch.stack([inter.sum(), union.sum(), torch.round(iou * IOU_SCALE).long().sum(),
-                                          torch.tensor(len(inter))])
+        self.state[round] += torch.stack(
+            [inter.sum(), union.sum(), torch.round(iou * IOU_SCALE).long().sum(), torch.tensor(len(inter))]
+        )
 
     def sync(self) -> "IoUMeter":
         """Sums the state over all processes (no-op without torch.distributed)."""
@@ -79,9 +81,11 @@ class IoUMeter:
 
     def _values(self, row: torch.Tensor, prefix: str) -> dict:
         inter, union, iou_sum, n = (int(x) for x in row)
-        return {f"{prefix}gIoU": iou_sum / IOU_SCALE / n if n else float("nan"),
-                f"{prefix}cIoU": inter / union if union else float("nan"),
-                f"{prefix}samples": n}
+        return {
+            f"{prefix}gIoU": iou_sum / IOU_SCALE / n if n else float("nan"),
+            f"{prefix}cIoU": inter / union if union else float("nan"),
+            f"{prefix}samples": n,
+        }
 
     def compute(self) -> dict:
         out = self._values(self.state.sum(0), "")
@@ -124,7 +128,9 @@ class MIoUMeter:
     def update(self, pred: torch.Tensor, target: torch.Tensor, round: int = 0) -> None:
         """pred, target: integer label maps of the same shape."""
         if pred.shape != target.shape:
-            raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
         if pred.is_floating_point() or target.is_floating_point():
             raise TypeError("pred and target must be integer label maps")
         if not 0 <= round < self.state.shape[0]:
@@ -146,7 +152,11 @@ class MIoUMeter:
 
     @staticmethod
     def _values(inter, union, prefix):
-        iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), torch.full_like(inter, float("nan"), dtype=torch.float64))
+        iou = torch.where(
+            union > 0,
+            inter.double() / union.clamp(min=1).double(),
+            torch.full_like(inter, float("nan"), dtype=torch.float64),
+        )
         present = union > 0
         miou = float(iou[present].mean()) if bool(present.any()) else float("nan")
         return {f"{prefix}mIoU": miou, f"{prefix}per_class_iou": iou.tolist()}
@@ -158,3 +168,37 @@ class MIoUMeter:
             for r in range(self.state.shape[0]):
                 out.update(self._values(self.state[r, 0], self.state[r, 1], f"round{r}/"))
         return out
+
+
+class FoldIoU:
+    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions)."""
+
+    def __init__(self, classes):
+        self.classes = list(classes)
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.state = torch.zeros(len(self.classes), 2, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None) -> None:
+        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip."""
+        keep = ~ignore if ignore is not None else torch.ones_like(gt)
+        inter = (pred & gt & keep).flatten(1).sum(1)
+        union = ((pred | gt) & keep).flatten(1).sum(1)
+        for c, i, u in zip(torch.as_tensor(class_ids).tolist(), inter.tolist(), union.tolist()):
+            if c not in self.index:
+                raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
+            self.state[self.index[c]] += torch.tensor([i, u])
+
+    def sync(self) -> "FoldIoU":
+        """Sums the state over all processes (no-op without torch.distributed)."""
+        self.state = sync_state(self.state)
+        return self
+
+    def compute(self) -> dict:
+        seen = self.state[:, 1] > 0
+        per_class = {
+            c: (int(i) / int(u) if u else float("nan")) for c, (i, u) in zip(self.classes, self.state.tolist())
+        }
+        miou = (
+            float(np.mean([v for v, s in zip(per_class.values(), seen.tolist()) if s])) if seen.any() else float("nan")
+        )
+        return {"mIoU": miou, "per_class": per_class}

@@ -10,7 +10,7 @@ class Allocations(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.ops = set()
-        self.sizes = []        # numel of every tensor output
+        self.sizes = []  # numel of every tensor output
         self.float_sizes = []  # numel of floating-point outputs
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):

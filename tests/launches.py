@@ -59,4 +59,5 @@ class _Proxy:
             self.owner.record(self.name, grid, meta)
             if self.run:
                 return self.kernel[grid](*args, **meta)
+
         return launch

@@ -3,6 +3,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # SDPA fallback of masked attention on CPU
 
 
+@pytest.mark.slow
 def test_demo_learns_in_short_form(tmp_path, monkeypatch):
     """The main job, shortened: a tiny LLaFS trained on pseudo pairs must clearly beat its
     untrained self on held-out pairs, answer in the format, and leave both pictures."""

@@ -12,6 +12,9 @@
 
 namespace segfast {
 
+// 64-bit words in a packed row of `width` pixels; its bytes are 8 * packed_row_words(width).
+SEGFAST_HD int64_t packed_row_words(int64_t width) { return (width + 63) / 64; }
+
 SEGFAST_HD int popcount64(uint64_t x) {
 #if defined(__CUDA_ARCH__)
   return __popcll(x);
@@ -42,12 +45,21 @@ SEGFAST_HD uint32_t valid_bits32(int64_t w, int64_t width) {
 
 // In-word inclusive prefix XOR: bit i becomes the parity of bits 0..i (toggles -> coverage).
 SEGFAST_HD uint32_t prefix_xor32(uint32_t w) {
-  w ^= w << 1; w ^= w << 2; w ^= w << 4; w ^= w << 8; w ^= w << 16;
+  w ^= w << 1;
+  w ^= w << 2;
+  w ^= w << 4;
+  w ^= w << 8;
+  w ^= w << 16;
   return w;
 }
 
 SEGFAST_HD uint64_t prefix_xor64(uint64_t w) {
-  w ^= w << 1; w ^= w << 2; w ^= w << 4; w ^= w << 8; w ^= w << 16; w ^= w << 32;
+  w ^= w << 1;
+  w ^= w << 2;
+  w ^= w << 4;
+  w ^= w << 8;
+  w ^= w << 16;
+  w ^= w << 32;
   return w;
 }
 

@@ -29,9 +29,13 @@ SEGFAST_HD double add_rn(double a, double b) {
 }
 
 template <typename T>
-SEGFAST_HD T min_of(T a, T b) { return a < b ? a : b; }
+SEGFAST_HD T min_of(T a, T b) {
+  return a < b ? a : b;
+}
 template <typename T>
-SEGFAST_HD T max_of(T a, T b) { return a < b ? b : a; }
+SEGFAST_HD T max_of(T a, T b) {
+  return a < b ? b : a;
+}
 
 // Floor division for possibly negative numerators, positive denominators.
 SEGFAST_HD long long floor_div(long long a, long long b) {

@@ -13,8 +13,10 @@ namespace segfast {
 template <typename Word = uint64_t>
 const Word* word_aligned(const at::Tensor& t, const char* op, const char* name) {
   const uintptr_t address = reinterpret_cast<uintptr_t>(t.data_ptr());
-  TORCH_CHECK(address % 8 == 0, op, ": ", name, " must start on an 8-byte boundary to be read as 64-bit words, "
-              "but this view starts ", address % 8, " bytes past one; pass a copy (segfast.ops does)");
+  TORCH_CHECK(address % 8 == 0, op, ": ", name,
+              " must start on an 8-byte boundary to be read as 64-bit words, "
+              "but this view starts ",
+              address % 8, " bytes past one; pass a copy (segfast.ops does)");
   return static_cast<const Word*>(t.data_ptr());
 }
 

@@ -39,7 +39,7 @@ struct OverlapParams {
   const uint64_t* a = nullptr;  // (n, words)
   const uint64_t* b = nullptr;  // (m, words)
   int64_t n = 0, m = 0, words = 0;
-  int64_t* out = nullptr;       // pairwise: (n, m), zeroed (the CUDA kernel adds to it); matched: (n,)
+  int64_t* out = nullptr;  // pairwise: (n, m), zeroed (the CUDA kernel adds to it); matched: (n,)
 };
 
 // CPU, pairwise: adds to output rows [row_begin, row_end) (any multiple of kOverlapRowBlock apart).

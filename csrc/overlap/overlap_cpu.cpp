@@ -32,10 +32,9 @@ __attribute__((always_inline)) inline void block_scalar(const uint64_t* const* a
     for (int j = 0; j < nj; ++j) acc[i][j] += sum[i][j];
 }
 
-#define SEGFAST_DEFINE_SCALAR(NAME, ATTR)                                                          \
-  ATTR void NAME(const uint64_t* const* a, const uint64_t* const* b, int ni, int nj, int64_t len, \
-                 int64_t acc[4][4]) {                                                              \
-    block_scalar(a, b, ni, nj, len, acc);                                                          \
+#define SEGFAST_DEFINE_SCALAR(NAME, ATTR)                                                                              \
+  ATTR void NAME(const uint64_t* const* a, const uint64_t* const* b, int ni, int nj, int64_t len, int64_t acc[4][4]) { \
+    block_scalar(a, b, ni, nj, len, acc);                                                                              \
   }
 
 SEGFAST_DEFINE_SCALAR(block_portable, )
@@ -44,9 +43,8 @@ SEGFAST_DEFINE_SCALAR(block_popcnt, __attribute__((target("popcnt"))))
 
 // ---- AVX-512 VPOPCNTDQ -------------------------------------------------------------------
 
-__attribute__((target("avx512f,avx512vpopcntdq"))) void block_avx512(const uint64_t* const* a,
-                                                                       const uint64_t* const* b, int ni, int nj,
-                                                                       int64_t len, int64_t acc[4][4]) {
+__attribute__((target("avx512f,avx512vpopcntdq"))) void block_avx512(const uint64_t* const* a, const uint64_t* const* b,
+                                                                     int ni, int nj, int64_t len, int64_t acc[4][4]) {
   __m512i sum[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) sum[i][j] = _mm512_setzero_si512();

@@ -16,9 +16,9 @@
 namespace segfast {
 namespace {
 
-constexpr int kTile = 64;     // pairs per tile side
-constexpr int kSlice = 16;    // 64-bit words per staged slice
-constexpr int kThreads = 256; // 16 x 16 threads, 4 x 4 pairs each
+constexpr int kTile = 64;      // pairs per tile side
+constexpr int kSlice = 16;     // 64-bit words per staged slice
+constexpr int kThreads = 256;  // 16 x 16 threads, 4 x 4 pairs each
 
 __global__ void __launch_bounds__(kThreads) pairwise_kernel(OverlapParams p, int64_t split_words) {
   __shared__ unsigned long long as[kSlice][kTile + 1];

@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/bits.h"
+
 #include "common/word_aligned.h"
 #include "packing/packing.h"
 
@@ -26,7 +28,7 @@ PackParams pack_params(const at::Tensor& masks, const at::Tensor& packed, int64_
   p.dense = static_cast<const uint8_t*>(masks.data_ptr());
   p.packed = static_cast<uint8_t*>(packed.data_ptr());
   p.width = width;
-  p.row_words = (width + 63) / 64;
+  p.row_words = packed_row_words(width);
   p.rows = width ? masks.numel() / width : packed.numel() / std::max<int64_t>(1, 8 * p.row_words);
   return p;
 }
@@ -38,7 +40,7 @@ void check_pack(const at::Tensor& masks) {
 
 void check_unpack(const at::Tensor& packed, int64_t width) {
   TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.dim() >= 2 &&
-                  packed.size(-1) == 8 * ((width + 63) / 64),
+                  packed.size(-1) == 8 * packed_row_words(width),
               "segfast::unpack_masks: packed must be contiguous uint8 of shape (..., H, 8 * ceil(width / 64))");
   word_aligned(packed, "segfast::unpack_masks", "packed");
 }
@@ -46,7 +48,7 @@ void check_unpack(const at::Tensor& packed, int64_t width) {
 at::Tensor pack_cpu(const at::Tensor& masks) {
   check_pack(masks);
   const int64_t width = masks.size(-1);
-  at::Tensor packed = at::empty(with_last(masks, 8 * ((width + 63) / 64)), masks.options().dtype(at::kByte));
+  at::Tensor packed = at::empty(with_last(masks, 8 * packed_row_words(width)), masks.options().dtype(at::kByte));
   PackParams p = pack_params(masks, packed, width);
   at::parallel_for(0, p.rows, 64, [&](int64_t b, int64_t e) { pack_rows_cpu(p, b, e); });
   return packed;
@@ -65,7 +67,7 @@ at::Tensor pack_cuda(const at::Tensor& masks) {
   check_pack(masks);
   c10::cuda::CUDAGuard guard(masks.device());
   const int64_t width = masks.size(-1);
-  at::Tensor packed = at::empty(with_last(masks, 8 * ((width + 63) / 64)), masks.options().dtype(at::kByte));
+  at::Tensor packed = at::empty(with_last(masks, 8 * packed_row_words(width)), masks.options().dtype(at::kByte));
   check_launch(pack_cuda_launch(pack_params(masks, packed, width), c10::cuda::getCurrentCUDAStream().stream()),
                "segfast::pack_masks");
   return packed;

@@ -11,11 +11,11 @@
 namespace segfast {
 
 struct PackParams {
-  const uint8_t* dense = nullptr;   // (rows, width) bool bytes, each 0 or 1
-  uint8_t* packed = nullptr;        // (rows, 8 * row_words)
+  const uint8_t* dense = nullptr;  // (rows, width) bool bytes, each 0 or 1
+  uint8_t* packed = nullptr;       // (rows, 8 * row_words)
   int64_t rows = 0;
   int64_t width = 0;
-  int64_t row_words = 0;            // ceil(width / 64)
+  int64_t row_words = 0;  // ceil(width / 64)
 };
 
 // Packed 32-bit word w of a row from the row's bool bytes (pixels past the width are 0).

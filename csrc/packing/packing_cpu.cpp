@@ -5,7 +5,8 @@
 namespace segfast {
 
 void pack_rows_cpu(const PackParams& p, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) pack_row(p.dense + r * p.width, p.width, p.packed + r * 8 * p.row_words, 8 * p.row_words);
+  for (int64_t r = begin; r < end; ++r)
+    pack_row(p.dense + r * p.width, p.width, p.packed + r * 8 * p.row_words, 8 * p.row_words);
 }
 
 void unpack_rows_cpu(const PackParams& p, int64_t begin, int64_t end) {

@@ -25,8 +25,8 @@ __global__ void pack_kernel(PackParams p, bool vector) {
     if (vector && 32 * w + 32 <= p.width) {
       const uint4* src = reinterpret_cast<const uint4*>(row + 32 * w);
       const uint4 a = src[0], b = src[1];
-      const uint64_t g[4] = {a.x | (uint64_t)a.y << 32, a.z | (uint64_t)a.w << 32,
-                             b.x | (uint64_t)b.y << 32, b.z | (uint64_t)b.w << 32};
+      const uint64_t g[4] = {a.x | (uint64_t)a.y << 32, a.z | (uint64_t)a.w << 32, b.x | (uint64_t)b.y << 32,
+                             b.z | (uint64_t)b.w << 32};
       word = gather8(g[0]) | gather8(g[1]) << 8 | gather8(g[2]) << 16 | gather8(g[3]) << 24;
     } else {
       word = pack_word32(row, p.width, w);

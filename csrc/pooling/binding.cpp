@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/bits.h"
+
 #include "common/word_aligned.h"
 #include "pooling/grid_weights.h"
 
@@ -32,18 +34,18 @@ void check_bands(const at::Tensor& start, const at::Tensor& count, const at::Ten
     const int64_t* s = start.data_ptr<int64_t>();
     const int64_t* c = count.data_ptr<int64_t>();
     for (int64_t i = 0; i < start.numel(); ++i)
-      TORCH_CHECK(s[i] >= 0 && c[i] >= 0 && c[i] <= weights.size(1) && s[i] + c[i] <= n_in, kOp, ": ", axis,
-                  " band ", i, " [", s[i], ", ", s[i] + c[i], ") does not fit ", n_in, " pixels and ", weights.size(1),
+      TORCH_CHECK(s[i] >= 0 && c[i] >= 0 && c[i] <= weights.size(1) && s[i] + c[i] <= n_in, kOp, ": ", axis, " band ",
+                  i, " [", s[i], ", ", s[i] + c[i], ") does not fit ", n_in, " pixels and ", weights.size(1),
                   " weights");
   }
 }
 
 GridWeightsParams make_params(const at::Tensor& masks, int64_t width, const at::Tensor& row_start,
                               const at::Tensor& row_count, const at::Tensor& row_weights, const at::Tensor& col_start,
-                              const at::Tensor& col_count, const at::Tensor& col_weights,
-                              const at::Tensor& col_uniform, at::Tensor& out) {
+                              const at::Tensor& col_count, const at::Tensor& col_weights, const at::Tensor& col_uniform,
+                              at::Tensor& out) {
   TORCH_CHECK(masks.scalar_type() == at::kByte && masks.is_contiguous() && masks.dim() == 3 &&
-                  masks.size(2) == 8 * ((width + 63) / 64),
+                  masks.size(2) == 8 * packed_row_words(width),
               kOp, ": masks must be contiguous packed (N, H, 8 * ceil(width / 64)) uint8");
   check_bands(row_start, row_count, row_weights, masks.size(1), masks, "row");
   check_bands(col_start, col_count, col_weights, width, masks, "column");
@@ -77,8 +79,8 @@ at::Tensor grid_weights_cpu_op(const at::Tensor& masks, int64_t width, const at:
                                const at::Tensor& col_count, const at::Tensor& col_weights,
                                const at::Tensor& col_uniform) {
   at::Tensor out;
-  GridWeightsParams p = make_params(masks, width, row_start, row_count, row_weights, col_start, col_count,
-                                    col_weights, col_uniform, out);
+  GridWeightsParams p =
+      make_params(masks, width, row_start, row_count, row_weights, col_start, col_count, col_weights, col_uniform, out);
   at::parallel_for(0, p.n, 1, [&](int64_t b, int64_t e) { grid_weights_cpu(p, b, e); });
   return out;
 }
@@ -90,8 +92,8 @@ at::Tensor grid_weights_cuda_op(const at::Tensor& masks, int64_t width, const at
                                 const at::Tensor& col_uniform) {
   c10::cuda::CUDAGuard guard(masks.device());
   at::Tensor out;
-  GridWeightsParams p = make_params(masks, width, row_start, row_count, row_weights, col_start, col_count,
-                                    col_weights, col_uniform, out);
+  GridWeightsParams p =
+      make_params(masks, width, row_start, row_count, row_weights, col_start, col_count, col_weights, col_uniform, out);
   check_launch(grid_weights_cuda_launch(p, c10::cuda::getCurrentCUDAStream().stream()), kOp);
   return out;
 }

@@ -12,19 +12,19 @@
 namespace segfast {
 
 struct GridWeightsParams {
-  const uint64_t* masks = nullptr;      // (n, height, row_words) packed bits
+  const uint64_t* masks = nullptr;  // (n, height, row_words) packed bits
   int64_t n = 0, height = 0, width = 0, row_words = 0;
   int64_t out_h = 0, out_w = 0;
-  const int64_t* row_start = nullptr;   // (out_h,) first mask row of each grid row's band
-  const int64_t* row_count = nullptr;   // (out_h,) rows in the band (inside the mask)
-  const float* row_weights = nullptr;   // (out_h, row_len)
-  int64_t row_len = 0;                  // >= every row_count
-  const int64_t* col_start = nullptr;   // (out_w,)
-  const int64_t* col_count = nullptr;   // (out_w,)
-  const float* col_weights = nullptr;   // (out_w, col_len)
-  const uint8_t* col_uniform = nullptr; // (out_w,) 1 when a band's weights are all equal
+  const int64_t* row_start = nullptr;    // (out_h,) first mask row of each grid row's band
+  const int64_t* row_count = nullptr;    // (out_h,) rows in the band (inside the mask)
+  const float* row_weights = nullptr;    // (out_h, row_len)
+  int64_t row_len = 0;                   // >= every row_count
+  const int64_t* col_start = nullptr;    // (out_w,)
+  const int64_t* col_count = nullptr;    // (out_w,)
+  const float* col_weights = nullptr;    // (out_w, col_len)
+  const uint8_t* col_uniform = nullptr;  // (out_w,) 1 when a band's weights are all equal
   int64_t col_len = 0;
-  float* out = nullptr;                 // (n, out_h, out_w)
+  float* out = nullptr;  // (n, out_h, out_w)
 };
 
 // Entry j of T = M Rx^T for one packed mask row: the band weights of column band j summed over

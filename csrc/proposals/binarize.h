@@ -24,7 +24,7 @@ struct BinarizeParams {
   int32_t* boxes = nullptr;       // (n, 4): x0, y0, x1, y1 inclusive, {0, 0, 0, 0} when empty
   int64_t n = 0, h = 0, w = 0;
   int64_t height = 0, width = 0, row_words = 0;  // canvas
-  int64_t top = 0, left = 0;                      // where the logit map sits on the canvas
+  int64_t top = 0, left = 0;                     // where the logit map sits on the canvas
   float hi = 0, lo = 0, mid = 0;
 };
 
@@ -49,8 +49,8 @@ SEGFAST_HD void add_pixel(MaskStats& s, const BinarizeParams& p, float v, int32_
 }
 
 SEGFAST_HD MaskStats merge_stats(const MaskStats& a, const MaskStats& b) {
-  return {a.n_hi + b.n_hi, a.n_lo + b.n_lo, a.n_mid + b.n_mid,
-          min_of(a.x0, b.x0), min_of(a.y0, b.y0), max_of(a.x1, b.x1), max_of(a.y1, b.y1)};
+  return {a.n_hi + b.n_hi,    a.n_lo + b.n_lo,    a.n_mid + b.n_mid, min_of(a.x0, b.x0),
+          min_of(a.y0, b.y0), max_of(a.x1, b.x1), max_of(a.y1, b.y1)};
 }
 
 // Writes mask m's counts and box (segment-anything's batched_mask_to_box: {0, 0, 0, 0} when empty).

@@ -20,9 +20,9 @@ constexpr int kWarps = 8;
 constexpr int kFoldThreads = 256;
 
 __device__ MaskStats shfl_down(const MaskStats& s, int off) {
-  return {__shfl_down_sync(0xffffffffu, s.n_hi, off), __shfl_down_sync(0xffffffffu, s.n_lo, off),
+  return {__shfl_down_sync(0xffffffffu, s.n_hi, off),  __shfl_down_sync(0xffffffffu, s.n_lo, off),
           __shfl_down_sync(0xffffffffu, s.n_mid, off), __shfl_down_sync(0xffffffffu, s.x0, off),
-          __shfl_down_sync(0xffffffffu, s.y0, off),   __shfl_down_sync(0xffffffffu, s.x1, off),
+          __shfl_down_sync(0xffffffffu, s.y0, off),    __shfl_down_sync(0xffffffffu, s.x1, off),
           __shfl_down_sync(0xffffffffu, s.y1, off)};
 }
 

@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/bits.h"
+
 #include <climits>
 
 #include "proposals/binarize.h"
@@ -21,8 +23,7 @@ struct Outputs {
 };
 
 // Checks the call and allocates the outputs.
-Outputs prepare(const at::Tensor& logits, int64_t height, int64_t width, int64_t top, int64_t left,
-                BinarizeParams& p) {
+Outputs prepare(const at::Tensor& logits, int64_t height, int64_t width, int64_t top, int64_t left, BinarizeParams& p) {
   TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.is_contiguous() && logits.dim() == 3,
               "segfast::binarize_logits: logits must be contiguous float32 of shape (N, h, w)");
   TORCH_CHECK(top >= 0 && left >= 0 && top + logits.size(1) <= height && left + logits.size(2) <= width,
@@ -30,7 +31,7 @@ Outputs prepare(const at::Tensor& logits, int64_t height, int64_t width, int64_t
   TORCH_CHECK(height < INT_MAX && width < INT_MAX && logits.size(1) * logits.size(2) < INT_MAX,
               "segfast::binarize_logits: masks must have fewer than 2^31 pixels per side and per map");
   p.n = logits.size(0), p.h = logits.size(1), p.w = logits.size(2);
-  p.height = height, p.width = width, p.row_words = (width + 63) / 64, p.top = top, p.left = left;
+  p.height = height, p.width = width, p.row_words = packed_row_words(width), p.top = top, p.left = left;
   Outputs o;
   o.packed = at::empty({p.n, height, 8 * p.row_words}, logits.options().dtype(at::kByte));
   o.counts = at::empty({p.n, 3}, logits.options().dtype(at::kInt));
@@ -47,9 +48,8 @@ void set_thresholds(BinarizeParams& p, double hi, double lo, double mid) {
   p.hi = (float)hi, p.lo = (float)lo, p.mid = (float)mid;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cpu(const at::Tensor& logits, double hi, double lo,
-                                                            double mid, int64_t height, int64_t width,
-                                                            int64_t top, int64_t left) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cpu(const at::Tensor& logits, double hi, double lo, double mid,
+                                                            int64_t height, int64_t width, int64_t top, int64_t left) {
   BinarizeParams p;
   Outputs o = prepare(logits, height, width, top, left, p);
   set_thresholds(p, hi, lo, mid);
@@ -58,9 +58,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cpu(const at::Tensor& lo
 }
 
 #if defined(SEGFAST_WITH_CUDA)
-std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cuda(const at::Tensor& logits, double hi, double lo,
-                                                             double mid, int64_t height, int64_t width,
-                                                             int64_t top, int64_t left) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cuda(const at::Tensor& logits, double hi, double lo, double mid,
+                                                             int64_t height, int64_t width, int64_t top, int64_t left) {
   c10::cuda::CUDAGuard guard(logits.device());
   BinarizeParams p;
   Outputs o = prepare(logits, height, width, top, left, p);
@@ -77,8 +76,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_cuda(const at::Tensor& l
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(segfast, m) {
-  m.def("binarize_logits(Tensor logits, float hi, float lo, float mid, int height, int width, int top, "
-        "int left) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "binarize_logits(Tensor logits, float hi, float lo, float mid, int height, int width, int top, "
+      "int left) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(segfast, CPU, m) { m.impl("binarize_logits", &binarize_cpu); }

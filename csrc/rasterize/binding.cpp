@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/bits.h"
+
 #include "common/huge_pages.h"
 #include "rasterize/rasterize.h"
 
@@ -43,7 +45,7 @@ RasterizeParams make_params(const at::Tensor& vertices, const at::Tensor& length
   p.width = width;
   p.rule = parse_rule(rule);
   p.packed = packed;
-  p.row_words = (width + 63) / 64;
+  p.row_words = packed_row_words(width);
   return p;
 }
 
@@ -67,9 +69,8 @@ at::Tensor rasterize_cpu(const at::Tensor& vertices, const at::Tensor& lengths, 
   const int64_t by_cache = std::max<int64_t>(1, tile_bytes / (p.row_words * 8));
   const int64_t by_threads = std::max<int64_t>(1, (p.num_masks * height) / (4 * threads));
   p.rows_per_chunk = std::min<int64_t>({height, by_cache, std::max<int64_t>(16, by_threads)});
-  at::parallel_for(0, rasterize_cpu_num_items(p), 1, [&](int64_t begin, int64_t end) {
-    rasterize_cpu_items(p, begin, end);
-  });
+  at::parallel_for(0, rasterize_cpu_num_items(p), 1,
+                   [&](int64_t begin, int64_t end) { rasterize_cpu_items(p, begin, end); });
   return out;
 }
 

@@ -21,17 +21,17 @@ namespace segfast {
 enum class RasterRule : int32_t { kCenter = 0, kCoco = 1 };
 
 struct RasterizeParams {
-  const double* vertices = nullptr;      // (num_polygons, max_vertices, 2) as (x, y), grouped by mask
-  const int64_t* lengths = nullptr;      // (num_polygons,) vertices used by each polygon, >= 3
-  const int64_t* mask_offsets = nullptr; // (num_masks + 1,) polygons of mask m: [offsets[m], offsets[m + 1])
+  const double* vertices = nullptr;       // (num_polygons, max_vertices, 2) as (x, y), grouped by mask
+  const int64_t* lengths = nullptr;       // (num_polygons,) vertices used by each polygon, >= 3
+  const int64_t* mask_offsets = nullptr;  // (num_masks + 1,) polygons of mask m: [offsets[m], offsets[m + 1])
   int64_t num_masks = 0;
   int64_t max_vertices = 0;
   int64_t height = 0;
   int64_t width = 0;
   RasterRule rule = RasterRule::kCenter;
-  bool packed = false;                   // false: bool (M, H, W); true: uint8 (M, H, 8 * row_words)
-  int64_t row_words = 0;                 // 64-bit words per packed row: ceil(width / 64)
-  int64_t rows_per_chunk = 0;            // CPU: rows one work item fills
+  bool packed = false;         // false: bool (M, H, W); true: uint8 (M, H, 8 * row_words)
+  int64_t row_words = 0;       // 64-bit words per packed row: ceil(width / 64)
+  int64_t rows_per_chunk = 0;  // CPU: rows one work item fills
   void* out = nullptr;
 };
 
@@ -40,8 +40,7 @@ struct RasterizeParams {
 // First pixel column whose centre is at or right of the crossing of edge a -> b (ya < yb) with
 // the horizontal line y = yc, clamped to [0, width]. Exact: ceil(xc - 0.5) <= x  <=>  xc <= x + 0.5
 // for |xc| < 2^52, and vertices are bounded far below that.
-SEGFAST_HD int64_t center_first_column(double xa, double ya, double xb, double yb, double yc,
-                                       int64_t width) {
+SEGFAST_HD int64_t center_first_column(double xa, double ya, double xb, double yb, double yc, int64_t width) {
   double xc = xa + (yc - ya) * (xb - xa) / (yb - ya);
   double k = ceil(xc - 0.5);
   return k <= 0.0 ? 0 : (k >= (double)width ? width : (int64_t)k);
@@ -52,7 +51,7 @@ SEGFAST_HD int64_t center_first_column(double xa, double ya, double xb, double y
 struct CocoEdge {
   int xs, ys, xe, ye;  // grid endpoints after rleFrPoly's flip
   int dx, dy;
-  double s;            // rleFrPoly's slope along the major axis
+  double s;  // rleFrPoly's slope along the major axis
 };
 
 SEGFAST_HD int coco_grid(double v) { return (int)add_rn(mul_rn(5.0, v), 0.5); }
@@ -63,10 +62,17 @@ SEGFAST_HD CocoEdge coco_edge(int xs, int ys, int xe, int ye) {
   e.dy = ys > ye ? ys - ye : ye - ys;
   bool flip = (e.dx >= e.dy && xs > xe) || (e.dx < e.dy && ys > ye);
   if (flip) {
-    int t = xs; xs = xe; xe = t;
-    t = ys; ys = ye; ye = t;
+    int t = xs;
+    xs = xe;
+    xe = t;
+    t = ys;
+    ys = ye;
+    ye = t;
   }
-  e.xs = xs; e.ys = ys; e.xe = xe; e.ye = ye;
+  e.xs = xs;
+  e.ys = ys;
+  e.xe = xe;
+  e.ye = ye;
   // dx == dy == 0 gives NaN here, as in rleFrPoly; such an edge has no column crossings.
   e.s = e.dx >= e.dy ? (double)(ye - ys) / e.dx : (double)(xe - xs) / e.dy;
   return e;
@@ -109,8 +115,10 @@ SEGFAST_HD int64_t coco_toggle_row(const CocoEdge& e, int64_t x, int64_t height)
     v = e.ys + t - 1;
   }
   double yd = ((double)v + 0.5) / 5.0 - 0.5;
-  if (yd < 0) yd = 0;
-  else if (yd > (double)height) yd = (double)height;
+  if (yd < 0)
+    yd = 0;
+  else if (yd > (double)height)
+    yd = (double)height;
   return (int64_t)ceil(yd);
 }
 

@@ -26,16 +26,22 @@ struct Tile {
   int64_t cover_lo = 0, cover_hi = 0;  // rows [cover_lo, cover_hi) may hold coverage
   void reset(int64_t r, int64_t w) {
     if (r * w > (int64_t)toggles.size()) toggles.assign(r * w, 0);
-    rows = r; words = w;
+    rows = r;
+    words = w;
     cover.assign(r * w, 0);
     state.assign(w, 0);
-    cover_lo = r; cover_hi = 0;
+    cover_lo = r;
+    cover_hi = 0;
   }
   Word* toggle_row(int64_t r) {
-    lo = std::min(lo, r); hi = std::max(hi, r + 1);
+    lo = std::min(lo, r);
+    hi = std::max(hi, r + 1);
     return &toggles[r * words];
   }
-  void begin_polygon() { lo = rows; hi = 0; }
+  void begin_polygon() {
+    lo = rows;
+    hi = 0;
+  }
   void end_polygon(int64_t first_row, int64_t end_row) {  // rows that received coverage
     std::fill(toggles.begin() + lo * words, toggles.begin() + std::max(lo, hi) * words, 0);
     if (first_row < end_row) {
@@ -91,8 +97,11 @@ void coco_polygon(const RasterizeParams& p, const double* v, int64_t n, int64_t 
     coco_columns(e, p.width, &first, &count);
     for (int64_t x = first; x < first + count; ++x) {
       int64_t ty = coco_toggle_row(e, x, p.height);
-      if (ty < r0) { toggle(t.state.data(), x); seeded = true; }
-      else if (ty < r1) toggle(t.toggle_row(ty - r0), x);
+      if (ty < r0) {
+        toggle(t.state.data(), x);
+        seeded = true;
+      } else if (ty < r1)
+        toggle(t.toggle_row(ty - r0), x);
     }
   }
   // coverage runs from the first toggled row (or the top, when seeded) down to the chunk's end
@@ -119,8 +128,7 @@ void write_rows(const RasterizeParams& p, int64_t mask, int64_t r0, const Tile& 
   std::memset(base, 0, t.cover_lo * row_bytes);
   std::memset(base + t.cover_hi * row_bytes, 0, (t.rows - t.cover_hi) * row_bytes);
   if (p.packed) {  // little-endian words == little bit order bytes, padding included
-    std::memcpy(base + t.cover_lo * row_bytes, &t.cover[t.cover_lo * t.words],
-                (t.cover_hi - t.cover_lo) * row_bytes);
+    std::memcpy(base + t.cover_lo * row_bytes, &t.cover[t.cover_lo * t.words], (t.cover_hi - t.cover_lo) * row_bytes);
     return;
   }
   for (int64_t r = t.cover_lo; r < t.cover_hi; ++r)
@@ -144,8 +152,10 @@ void rasterize_cpu_items(const RasterizeParams& p, int64_t begin, int64_t end) {
     tile.reset(rows, p.row_words);
     for (int64_t poly = p.mask_offsets[mask]; poly < p.mask_offsets[mask + 1]; ++poly) {
       const double* v = p.vertices + poly * p.max_vertices * 2;
-      if (p.rule == RasterRule::kCenter) center_polygon(p, v, p.lengths[poly], r0, tile);
-      else coco_polygon(p, v, p.lengths[poly], r0, tile);
+      if (p.rule == RasterRule::kCenter)
+        center_polygon(p, v, p.lengths[poly], r0, tile);
+      else
+        coco_polygon(p, v, p.lengths[poly], r0, tile);
     }
     write_rows(p, mask, r0, tile);
   }

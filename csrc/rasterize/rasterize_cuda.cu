@@ -21,14 +21,18 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kMaxRows = 32;
 constexpr int kSmemWords = 12 * 1024;  // 48 KiB: the default dynamic shared-memory limit
 
-__device__ void center_toggles(const RasterizeParams& p, const double* v, int64_t n, int64_t r0,
-                               int rows, int w32, uint32_t* toggles) {
+__device__ void center_toggles(const RasterizeParams& p, const double* v, int64_t n, int64_t r0, int rows, int w32,
+                               uint32_t* toggles) {
   for (int64_t i = threadIdx.x; i < n * rows; i += blockDim.x) {
     const int64_t e = i / rows;
     const int r = (int)(i % rows);
     const double* a = v + 2 * e;
     const double* b = v + 2 * ((e + 1) % n);
-    if (a[1] > b[1]) { const double* t = a; a = b; b = t; }
+    if (a[1] > b[1]) {
+      const double* t = a;
+      a = b;
+      b = t;
+    }
     const double yc = (double)(r0 + r) + 0.5;
     if (!(a[1] <= yc && yc < b[1])) continue;
     const int64_t k = center_first_column(a[0], a[1], b[0], b[1], yc, p.width);
@@ -57,8 +61,8 @@ __device__ void center_fill(int64_t width, int rows, int w32, const uint32_t* to
   }
 }
 
-__device__ void coco_toggles(const RasterizeParams& p, const double* v, int64_t n, int64_t r0,
-                             int rows, int w32, uint32_t* toggles, uint32_t* state) {
+__device__ void coco_toggles(const RasterizeParams& p, const double* v, int64_t n, int64_t r0, int rows, int w32,
+                             uint32_t* toggles, uint32_t* state) {
   for (int64_t i = 0; i < n; ++i) {
     const double* a = v + 2 * i;
     const double* b = v + 2 * ((i + 1) % n);
@@ -69,8 +73,10 @@ __device__ void coco_toggles(const RasterizeParams& p, const double* v, int64_t 
       const int64_t x = first + j;
       const int64_t ty = coco_toggle_row(e, x, p.height);
       const uint32_t bit = 1u << (x % 32);
-      if (ty < r0) atomicXor(&state[x / 32], bit);
-      else if (ty < r0 + rows) atomicXor(&toggles[(ty - r0) * w32 + x / 32], bit);
+      if (ty < r0)
+        atomicXor(&state[x / 32], bit);
+      else if (ty < r0 + rows)
+        atomicXor(&toggles[(ty - r0) * w32 + x / 32], bit);
     }
   }
 }
@@ -88,7 +94,8 @@ __device__ void coco_fill(int rows, int w32, const uint32_t* toggles, const uint
 __device__ void write_tile(const RasterizeParams& p, int64_t mask, int64_t r0, int rows, int w32,
                            const uint32_t* cover) {
   if (p.packed) {  // rows of one mask are contiguous: the tile is one linear run of words
-    uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(p.out) + (mask * p.height + r0) * p.row_words * 8);
+    uint32_t* dst =
+        reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(p.out) + (mask * p.height + r0) * p.row_words * 8);
     for (int i = threadIdx.x; i < rows * w32; i += blockDim.x) dst[i] = cover[i];
     return;
   }
@@ -125,11 +132,15 @@ __global__ void __launch_bounds__(kThreads) rasterize_kernel(RasterizeParams p, 
     __syncthreads();
     const double* v = p.vertices + poly * p.max_vertices * 2;
     const int64_t n = p.lengths[poly];
-    if (p.rule == RasterRule::kCenter) center_toggles(p, v, n, r0, rows, w32, toggles);
-    else coco_toggles(p, v, n, r0, rows, w32, toggles, state);
+    if (p.rule == RasterRule::kCenter)
+      center_toggles(p, v, n, r0, rows, w32, toggles);
+    else
+      coco_toggles(p, v, n, r0, rows, w32, toggles, state);
     __syncthreads();
-    if (p.rule == RasterRule::kCenter) center_fill(p.width, rows, w32, toggles, cover);
-    else coco_fill(rows, w32, toggles, state, cover);
+    if (p.rule == RasterRule::kCenter)
+      center_fill(p.width, rows, w32, toggles, cover);
+    else
+      coco_fill(rows, w32, toggles, state, cover);
     __syncthreads();
   }
   __syncthreads();  // a mask without polygons has not synchronised since cover was cleared
@@ -143,9 +154,7 @@ int rows_per_block(int64_t w32) {
 
 }  // namespace
 
-int64_t rasterize_cuda_max_width() {
-  return (int64_t)32 * (kSmemWords / 3);
-}
+int64_t rasterize_cuda_max_width() { return (int64_t)32 * (kSmemWords / 3); }
 
 int rasterize_cuda_launch(const RasterizeParams& p, void* stream) {
   if (p.num_masks == 0 || p.height == 0 || p.width == 0) return 0;

@@ -26,14 +26,15 @@ at::Tensor expand16_op(const at::Tensor& bits) {
   uint8_t* o = out.data_ptr<uint8_t>();
   for (int64_t i = 0; i < bits.numel(); ++i) {
     const Bytes16 b = expand16((uint32_t)in[i]);
-    for (int k = 0; k < 8; ++k) o[16 * i + k] = (uint8_t)(b.lo >> (8 * k)), o[16 * i + 8 + k] = (uint8_t)(b.hi >> (8 * k));
+    for (int k = 0; k < 8; ++k)
+      o[16 * i + k] = (uint8_t)(b.lo >> (8 * k)), o[16 * i + 8 + k] = (uint8_t)(b.hi >> (8 * k));
   }
   return out;
 }
 
 at::Tensor gather8_op(const at::Tensor& bools) {
-  TORCH_CHECK(bools.device().is_cpu() && bools.scalar_type() == at::kByte && bools.is_contiguous() && bools.dim() == 2 &&
-                  bools.size(1) == 8,
+  TORCH_CHECK(bools.device().is_cpu() && bools.scalar_type() == at::kByte && bools.is_contiguous() &&
+                  bools.dim() == 2 && bools.size(1) == 8,
               "segfast_testing: bools must be contiguous uint8 (N, 8) on the CPU");
   at::Tensor out = at::empty({bools.size(0)}, bools.options().dtype(at::kLong));
   for (int64_t i = 0; i < bools.size(0); ++i) {
@@ -71,7 +72,8 @@ at::Tensor bit_window_op(const at::Tensor& row, const at::Tensor& starts, const 
   at::Tensor out = at::empty_like(starts);
   const uint64_t* words = reinterpret_cast<const uint64_t*>(row.data_ptr<int64_t>());
   for (int64_t i = 0; i < starts.numel(); ++i)
-    out.data_ptr<int64_t>()[i] = bits_of(bit_window(words, row.numel(), starts.data_ptr<int64_t>()[i], lens.data_ptr<int64_t>()[i]));
+    out.data_ptr<int64_t>()[i] =
+        bits_of(bit_window(words, row.numel(), starts.data_ptr<int64_t>()[i], lens.data_ptr<int64_t>()[i]));
   return out;
 }
 
@@ -79,7 +81,7 @@ at::Tensor bit_window_op(const at::Tensor& row, const at::Tensor& starts, const 
 at::Tensor pack_words_op(const at::Tensor& dense) {
   TORCH_CHECK(dense.device().is_cpu() && dense.scalar_type() == at::kBool && dense.is_contiguous() && dense.dim() == 2,
               "segfast_testing: dense must be contiguous bool (rows, width) on the CPU");
-  const int64_t rows = dense.size(0), width = dense.size(1), words32 = 2 * ((width + 63) / 64);
+  const int64_t rows = dense.size(0), width = dense.size(1), words32 = 2 * packed_row_words(width);
   at::Tensor out = at::empty({rows, 4 * words32}, dense.options().dtype(at::kByte));
   const uint8_t* d = reinterpret_cast<const uint8_t*>(dense.data_ptr<bool>());
   uint32_t* o = reinterpret_cast<uint32_t*>(out.data_ptr<uint8_t>());
@@ -90,7 +92,7 @@ at::Tensor pack_words_op(const at::Tensor& dense) {
 
 at::Tensor unpack_words_op(const at::Tensor& packed, int64_t width) {
   TORCH_CHECK(packed.device().is_cpu() && packed.scalar_type() == at::kByte && packed.is_contiguous() &&
-                  packed.dim() == 2 && packed.size(1) == 8 * ((width + 63) / 64),
+                  packed.dim() == 2 && packed.size(1) == 8 * packed_row_words(width),
               "segfast_testing: packed must be contiguous uint8 (rows, 8 * ceil(width / 64)) on the CPU");
   at::Tensor out = at::empty({packed.size(0), width}, packed.options().dtype(at::kBool));
   const uint32_t* p = reinterpret_cast<const uint32_t*>(packed.data_ptr<uint8_t>());

@@ -29,5 +29,12 @@ def segmentation_mask(segmentation, height: int, width: int) -> torch.Tensor:
     vertices = torch.full((len(parts), max(len(p) for p in parts), 2), float("nan"), dtype=torch.float64)
     for i, p in enumerate(parts):
         vertices[i, : len(p)] = p
-    return rasterize_polygons(vertices, height, width, lengths=torch.tensor([len(p) for p in parts]),
-                              groups=torch.zeros(len(parts), dtype=torch.long), num_masks=1, rule="coco")[0]
+    return rasterize_polygons(
+        vertices,
+        height,
+        width,
+        lengths=torch.tensor([len(p) for p in parts]),
+        groups=torch.zeros(len(parts), dtype=torch.long),
+        num_masks=1,
+        rule="coco",
+    )[0]

@@ -9,71 +9,43 @@ LISA's LONG_QUESTION templates, a name with its SHORT_QUESTION ones. Evaluation 
 every benchmark query (segfast.data.referring.benchmark_queries) is its own single-round
 conversation with the fixed question VAL_SHORT (VAL_LONG for a sentence) and answer VAL_ANSWER,
 and carries original_masks (1, H, W) and original_ignore (H, W) at the image's resolution.
-Samples: the frames of segfast.data.frames plus conversation and masks (n, S, S) bool.
+Samples: the frames of segfast.frames plus conversation and masks (n, S, S) bool.
 """
 
-import random
-import re
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from segfast.data.frames import frame_masks, model_inputs, read_rgb
 from segfast.data.referring import annotation_masks, benchmark_queries, read_entries
 from segfast.data.rng import EpochChoices, content_rng
-from segfast.data.scenes import SCENE_WORDS, synthetic_scene
+from segfast.data.scenes import synthetic_scene
+from segfast.frames import frame_masks, model_inputs, read_rgb
+from segfast.registry import dataset
+from segfast.text.lisa import ask, benchmark_round, with_image_once
 
-IMAGE = "<image>"
-# LISA's ValDataset asks every benchmark query with these and teacher-forces VAL_ANSWER
-VAL_SHORT = IMAGE + " What is {name} in this image? Please output segmentation mask."
-VAL_LONG = IMAGE + " {sentence} Please output segmentation mask."
-VAL_ANSWER = "[SEG]."
-SHORT_QUESTIONS = [IMAGE + " Can you segment the {name} in this image?",
-                   IMAGE + " Please segment the {name} in this image.",
-                   IMAGE + " What is {name} in this image? Please respond with segmentation mask.", VAL_SHORT]
-LONG_QUESTIONS = [IMAGE + " {sentence} Please respond with segmentation mask.", VAL_LONG]
-ANSWERS = ["It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", VAL_ANSWER]
 FORMATS = ("reasonseg", "refcoco", "synthetic")
 
 
-def vocabulary() -> list:
-    """The words of every [SEG]-model template and generated scene: the tiny tokenizer's
-    vocabulary (placeholders and the special tokens themselves left out)."""
-    from segfast.data.multiround import TEMPLATES
-    from segfast.models.lasagna.sequence import QUESTION
-
-    text = " ".join(SHORT_QUESTIONS + LONG_QUESTIONS + ANSWERS + TEMPLATES + [QUESTION])
-    text = re.sub(r"\{\w+\}|\[\w+\]|<\w+>|[.,?]", " ", text)
-    frame = {"USER", "ASSISTANT", ":", ".", ",", "?"}  # segfast.models.lisa.conversation.round_text
-    return sorted(set(text.split()) | set(SCENE_WORDS) | frame)
-
-
-def ask(rng: random.Random, name: str | None = None, sentence: str | None = None) -> dict:
-    """One round: a short question about `name` or a long one around `sentence`, a [SEG] answer."""
-    question = rng.choice(SHORT_QUESTIONS).format(name=name) if sentence is None else \
-        rng.choice(LONG_QUESTIONS).format(sentence=sentence)
-    return {"question": question, "answer": rng.choice(ANSWERS)}
-
-
-def benchmark_round(query: str, is_sentence: bool) -> dict:
-    """LISA's ValDataset round: the fixed question, the answer teacher-forced."""
-    question = VAL_LONG.format(sentence=query.strip()) if is_sentence else VAL_SHORT.format(name=query.strip())
-    return {"question": question, "answer": VAL_ANSWER}
-
-
-def with_image_once(rounds: list) -> list:
-    """LLaVA shows the image once: only the first question keeps <image>."""
-    return [rounds[0]] + [{**r, "question": r["question"].replace(IMAGE + " ", "")} for r in rounds[1:]]
-
-
+@dataset("seg-conversations")
 class SegConversations(EpochChoices, torch.utils.data.Dataset):
     """Training: referents, sentences and templates drawn anew every epoch (segfast.data.rng);
     evaluation: LISA's ValDataset protocol (see the module doc)."""
 
-    def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
-                 clip_size: int = 32, refs_per_image: int = 3, seed: int = 0, length: int = 256,
-                 dataset: str = "refcoco", split_by: str = "unc", eval_split: str = "val"):
+    def __init__(
+        self,
+        format: str = "synthetic",
+        root: str = "",
+        split: str = "train",
+        image_size: int = 64,
+        clip_size: int = 32,
+        refs_per_image: int = 3,
+        seed: int = 0,
+        length: int = 256,
+        dataset: str = "refcoco",
+        split_by: str = "unc",
+        eval_split: str = "val",
+    ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         if refs_per_image < 1:
@@ -108,12 +80,17 @@ class SegConversations(EpochChoices, torch.utils.data.Dataset):
             entries = self.items[i]
             image = read_rgb(entries[0]["image"])
             chosen = rng.sample(entries, min(self.refs, len(entries)))
-            rounds = [ask(rng, sentence=q) if e["is_sentence"] else ask(rng, name=q.lower())
-                      for e, q in ((e, rng.choice(e["queries"])) for e in chosen)]
+            rounds = [
+                ask(rng, sentence=q) if e["is_sentence"] else ask(rng, name=q.lower())
+                for e, q in ((e, rng.choice(e["queries"])) for e in chosen)
+            ]
             h, w = image.shape[:2]
             masks = torch.stack([annotation_masks(e, h, w)[0] for e in chosen])  # LISA trains on the target only
-        return {**model_inputs(image, self.size, self.clip_size), "conversation": with_image_once(rounds),
-                "masks": frame_masks(masks, self.size)}
+        return {
+            **model_inputs(image, self.size, self.clip_size),
+            "conversation": with_image_once(rounds),
+            "masks": frame_masks(masks, self.size),
+        }
 
     def _benchmark_sample(self, i: int) -> dict:
         if self.format == "synthetic":
@@ -127,5 +104,10 @@ class SegConversations(EpochChoices, torch.utils.data.Dataset):
             image = read_rgb(entry["image"])
             mask, ignore = annotation_masks(entry, *image.shape[:2])
             query, is_sentence = entry["queries"][q], entry["is_sentence"]
-        return {**model_inputs(image, self.size, self.clip_size), "conversation": [benchmark_round(query, is_sentence)],
-                "masks": frame_masks(mask[None], self.size), "original_masks": mask[None], "original_ignore": ignore}
+        return {
+            **model_inputs(image, self.size, self.clip_size),
+            "conversation": [benchmark_round(query, is_sentence)],
+            "masks": frame_masks(mask[None], self.size),
+            "original_masks": mask[None],
+            "original_ignore": ignore,
+        }

@@ -38,13 +38,33 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from segfast.data.coco_masks import segmentation_mask
-from segfast.data.frames import read_rgb
 from segfast.data.rng import EpochChoices
+from segfast.frames import read_rgb
 from segfast.ops import mask_to_polar_polygons
+from segfast.registry import dataset
 
-PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-                  "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-                  "tvmonitor")
+PASCAL_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 IGNORE = 255
 
 
@@ -169,9 +189,19 @@ class FewShotEpisodes(EpochChoices, Dataset):
     """Episodes of a fold (see the module doc); samples match llafs-pseudo's keys plus class_ids,
     class_names, query_ignore and (with attributes) attributes."""
 
-    def __init__(self, root, dataset: str = "pascal", fold: int = 0, shots: int = 1, split: str = "val",
-                 size: int = 512, episodes: int = 1000, seed: int = 0, min_object_area: int = 64,
-                 attributes: str | None = None):
+    def __init__(
+        self,
+        root,
+        dataset: str = "pascal",
+        fold: int = 0,
+        shots: int = 1,
+        split: str = "val",
+        size: int = 512,
+        episodes: int = 1000,
+        seed: int = 0,
+        min_object_area: int = 64,
+        attributes: str | None = None,
+    ):
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
         if split not in ("train", "val"):
@@ -188,8 +218,10 @@ class FewShotEpisodes(EpochChoices, Dataset):
             self.by_class.setdefault(cls, []).append(key)
         for cls, keys in self.by_class.items():
             if len(keys) < shots + 1:
-                raise ValueError(f"class {cls} ({self.source.names[cls]}) has {len(keys)} images; an episode "
-                                 f"needs shots + 1 = {shots + 1}")
+                raise ValueError(
+                    f"class {cls} ({self.source.names[cls]}) has {len(keys)} images; an episode "
+                    f"needs shots + 1 = {shots + 1}"
+                )
         self.shots, self.size, self.episodes, self.seed, self.split = shots, size, episodes, seed, split
         self.min_object_area = min_object_area
         self.attributes = json.loads(Path(attributes).read_text()) if attributes else None
@@ -203,7 +235,9 @@ class FewShotEpisodes(EpochChoices, Dataset):
         mask, ignore = _resize_mask(mask, self.size), _resize_mask(ignore, self.size)
         objects = [_resize_mask(o, self.size) for o in objects] if objects is not None else connected_components(mask)
         objects = [o for o in objects if int(o.sum()) >= self.min_object_area]
-        polygons = mask_to_polar_polygons(torch.stack(objects)) if objects else torch.zeros(0, 16, 2, dtype=torch.float64)
+        polygons = (
+            mask_to_polar_polygons(torch.stack(objects)) if objects else torch.zeros(0, 16, 2, dtype=torch.float64)
+        )
         return img, mask, ignore, polygons
 
     def __getitem__(self, index: int) -> dict:
@@ -215,43 +249,23 @@ class FewShotEpisodes(EpochChoices, Dataset):
         picks = torch.randperm(len(others), generator=g)[: self.shots].tolist()
         supports = [self._view(others[i], cls) for i in picks]
         q_img, q_mask, q_ignore, q_polys = self._view(query_key, cls)
-        sample = {"support_images": torch.stack([s[0] for s in supports]),
-                  "support_masks": torch.stack([s[1] for s in supports]),
-                  "support_polygons": [s[3] for s in supports],
-                  "query_image": q_img, "query_mask": q_mask, "query_ignore": q_ignore, "query_polygons": q_polys,
-                  "class_ids": cls, "class_names": self.source.names[cls]}
+        sample = {
+            "support_images": torch.stack([s[0] for s in supports]),
+            "support_masks": torch.stack([s[1] for s in supports]),
+            "support_polygons": [s[3] for s in supports],
+            "query_image": q_img,
+            "query_mask": q_mask,
+            "query_ignore": q_ignore,
+            "query_polygons": q_polys,
+            "class_ids": cls,
+            "class_names": self.source.names[cls],
+        }
         if self.attributes is not None:
             sample["attributes"] = self.attributes.get(self.source.names[cls], [])
         return sample
 
 
-class FoldIoU:
-    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions)."""
-
-    def __init__(self, classes):
-        self.classes = list(classes)
-        self.index = {c: i for i, c in enumerate(self.classes)}
-        self.state = torch.zeros(len(self.classes), 2, dtype=torch.int64)
-
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None) -> None:
-        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip."""
-        keep = ~ignore if ignore is not None else torch.ones_like(gt)
-        inter = (pred & gt & keep).flatten(1).sum(1)
-        union = ((pred | gt) & keep).flatten(1).sum(1)
-        for c, i, u in zip(torch.as_tensor(class_ids).tolist(), inter.tolist(), union.tolist()):
-            if c not in self.index:
-                raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
-            self.state[self.index[c]] += torch.tensor([i, u])
-
-    def sync(self) -> "FoldIoU":
-        """Sums the state over all processes (no-op without torch.distributed)."""
-        from segfast.metrics import sync_state
-
-        self.state = sync_state(self.state)
-        return self
-
-    def compute(self) -> dict:
-        seen = self.state[:, 1] > 0
-        per_class = {c: (int(i) / int(u) if u else float("nan")) for c, (i, u) in zip(self.classes, self.state.tolist())}
-        miou = float(np.mean([v for v, s in zip(per_class.values(), seen.tolist()) if s])) if seen.any() else float("nan")
-        return {"mIoU": miou, "per_class": per_class}
+@dataset("fewshot")
+def fewshot_episodes(options: dict, split: str, seed: int) -> FewShotEpisodes:
+    """FewShotEpisodes of the fold: the engine's eval split reads the val lists."""
+    return FewShotEpisodes(seed=seed, split="train" if split == "train" else "val", **options)

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from segfast.ops import mask_to_polar_polygons, rasterize_polygons
+from segfast.registry import dataset
 
 CONTROL_POINTS = 10
 CURVE_SAMPLES = 12  # points per Bézier segment in the rasterized outline
@@ -40,16 +41,20 @@ CURVE_SAMPLES = 12  # points per Bézier segment in the rasterized outline
 class Curriculum:
     a0: float = 100.0
     b0: float = 150.0
-    c_end: float = 50.0     # c at N_p
-    d_end: float = 100.0    # d at N_p
+    c_end: float = 50.0  # c at N_p
+    d_end: float = 100.0  # d at N_p
     max_hints: int = 15
 
     def at(self, progress: float) -> dict:
         """The constraint bounds a, b, c, d and the hint count M at progress p = n / N_p."""
         p = min(max(float(progress), 0.0), 1.0)
-        return {"a": self.a0 + (self.c_end - self.a0) * p, "b": self.b0 + (self.d_end - self.b0) * p,
-                "c": self.c_end * p, "d": self.d_end * p,
-                "hints": max(0, round(self.max_hints * (1 - 2 * p)))}
+        return {
+            "a": self.a0 + (self.c_end - self.a0) * p,
+            "b": self.b0 + (self.d_end - self.b0) * p,
+            "c": self.c_end * p,
+            "d": self.d_end * p,
+            "hints": max(0, round(self.max_hints * (1 - 2 * p))),
+        }
 
 
 def closed_bezier(control: torch.Tensor, samples: int = CURVE_SAMPLES) -> torch.Tensor:
@@ -57,7 +62,7 @@ def closed_bezier(control: torch.Tensor, samples: int = CURVE_SAMPLES) -> torch.
     prev_mid = (torch.roll(control, 1, 0) + control) / 2
     next_mid = (control + torch.roll(control, -1, 0)) / 2
     t = torch.linspace(0, 1, samples + 1, dtype=control.dtype)[:-1, None, None]
-    pts = (1 - t) ** 2 * prev_mid + 2 * (1 - t) * t * control + t ** 2 * next_mid   # (samples, K, 2)
+    pts = (1 - t) ** 2 * prev_mid + 2 * (1 - t) * t * control + t**2 * next_mid  # (samples, K, 2)
     return pts.transpose(0, 1).reshape(-1, 2)
 
 
@@ -104,21 +109,28 @@ def _background_regions(g, size: int) -> torch.Tensor:
     """(size, size) int64 region index of a Voronoi split into 1-5 cells."""
     k = int(torch.randint(1, 6, (1,), generator=g))
     seeds = torch.rand(k, 2, generator=g, dtype=torch.float64) * size
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64) + 0.5,
-                            torch.arange(size, dtype=torch.float64) + 0.5, indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64) + 0.5, torch.arange(size, dtype=torch.float64) + 0.5, indexing="ij"
+    )
     dist = (xx[None] - seeds[:, 0, None, None]) ** 2 + (yy[None] - seeds[:, 1, None, None]) ** 2
     return dist.argmin(0)
 
 
 def _paint(g, mask, regions, fg_mean, bg_means, noise_std) -> torch.Tensor:
-    means = torch.stack(bg_means)[regions]                                    # (H, W, 3)
+    means = torch.stack(bg_means)[regions]  # (H, W, 3)
     means[mask] = fg_mean
     img = means + noise_std * torch.randn(means.shape, generator=g, dtype=torch.float64)
     return (img.clamp(0, 255) / 255).permute(2, 0, 1).float()
 
 
-def make_pair(seed: int, progress: float, size: int = 64, curriculum: Curriculum = Curriculum(),
-              noise_std: float = 12.0, num_vertices: int = 16) -> dict:
+def make_pair(
+    seed: int,
+    progress: float,
+    size: int = 64,
+    curriculum: Curriculum = Curriculum(),
+    noise_std: float = 12.0,
+    num_vertices: int = 16,
+) -> dict:
     """One pseudo support-query pair (see the module doc). Images are (3, size, size) float32 in
     [0, 1]; masks (size, size) bool; polygons (1, V, 2) float64 polar polygons (x, y); "hints"
     (V,) bool marks the query vertices the pretraining instruction reveals; "colours" holds the
@@ -145,13 +157,19 @@ def make_pair(seed: int, progress: float, size: int = 64, curriculum: Curriculum
     polygons = mask_to_polar_polygons(masks, num_vertices)
     hints = torch.zeros(num_vertices, dtype=torch.bool)
     hints[torch.randperm(num_vertices, generator=g)[: bounds["hints"]]] = True
-    return {"support_images": _paint(g, support_mask, support_regions, sf, sb, noise_std)[None],
-            "support_masks": support_mask[None], "support_polygons": [polygons[0:1]],
-            "query_image": _paint(g, query_mask, query_regions, qf, qb, noise_std), "query_mask": query_mask,
-            "query_polygons": polygons[1:2], "hints": hints,
-            "colours": {"support_fg": sf, "support_bg": sb, "query_fg": qf, "query_bg": qb}}
+    return {
+        "support_images": _paint(g, support_mask, support_regions, sf, sb, noise_std)[None],
+        "support_masks": support_mask[None],
+        "support_polygons": [polygons[0:1]],
+        "query_image": _paint(g, query_mask, query_regions, qf, qb, noise_std),
+        "query_mask": query_mask,
+        "query_polygons": polygons[1:2],
+        "hints": hints,
+        "colours": {"support_fg": sf, "support_bg": sb, "query_fg": qf, "query_bg": qb},
+    }
 
 
+@dataset("llafs-pseudo")
 class PseudoPairs(IterableDataset):
     """An endless stream of pseudo pairs for the engine. The sample at stream position n has
     seed (seed, n) and curriculum progress n / curriculum_samples; each (rank, worker) makes the
@@ -159,8 +177,16 @@ class PseudoPairs(IterableDataset):
     processes), are exact. The eval
     split uses other seeds and the difficulty at `eval_progress` (default: the final one)."""
 
-    def __init__(self, size: int = 64, curriculum_samples: int = 4096, noise_std: float = 12.0, seed: int = 0,
-                 split: str = "train", curriculum: dict | None = None, eval_progress: float = 1.0):
+    def __init__(
+        self,
+        size: int = 64,
+        curriculum_samples: int = 4096,
+        noise_std: float = 12.0,
+        seed: int = 0,
+        split: str = "train",
+        curriculum: dict | None = None,
+        eval_progress: float = 1.0,
+    ):
         if curriculum_samples < 1:
             raise ValueError(f"curriculum_samples must be >= 1, got {curriculum_samples}")
         self.size, self.curriculum_samples, self.noise_std = size, curriculum_samples, noise_std

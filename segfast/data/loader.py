@@ -28,7 +28,7 @@ class EpochSampler(Sampler):
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
-        yield from order[self.start + self.rank:self.end:self.world]
+        yield from order[self.start + self.rank : self.end : self.world]
 
     def __len__(self):
         return (self.end - self.start) // self.world
@@ -40,20 +40,29 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset, micro_batch: int, rank: int, world: int, seed: int, epoch: int, start: int = 0,
-                num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset, micro_batch: int, rank: int, world: int, seed: int, epoch: int, start: int = 0, num_workers: int = 0
+) -> DataLoader:
     """Micro-batches of one epoch for this rank, from global sample position `start` on (empty
     when the epoch has no whole round left)."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    common = dict(batch_size=micro_batch, collate_fn=collate, num_workers=num_workers, worker_init_fn=seed_worker,
-                  generator=torch.Generator().manual_seed(seed + epoch))
+    common = dict(
+        batch_size=micro_batch,
+        collate_fn=collate,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(seed + epoch),
+    )
     if isinstance(dataset, IterableDataset):  # the dataset shards and seeds itself
         if hasattr(dataset, "start_at"):
             dataset.start_at(start, micro_batch, rank, world)
         return DataLoader(dataset, **common)
     if len(dataset) < world * micro_batch:
-        raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one micro-batch of {micro_batch} for "
-                         f"each of {world} processes")
-    return DataLoader(dataset, sampler=EpochSampler(len(dataset), seed, epoch, rank, world, micro_batch, start),
-                      **common)
+        raise ValueError(
+            f"the dataset has {len(dataset)} samples, fewer than one micro-batch of {micro_batch} for "
+            f"each of {world} processes"
+        )
+    return DataLoader(
+        dataset, sampler=EpochSampler(len(dataset), seed, epoch, rank, world, micro_batch, start), **common
+    )

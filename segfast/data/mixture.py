@@ -5,13 +5,16 @@ rerun draws the same and a resumed run continues exactly."""
 
 from torch.utils.data import Dataset
 
+from segfast import registry
 from segfast.data.rng import EpochChoices
 
 
 class MixtureDataset(EpochChoices, Dataset):
     def __init__(self, datasets: list, rates: list, length: int, seed: int = 0):
         if len(datasets) != len(rates) or not datasets:
-            raise ValueError(f"datasets and rates must be non-empty and the same length, got {len(datasets)} and {len(rates)}")
+            raise ValueError(
+                f"datasets and rates must be non-empty and the same length, got {len(datasets)} and {len(rates)}"
+            )
         if any(r < 0 for r in rates) or sum(rates) <= 0:
             raise ValueError(f"rates must be >= 0 with a positive sum, got {rates}")
         if any(len(d) == 0 for d in datasets):
@@ -37,3 +40,17 @@ class MixtureDataset(EpochChoices, Dataset):
         which, item = self.choose(index)
         sample = self.datasets[which][item]
         return {**sample, "source": which} if isinstance(sample, dict) else sample
+
+
+@registry.dataset("mixture")
+def mixture(options: dict, split: str, seed: int) -> MixtureDataset:
+    """options: {datasets: [{name, options}], rates: [..], length}: LISA-style sampling at rates."""
+    parts = options.get("datasets") or []
+    known = set(registry.datasets()) - {"mixture"}
+    unknown = [p.get("name") for p in parts if p.get("name") not in known]
+    if unknown:
+        raise ValueError(f"data.options.datasets: unknown dataset names {unknown}; known: {sorted(known)}")
+    datasets = [registry.build_dataset(p["name"], p.get("options", {}), split, seed) for p in parts]
+    return MixtureDataset(
+        datasets, list(options.get("rates", [1] * len(parts))), int(options.get("length", 10000)), seed
+    )

@@ -19,7 +19,7 @@ Layouts (local paths):
              (e.g. converted HOI labels). Crowd annotations are skipped.
   synthetic  generated scenes (segfast.data.scenes), the built-in default.
 
-Samples: the frames of segfast.data.frames, conversation, masks (one per round, in order) and
+Samples: the frames of segfast.frames, conversation, masks (one per round, in order) and
 refs (per round the referenced round, or -1).
 """
 
@@ -31,21 +31,21 @@ from pathlib import Path
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
-from segfast.data.conversations import IMAGE
-from segfast.data.frames import frame_masks, model_inputs, read_rgb
 from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import synthetic_scene
-
-RELATIONS = ("positional", "hierarchical", "interactional")
-FIRST = IMAGE + " Please segment the {name}."
-DIRECT = "Please segment the {name}."
-POSITIONAL = "Segment the {name} {where} the {ref}."
-HIERARCHICAL = "Segment the {name} of the {ref}."
-INTERACTIONAL = "Segment the {name} that is {verb} the {ref}."
-ANSWER, REF_ANSWER = "It is [SEG].", "Relative to [REF], it is [SEG]."
-WHERE = {"to the left of": lambda t, r: t[2] <= r[0], "to the right of": lambda t, r: t[0] >= r[2],
-         "above": lambda t, r: t[3] <= r[1], "below": lambda t, r: t[1] >= r[3]}
-TEMPLATES = [FIRST, DIRECT, POSITIONAL, HIERARCHICAL, INTERACTIONAL, ANSWER, REF_ANSWER, *WHERE]
+from segfast.frames import frame_masks, model_inputs, read_rgb
+from segfast.registry import dataset
+from segfast.text.segllm import (
+    ANSWER,
+    DIRECT,
+    FIRST,
+    HIERARCHICAL,
+    INTERACTIONAL,
+    POSITIONAL,
+    REF_ANSWER,
+    RELATIONS,
+    WHERE,
+)
 
 
 def _options(instances: list, target_ids: set, ref: dict, relations) -> list:
@@ -56,10 +56,15 @@ def _options(instances: list, target_ids: set, ref: dict, relations) -> list:
     if "positional" in relations:
         for where, holds in WHERE.items():
             for t in free:
-                same = [u for u in instances if u["category"] == t["category"] and u["id"] != ref["id"]
-                        and holds(u["box"], ref["box"])]
+                same = [
+                    u
+                    for u in instances
+                    if u["category"] == t["category"] and u["id"] != ref["id"] and holds(u["box"], ref["box"])
+                ]
                 if t["parent"] is None and len(same) == 1 and same[0] is t:
-                    out.append((t, POSITIONAL.format(name=t["category"], where=where, ref=ref["category"]), "positional"))
+                    out.append(
+                        (t, POSITIONAL.format(name=t["category"], where=where, ref=ref["category"]), "positional")
+                    )
     if "hierarchical" in relations:
         for t in free:
             siblings = [u for u in instances if u["parent"] == ref["id"] and u["category"] == t["category"]]
@@ -68,10 +73,13 @@ def _options(instances: list, target_ids: set, ref: dict, relations) -> list:
     if "interactional" in relations:
         for t in free:
             for verb, obj in t["interactions"]:
-                same = [u for u in instances if u["category"] == t["category"] and (verb, ref["id"]) in u["interactions"]]
+                same = [
+                    u for u in instances if u["category"] == t["category"] and (verb, ref["id"]) in u["interactions"]
+                ]
                 if obj == ref["id"] and obj in by_id and len(same) == 1:
-                    out.append((t, INTERACTIONAL.format(name=t["category"], verb=verb, ref=ref["category"]),
-                                "interactional"))
+                    out.append(
+                        (t, INTERACTIONAL.format(name=t["category"], verb=verb, ref=ref["category"]), "interactional")
+                    )
     return out
 
 
@@ -88,23 +96,41 @@ def build_rounds(instances: list, rng: random.Random, num_rounds: int = 3, relat
         return []
     index = {id(inst): i for i, inst in enumerate(instances)}
     first = rng.choice(unique)
-    rounds = [{"question": FIRST.format(name=instances[first]["category"]), "answer": ANSWER, "target": first,
-               "ref": None, "relation": None}]
+    rounds = [
+        {
+            "question": FIRST.format(name=instances[first]["category"]),
+            "answer": ANSWER,
+            "target": first,
+            "ref": None,
+            "relation": None,
+        }
+    ]
     while len(rounds) < num_rounds:
         taken = {instances[r["target"]]["id"] for r in rounds}
-        choices = [(r, *option) for r, rd in enumerate(rounds)
-                   for option in _options(instances, taken, instances[rd["target"]], relations)]
+        choices = [
+            (r, *option)
+            for r, rd in enumerate(rounds)
+            for option in _options(instances, taken, instances[rd["target"]], relations)
+        ]
         if choices:
             ref, target, q, relation = rng.choice(choices)
-            rounds.append({"question": q, "answer": REF_ANSWER, "target": index[id(target)], "ref": ref,
-                           "relation": relation})
+            rounds.append(
+                {"question": q, "answer": REF_ANSWER, "target": index[id(target)], "ref": ref, "relation": relation}
+            )
             continue
         rest = [i for i in unique if instances[i]["id"] not in taken]
         if not rest:
             break
         target = rng.choice(rest)
-        rounds.append({"question": DIRECT.format(name=instances[target]["category"]), "answer": ANSWER,
-                       "target": target, "ref": None, "relation": None})
+        rounds.append(
+            {
+                "question": DIRECT.format(name=instances[target]["category"]),
+                "answer": ANSWER,
+                "target": target,
+                "ref": None,
+                "relation": None,
+            }
+        )
     return rounds
 
 
@@ -119,26 +145,48 @@ def read_coco_instances(root: Path, annotations: str, images: str) -> list:
     for ann in data["annotations"]:
         if not ann.get("iscrowd", 0):
             per_image[ann["image_id"]].append({**ann, "category": names[ann["category_id"]]})
-    return [(root / images / info["file_name"], info["height"], info["width"], per_image[info["id"]])
-            for info in data["images"] if per_image[info["id"]]]
+    return [
+        (root / images / info["file_name"], info["height"], info["width"], per_image[info["id"]])
+        for info in data["images"]
+        if per_image[info["id"]]
+    ]
 
 
 def coco_instances(anns: list, height: int, width: int) -> list:
     out = []
     for a in anns:
         x, y, w, h = a["bbox"]
-        out.append({"id": a["id"], "category": a["category"], "box": (x, y, x + w, y + h),
-                    "mask": segmentation_mask(a["segmentation"], height, width), "parent": a.get("parent_id"),
-                    "interactions": [(i["verb"], i["object_id"]) for i in a.get("interactions", [])]})
+        out.append(
+            {
+                "id": a["id"],
+                "category": a["category"],
+                "box": (x, y, x + w, y + h),
+                "mask": segmentation_mask(a["segmentation"], height, width),
+                "parent": a.get("parent_id"),
+                "interactions": [(i["verb"], i["object_id"]) for i in a.get("interactions", [])],
+            }
+        )
     return out
 
 
+@dataset("multiround")
 class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
     """The conversation of an image is drawn anew every epoch (segfast.data.rng)."""
 
-    def __init__(self, format: str = "synthetic", root: str = "", annotations: str = "", images: str = "",
-                 split: str = "train", num_rounds: int = 3, relations=RELATIONS, image_size: int = 64,
-                 clip_size: int = 32, seed: int = 0, length: int = 256):
+    def __init__(
+        self,
+        format: str = "synthetic",
+        root: str = "",
+        annotations: str = "",
+        images: str = "",
+        split: str = "train",
+        num_rounds: int = 3,
+        relations=RELATIONS,
+        image_size: int = 64,
+        clip_size: int = 32,
+        seed: int = 0,
+        length: int = 256,
+    ):
         if format not in ("coco", "synthetic"):
             raise ValueError(f"format must be coco or synthetic, got {format!r}")
         if num_rounds < 1:
@@ -172,7 +220,9 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
         else:
             raise ValueError("no image has an instance of a unique category to start a conversation")
         masks = torch.stack([torch.as_tensor(instances[r["target"]]["mask"]) for r in rounds])
-        return {**model_inputs(image, self.size, self.clip_size),
-                "conversation": [{"question": r["question"], "answer": r["answer"]} for r in rounds],
-                "masks": frame_masks(masks, self.size),
-                "refs": torch.tensor([-1 if r["ref"] is None else r["ref"] for r in rounds])}
+        return {
+            **model_inputs(image, self.size, self.clip_size),
+            "conversation": [{"question": r["question"], "answer": r["answer"]} for r in rounds],
+            "masks": frame_masks(masks, self.size),
+            "refs": torch.tensor([-1 if r["ref"] is None else r["ref"] for r in rounds]),
+        }

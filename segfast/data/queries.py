@@ -7,7 +7,7 @@ every other sample asks a question about a box). In training every query of ever
 a sample; the engine's "eval" split reads the files' eval_split (val; or test, testA, ...) and
 scores the benchmark's queries (segfast.data.referring.benchmark_queries: ReasonSeg's text[0]).
 
-Samples: the frames of segfast.data.frames, query, kind ("reasoning" | "short"), key (stable
+Samples: the frames of segfast.frames, query, kind ("reasoning" | "short"), key (stable
 across runs and machines: the image file name and the query), masks (1, S, S) bool, with
 cot_cache (a directory written by `segfast cot-cache`) cot: the cached chain-of-thought record,
 and in evaluation original_masks (1, H, W) and original_ignore (H, W) at the image's resolution.
@@ -17,19 +17,32 @@ from pathlib import Path
 
 import torch
 
-from segfast.data.frames import clip_input, frame_masks, model_inputs, read_rgb
 from segfast.data.referring import annotation_masks, benchmark_queries, read_entries
 from segfast.data.rng import content_rng
 from segfast.data.scenes import synthetic_scene
+from segfast.frames import clip_input, frame_masks, model_inputs, read_rgb
+from segfast.registry import dataset
+from segfast.text.synthetic import SYNTHETIC_REASONING
 
 FORMATS = ("reasonseg", "refcoco", "synthetic")
-SYNTHETIC_REASONING = "which part of the picture shows the {name}?"
 
 
+@dataset("seg-queries")
 class SegQueries(torch.utils.data.Dataset):
-    def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
-                 clip_size: int = 32, seed: int = 0, length: int = 256, dataset: str = "refcoco",
-                 split_by: str = "unc", eval_split: str = "val", cot_cache: str = ""):
+    def __init__(
+        self,
+        format: str = "synthetic",
+        root: str = "",
+        split: str = "train",
+        image_size: int = 64,
+        clip_size: int = 32,
+        seed: int = 0,
+        length: int = 256,
+        dataset: str = "refcoco",
+        split_by: str = "unc",
+        eval_split: str = "val",
+        cot_cache: str = "",
+    ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         self.format, self.split, self.seed = format, split, seed
@@ -38,8 +51,11 @@ class SegQueries(torch.utils.data.Dataset):
             self.items = list(range(int(length)))
         else:
             entries = read_entries(format, root, split, eval_split, dataset, split_by)
-            self.items = benchmark_queries(entries) if split == "eval" else \
-                [(e, q) for e in entries for q in range(len(e["queries"]))]
+            self.items = (
+                benchmark_queries(entries)
+                if split == "eval"
+                else [(e, q) for e in entries for q in range(len(e["queries"]))]
+            )
         self._cot = None  # read on first use, so `segfast cot-cache` can build the dataset before the cache exists
 
     def __len__(self):
@@ -68,13 +84,15 @@ class SegQueries(torch.utils.data.Dataset):
     def _read_cot(self) -> dict:
         """The cache's records, checked to cover every sample (an error at the first batch, not
         at the first uncached one)."""
-        from segfast.models.llavaseg.cache import read_cache
+        from segfast.data.cot_cache import read_cache
 
         cached = read_cache(self.cot_cache)
         missing = [r["key"] for r in self.requests() if r["key"] not in cached]
         if missing:
-            raise ValueError(f"cot_cache {self.cot_cache}: {len(missing)} of {len(self)} {self.split} samples have no "
-                             f"chain-of-thought answer (e.g. {missing[0]!r}); run segfast cot-cache with this config")
+            raise ValueError(
+                f"cot_cache {self.cot_cache}: {len(missing)} of {len(self)} {self.split} samples have no "
+                f"chain-of-thought answer (e.g. {missing[0]!r}); run segfast cot-cache with this config"
+            )
         return cached
 
     def _scene(self, i: int) -> tuple:
@@ -98,11 +116,15 @@ class SegQueries(torch.utils.data.Dataset):
             image = self._image(i)
             mask, ignore = annotation_masks(self.items[i][0], *image.shape[:2])
             mask, request = mask[None], self.request(i)
-        sample = {**model_inputs(image, self.size, self.clip_size), "query": request["query"], "kind": request["kind"],
-                  "key": request["key"], "masks": frame_masks(mask, self.size)}
+        sample = {
+            **model_inputs(image, self.size, self.clip_size),
+            "query": request["query"],
+            "kind": request["kind"],
+            "key": request["key"],
+            "masks": frame_masks(mask, self.size),
+        }
         if self.split == "eval":
             sample.update(original_masks=mask, original_ignore=ignore)
         if self.cot_cache:
             sample["cot"] = self.cot(request["key"])
         return sample
-

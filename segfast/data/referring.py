@@ -33,14 +33,17 @@ import torch
 import torch.nn.functional as F
 
 from segfast.data.coco_masks import segmentation_mask
-from segfast.data.frames import read_rgb
 from segfast.data.rng import EpochChoices, content_rng
+from segfast.frames import read_rgb
 from segfast.ops import pack_masks, unpack_masks
+from segfast.ops.packing import packed_row_bytes
+from segfast.registry import dataset
+from segfast.text.synthetic import COLOUR_NAMES
 
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40),
-           "white": (245, 245, 245), "black": (15, 15, 15)}
-SYNTHETIC_WORDS = ["segment", "the", "box", *COLOURS]
+COLOURS = dict(
+    zip(COLOUR_NAMES, [(220, 30, 30), (30, 200, 60), (40, 60, 220), (230, 220, 40), (245, 245, 245), (15, 15, 15)])
+)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's ImageNet normalisation
 
 
@@ -57,8 +60,14 @@ def read_reasonseg(root: Path, split: str) -> list:
     samples = []
     for meta in sorted(folder.glob("*.json")):
         data = json.loads(meta.read_text())
-        samples.append({"image": meta.with_suffix(".jpg"), "queries": list(data["text"]),
-                        "is_sentence": bool(data.get("is_sentence", True)), "shapes": list(data["shapes"])})
+        samples.append(
+            {
+                "image": meta.with_suffix(".jpg"),
+                "queries": list(data["text"]),
+                "is_sentence": bool(data.get("is_sentence", True)),
+                "shapes": list(data["shapes"]),
+            }
+        )
     return samples
 
 
@@ -92,8 +101,14 @@ def read_llmseg40k(root: Path, split: str) -> list:
     samples = []
     for rec in json.loads(path.read_text()):
         queries = rec["query"] if isinstance(rec["query"], list) else [rec["query"]]
-        samples.append({"image": root / "images" / rec["image"], "queries": queries, "is_sentence": True,
-                        "segmentation": rec["segmentation"]})
+        samples.append(
+            {
+                "image": root / "images" / rec["image"],
+                "queries": queries,
+                "is_sentence": True,
+                "segmentation": rec["segmentation"],
+            }
+        )
     return samples
 
 
@@ -113,21 +128,30 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
             continue
         ann, info = anns[ref["ann_id"]], images[ref["image_id"]]
         # sentences as LISA reads them (sent.strip().lower())
-        samples.append({"image": root / "images" / "train2014" / info["file_name"], "is_sentence": False,
-                        "queries": [s["sent"].strip().lower() for s in ref["sentences"]],
-                        "segmentation": ann["segmentation"]})
+        samples.append(
+            {
+                "image": root / "images" / "train2014" / info["file_name"],
+                "is_sentence": False,
+                "queries": [s["sent"].strip().lower() for s in ref["sentences"]],
+                "segmentation": ann["segmentation"],
+            }
+        )
     return samples
 
 
-def read_entries(format: str, root: str, split: str, eval_split: str = "val", dataset: str = "refcoco",
-                 split_by: str = "unc") -> list:
+def read_entries(
+    format: str, root: str, split: str, eval_split: str = "val", dataset: str = "refcoco", split_by: str = "unc"
+) -> list:
     """The entries of a layout for the engine's split ("train" or "eval": the files' eval_split),
     an error naming the root when there are none."""
     if not root:
         raise ValueError(f"root is required for format={format!r}")
     files = file_split(split, eval_split)
-    read = {"reasonseg": read_reasonseg, "llmseg40k": read_llmseg40k,
-            "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by)}[format]
+    read = {
+        "reasonseg": read_reasonseg,
+        "llmseg40k": read_llmseg40k,
+        "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by),
+    }[format]
     entries = read(Path(root), files)
     if not entries:
         raise ValueError(f"no {format} samples for split {files!r} under {root}")
@@ -154,6 +178,7 @@ def _pad(packed: torch.Tensor, k: int):
     return out, valid
 
 
+@dataset("referring")
 class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
     """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc); in
     training the query of a real annotation is drawn anew every epoch, in evaluation every
@@ -161,9 +186,20 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
     original_proposals (K, H, 8*ceil(W/64)) packed at the image's resolution. A synthetic sample
     is fixed per index."""
 
-    def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", proposals: str = "",
-                 image_size: int = 56, max_proposals: int = 32, seed: int = 0, length: int = 256,
-                 dataset: str = "refcoco", split_by: str = "unc", eval_split: str = "val"):
+    def __init__(
+        self,
+        format: str = "synthetic",
+        root: str = "",
+        split: str = "train",
+        proposals: str = "",
+        image_size: int = 56,
+        max_proposals: int = 32,
+        seed: int = 0,
+        length: int = 256,
+        dataset: str = "refcoco",
+        split_by: str = "unc",
+        eval_split: str = "val",
+    ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         self.format, self.size, self.k, self.seed, self.split = format, int(image_size), int(max_proposals), seed, split
@@ -182,7 +218,7 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         if self.format == "synthetic":
             return self._synthetic(content_rng(self.seed, self.split, i))
-        from segfast.models.sam.extract import load_proposals
+        from segfast.data.proposals import load_proposals
 
         entry, q = self.items[i]
         image = read_rgb(entry["image"])
@@ -194,12 +230,20 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
             name = self.proposals / Path(entry["image"]).with_suffix(".json").name
         packed, _ = load_proposals(name, top_k=self.k)
 
-        props = pack_masks(_resize_masks(unpack_masks(packed, w), self.size)) if len(packed) else \
-            torch.zeros(0, self.size, 8 * -(-self.size // 64), dtype=torch.uint8)
+        props = (
+            pack_masks(_resize_masks(unpack_masks(packed, w), self.size))
+            if len(packed)
+            else torch.zeros(0, self.size, packed_row_bytes(self.size), dtype=torch.uint8)
+        )
         proposals, valid = _pad(props, self.k)
         query = entry["queries"][q] if q is not None else self.rng(i).choice(entry["queries"])
-        sample = {"image": _image_tensor(image, self.size), "query": query, "proposals": proposals,
-                  "proposal_valid": valid, "gt_mask": _resize_masks(target[None], self.size)[0]}
+        sample = {
+            "image": _image_tensor(image, self.size),
+            "query": query,
+            "proposals": proposals,
+            "proposal_valid": valid,
+            "gt_mask": _resize_masks(target[None], self.size)[0],
+        }
         return self._with_original(sample, target, ignore, packed)
 
     def _with_original(self, sample: dict, target, ignore, packed) -> dict:
@@ -216,12 +260,12 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         for name in names:
             bh, bw = rng.randint(s // 6, s // 2), rng.randint(s // 6, s // 2)
             y, x = rng.randint(0, s - bh), rng.randint(0, s - bw)
-            image[y:y + bh, x:x + bw] = COLOURS[name]
+            image[y : y + bh, x : x + bw] = COLOURS[name]
             boxes.append((y, x, bh, bw))
         # later rectangles cover earlier ones: each visible region is a proposal
         label = np.full((s, s), -1)
         for j, (y, x, bh, bw) in enumerate(boxes):
-            label[y:y + bh, x:x + bw] = j
+            label[y : y + bh, x : x + bw] = j
         regions = [torch.from_numpy(label == j) for j in range(len(boxes)) if (label == j).any()]
         visible = [names[j] for j in range(len(boxes)) if (label == j).any()]
         target = rng.randrange(len(regions))
@@ -229,12 +273,17 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         for _ in range(3):  # noise boxes
             y, x = rng.randint(0, s - 4), rng.randint(0, s - 4)
             m = torch.zeros(s, s, dtype=torch.bool)
-            m[y:y + rng.randint(2, s // 3), x:x + rng.randint(2, s // 3)] = True
+            m[y : y + rng.randint(2, s // 3), x : x + rng.randint(2, s // 3)] = True
             extra.append(m)
         order = list(range(len(regions) + len(extra)))
         rng.shuffle(order)
         props = pack_masks(torch.stack(regions + extra)[order])
         proposals, valid = _pad(props, self.k)
-        sample = {"image": _image_tensor(image, s), "query": f"segment the {visible[target]} box",
-                  "proposals": proposals, "proposal_valid": valid, "gt_mask": regions[target]}
+        sample = {
+            "image": _image_tensor(image, s),
+            "query": f"segment the {visible[target]} box",
+            "proposals": proposals,
+            "proposal_valid": valid,
+            "gt_mask": regions[target],
+        }
         return self._with_original(sample, regions[target], torch.zeros(s, s, dtype=torch.bool), props)

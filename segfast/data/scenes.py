@@ -9,10 +9,7 @@ import random
 import numpy as np
 
 from segfast.data.referring import COLOURS
-
-OBJECT_COLOURS = [c for c in COLOURS if c not in ("white", "black")]
-PART, ON_TOP = "stripe", "on top of"
-SCENE_WORDS = [*OBJECT_COLOURS, "box", PART, "on", "top", "of"]
+from segfast.text.synthetic import OBJECT_COLOURS, ON_TOP, PART
 
 
 def _box(mask: np.ndarray) -> tuple:
@@ -30,8 +27,8 @@ def synthetic_scene(rng: random.Random, height: int = 48, width: int = 64, count
     for j, colour in enumerate(colours):
         bh, bw = rng.randint(height // 4, height // 2), rng.randint(width // 4, width // 2)
         y, x = rng.randint(0, height - bh), rng.randint(0, width - bw)
-        image[y:y + bh, x:x + bw] = COLOURS[colour]
-        label[y:y + bh, x:x + bw] = j
+        image[y : y + bh, x : x + bw] = COLOURS[colour]
+        label[y : y + bh, x : x + bw] = j
         boxes.append((x, y, x + bw, y + bh))
     stripes = {}
     for j, (x0, y0, x1, y1) in enumerate(boxes):
@@ -44,16 +41,25 @@ def synthetic_scene(rng: random.Random, height: int = 48, width: int = 64, count
         if visible.sum() < 4:
             continue
         overlaps = [i for i in range(j) if _intersects(boxes[i], boxes[j]) and (label == i).any()]
-        instances.append({"id": j, "category": f"{colour} box", "mask": visible, "box": _box(visible), "parent": None,
-                          "interactions": [(ON_TOP, i) for i in overlaps]})
+        instances.append(
+            {
+                "id": j,
+                "category": f"{colour} box",
+                "mask": visible,
+                "box": _box(visible),
+                "parent": None,
+                "interactions": [(ON_TOP, i) for i in overlaps],
+            }
+        )
     for j, (x0, y0, x1, y1) in stripes.items():
         part = np.zeros_like(label, dtype=bool)
         part[y0:y1, x0:x1] = True
         part &= label == j
         if part.sum() >= 2 and any(inst["id"] == j for inst in instances):
             image[part] = COLOURS["white"]
-            instances.append({"id": 100 + j, "category": PART, "mask": part, "box": _box(part), "parent": j,
-                              "interactions": []})
+            instances.append(
+                {"id": 100 + j, "category": PART, "mask": part, "box": _box(part), "parent": j, "interactions": []}
+            )
     return image, instances
 
 

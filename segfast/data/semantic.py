@@ -11,8 +11,8 @@ Layouts (local paths):
   synthetic  generated boxes whose colours are the classes (the built-in default).
 split: train or eval (validation / val2017).
 
-Samples: the frames of segfast.data.frames, label (S, S) long with 255 = ignore, classes (the
-dataset's names), and one conversation built by segfast.models.lasagna.sequence.build with its
+Samples: the frames of segfast.frames, label (S, S) long with 255 = ignore, classes (the
+dataset's names), and one conversation built by segfast.text.lasagna.build with its
 <SEG> masks.
 """
 
@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segfast.data.frames import frame_labels, frame_masks, model_inputs, read_rgb
 from segfast.data.rng import EpochChoices, content_rng
-from segfast.data.scenes import OBJECT_COLOURS, synthetic_scene
-from segfast.models.lasagna.sequence import build
+from segfast.data.scenes import synthetic_scene
+from segfast.frames import frame_labels, frame_masks, model_inputs, read_rgb
+from segfast.registry import dataset
+from segfast.text.lasagna import build
+from segfast.text.synthetic import OBJECT_COLOURS
 
 IGNORE = 255
 FORMATS = ("ade20k", "cocostuff", "synthetic")
@@ -79,19 +81,34 @@ def load_label(format: str, path: Path) -> np.ndarray:
     return raw
 
 
+@dataset("semantic-queries")
 class SemanticQueries(EpochChoices, torch.utils.data.Dataset):
     """The class list, its order and the question are drawn anew every epoch (segfast.data.rng)."""
 
-    def __init__(self, format: str = "synthetic", root: str = "", split: str = "train", image_size: int = 64,
-                 clip_size: int = 32, num_classes: int = 10, random_class_list: bool = True,
-                 sequence_augmentation: bool = True, order_consistency: bool = True, seed: int = 0,
-                 length: int = 256):
+    def __init__(
+        self,
+        format: str = "synthetic",
+        root: str = "",
+        split: str = "train",
+        image_size: int = 64,
+        clip_size: int = 32,
+        num_classes: int = 10,
+        random_class_list: bool = True,
+        sequence_augmentation: bool = True,
+        order_consistency: bool = True,
+        seed: int = 0,
+        length: int = 256,
+    ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         self.format, self.split, self.seed = format, split, seed
         self.size, self.clip_size = int(image_size), int(clip_size)
-        self.strategy = dict(num_classes=int(num_classes), random_class_list=bool(random_class_list),
-                             sequence_augmentation=bool(sequence_augmentation), order_consistency=bool(order_consistency))
+        self.strategy = dict(
+            num_classes=int(num_classes),
+            random_class_list=bool(random_class_list),
+            sequence_augmentation=bool(sequence_augmentation),
+            order_consistency=bool(order_consistency),
+        )
         if format == "synthetic":
             self.items, self.classes = list(range(int(length))), list(OBJECT_COLOURS)
             return
@@ -117,8 +134,15 @@ class SemanticQueries(EpochChoices, torch.utils.data.Dataset):
             label = load_label(self.format, label_path)
         present = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes)]
         question, answer, targets = build(present, self.classes, self.rng(i), **self.strategy)
-        masks = torch.from_numpy(np.stack([label == c for c in targets])) if targets else \
-            torch.zeros(0, *label.shape, dtype=torch.bool)
-        return {**model_inputs(image, self.size, self.clip_size), "label": frame_labels(label, self.size),
-                "classes": self.classes, "conversation": [{"question": question, "answer": answer}],
-                "masks": frame_masks(masks, self.size)}
+        masks = (
+            torch.from_numpy(np.stack([label == c for c in targets]))
+            if targets
+            else torch.zeros(0, *label.shape, dtype=torch.bool)
+        )
+        return {
+            **model_inputs(image, self.size, self.clip_size),
+            "label": frame_labels(label, self.size),
+            "classes": self.classes,
+            "conversation": [{"question": question, "answer": answer}],
+            "masks": frame_masks(masks, self.size),
+        }

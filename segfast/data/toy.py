@@ -7,11 +7,20 @@ import torch
 from torch.utils.data import Dataset
 
 from segfast.data.rng import EpochChoices
+from segfast.registry import dataset
 
 
+@dataset("toy-tokens")
 class ToyTokens(EpochChoices, Dataset):
-    def __init__(self, size: int = 4096, seq_len: int = 32, vocab_size: int = 64, min_len: int | None = None,
-                 seed: int = 0, split: str = "train"):
+    def __init__(
+        self,
+        size: int = 4096,
+        seq_len: int = 32,
+        vocab_size: int = 64,
+        min_len: int | None = None,
+        seed: int = 0,
+        split: str = "train",
+    ):
         self.size, self.seq_len, self.vocab_size, self.split = size, seq_len, vocab_size, split
         self.min_len = seq_len // 2 if min_len is None else min_len
         self.seed = seed + (0 if split == "train" else 10**6)

@@ -12,13 +12,14 @@ training, evaluation and generation.
 
 import torch
 
+from segfast.config import ConfigError, ModelConfig
 from segfast.models.llm import add_special_tokens, apply_lora, load_llm
 from segfast.models.tiny import TINY_LLAMA, word_tokenizer
-from segfast.train.config import ConfigError, ModelConfig
+from segfast.text.tokens import IMAGE
 
-IMAGE = "<image>"
-TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                   patch_size=8)
+TINY_VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+)
 
 
 def tiny_llava(tokenizer, text: dict | None = None, vision: dict | None = None):
@@ -26,9 +27,12 @@ def tiny_llava(tokenizer, text: dict | None = None, vision: dict | None = None):
     (each updated by the given fields), the image token being the tokenizer's IMAGE."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    config = LlavaConfig(vision_config=CLIPVisionConfig(**{**TINY_VISION, **(vision or {})}),
-                         text_config=LlamaConfig(**{**TINY_LLAMA, **(text or {}), "vocab_size": len(tokenizer)}),
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), pad_token_id=tokenizer.pad_token_id)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**{**TINY_VISION, **(vision or {})}),
+        text_config=LlamaConfig(**{**TINY_LLAMA, **(text or {}), "vocab_size": len(tokenizer)}),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return LlavaForConditionalGeneration(config)
 
 
@@ -53,12 +57,15 @@ def build_llava(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
         cfg = ModelConfig(**{**cfg.__dict__, "special_tokens": list(cfg.special_tokens) + list(tokens)})
         lm, tokenizer, _ = load_llm(cfg, device)
         if not hasattr(getattr(base_model(lm), "model", None), "vision_tower"):
-            raise ConfigError(f"model.path {cfg.path} is not a LLaVA-style model (no vision tower); the [SEG] models "
-                              "need an image-text checkpoint such as llava-hf/llava-1.5-7b-hf")
+            raise ConfigError(
+                f"model.path {cfg.path} is not a LLaVA-style model (no vision tower); the [SEG] models "
+                "need an image-text checkpoint such as llava-hf/llava-1.5-7b-hf"
+            )
         image_id = base_model(lm).config.image_token_id
         if tokenizer.convert_tokens_to_ids(IMAGE) != image_id:
-            raise ConfigError(f"model.path {cfg.path}: the tokenizer's {IMAGE} is not the model's image_token_id "
-                              f"{image_id}")
+            raise ConfigError(
+                f"model.path {cfg.path}: the tokenizer's {IMAGE} is not the model's image_token_id {image_id}"
+            )
     else:
         tokenizer = word_tokenizer(words)
         add_special_tokens(tokenizer, [IMAGE, *tokens])
@@ -102,8 +109,9 @@ def image_features(lm, pixel_values: torch.Tensor) -> torch.Tensor:
     return base.model.multi_modal_projector(selected)
 
 
-def conversation_embeds(lm, pad_id: int, encoded: list, feats: torch.Tensor, memory: list | None = None,
-                        left: bool = False):
+def conversation_embeds(
+    lm, pad_id: int, encoded: list, feats: torch.Tensor, memory: list | None = None, left: bool = False
+):
     """(inputs_embeds, attention_mask, labels, ids) of right- (or left-, for generation) padded
     encoded conversations (segfast.models.lisa.conversation) with image features `feats`
     (B, slots, d) in their image slots and mask memory (per sample (slots, d) or None) in theirs."""
@@ -113,8 +121,9 @@ def conversation_embeds(lm, pad_id: int, encoded: list, feats: torch.Tensor, mem
     longest = max(len(e.ids) for e in encoded)
 
     def pad(rows, fill):
-        return torch.tensor([[fill] * (longest - len(r)) + r if left else r + [fill] * (longest - len(r))
-                             for r in rows], device=device)
+        return torch.tensor(
+            [[fill] * (longest - len(r)) + r if left else r + [fill] * (longest - len(r)) for r in rows], device=device
+        )
 
     ids, labels = pad([e.ids for e in encoded], pad_id), pad([e.labels for e in encoded], IGNORE)
     kinds = pad([e.kinds for e in encoded], -1)
@@ -126,12 +135,20 @@ def conversation_embeds(lm, pad_id: int, encoded: list, feats: torch.Tensor, mem
     return embeds, attention, labels, ids
 
 
-def greedy_answers(lm, tokenizer, embeds: torch.Tensor, attention: torch.Tensor, max_new_tokens: int,
-                   **generate_kwargs) -> list:
+def greedy_answers(
+    lm, tokenizer, embeds: torch.Tensor, attention: torch.Tensor, max_new_tokens: int, **generate_kwargs
+) -> list:
     """Token ids of each left-padded prompt's greedy answer, up to (not including) </s>."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    new = lm.generate(inputs_embeds=embeds, attention_mask=attention, do_sample=False, eos_token_id=eos,
-                      pad_token_id=pad, max_new_tokens=max_new_tokens, **generate_kwargs)
+    new = lm.generate(
+        inputs_embeds=embeds,
+        attention_mask=attention,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        max_new_tokens=max_new_tokens,
+        **generate_kwargs,
+    )
     answers = []
     for row in new.tolist():
         row = row[: row.index(eos)] if eos in row else row

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from segfast.train.config import ConfigError, LoraConfig, ModelConfig, check_keys
+from segfast.config import ConfigError, LoraConfig, ModelConfig
 
 log = logging.getLogger("segfast")
 
@@ -39,19 +39,24 @@ def verify_single_ids(tokenizer, tokens) -> list[int]:
     vocab = tokenizer.get_vocab()
     for token in tokens:
         if token not in vocab:
-            raise ValueError(f"special token {token!r} is not in the tokenizer's vocabulary; add it with "
-                             "tokenizer.add_tokens([...], special_tokens=True)")
+            raise ValueError(
+                f"special token {token!r} is not in the tokenizer's vocabulary; add it with "
+                "tokenizer.add_tokens([...], special_tokens=True)"
+            )
         encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
         expected = tokenizer.convert_tokens_to_ids(token)
         if len(encoded) != 1 or encoded[0] != expected:
-            raise ValueError(f"special token {token!r} encodes to {encoded}, not to one id; add it with "
-                             "tokenizer.add_tokens([...], special_tokens=True) before training")
+            raise ValueError(
+                f"special token {token!r} encodes to {encoded}, not to one id; add it with "
+                "tokenizer.add_tokens([...], special_tokens=True) before training"
+            )
         ids.append(encoded[0])
     return ids
 
 
 def add_special_tokens(tokenizer, tokens) -> list[int]:
     """Adds `tokens` as special tokens (never split) and returns their ids, verified."""
+
     def single(token):
         ids = tokenizer(token, add_special_tokens=False)["input_ids"]
         return token in tokenizer.get_vocab() and ids == [tokenizer.convert_tokens_to_ids(token)]
@@ -77,9 +82,15 @@ def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False):
     vision = hasattr(getattr(model, "model", None), "multi_modal_projector")
     if vision:
         modules_to_save.append("multi_modal_projector")
-    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), exclude_modules=VISION if vision else None,
-                              modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        exclude_modules=VISION if vision else None,
+        modules_to_save=modules_to_save or None,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, peft_cfg)
 
 
@@ -109,13 +120,6 @@ def load_llm(cfg: ModelConfig, device: torch.device | None = None):
         model = apply_lora(model, cfg.lora, train_embeddings=len(tokenizer) != before)
     log.info("segfast: loaded %s (%s) from %s", type(model).__name__, hf_config.model_type, cfg.path)
     return model, tokenizer, token_ids
-
-
-def model_options(model: str, options: dict, defaults: dict) -> dict:
-    """defaults updated by options; an unknown key is a ConfigError naming it (with the closest
-    declared option as a suggestion)."""
-    check_keys("model.options.", options, defaults)
-    return {**defaults, **options}
 
 
 def build_llm(cfg: ModelConfig, tiny: dict, words, tokens, device=None):

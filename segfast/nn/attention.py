@@ -22,8 +22,9 @@ class MaskedCrossAttention(nn.Module):
     training) runs through SDPA, since the kernel has none.
     """
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu",
-                 normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu", normalize_before: bool = False
+    ):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
@@ -43,8 +44,9 @@ class MaskedCrossAttention(nn.Module):
         elif attend_mask is not None:
             attend = attend_mask
         else:
-            attend = torch.ones(b, q_len, hw, dtype=torch.bool, device=key_padding_mask.device
-                                if key_padding_mask is not None else None)
+            attend = torch.ones(
+                b, q_len, hw, dtype=torch.bool, device=key_padding_mask.device if key_padding_mask is not None else None
+            )
         if key_padding_mask is not None:
             if attend.dtype != torch.bool:
                 raise ValueError("key_padding_mask needs a bool attend_mask, not a packed one")
@@ -71,8 +73,9 @@ class MaskedCrossAttention(nn.Module):
         out = out.permute(2, 0, 1, 3).reshape(query.shape[0], query.shape[1], e)
         return mha.out_proj(out)
 
-    def forward(self, tgt, memory, memory_mask=None, memory_key_padding_mask=None, pos=None, query_pos=None,
-                attend_mask=None):
+    def forward(
+        self, tgt, memory, memory_mask=None, memory_key_padding_mask=None, pos=None, query_pos=None, attend_mask=None
+    ):
         q_len, b, _ = tgt.shape
         attend = self._attend(memory_mask, attend_mask, memory_key_padding_mask, b, q_len, memory.shape[0])
         source = self.norm(tgt) if self.normalize_before else tgt

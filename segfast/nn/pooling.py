@@ -17,8 +17,9 @@ class MaskPooling(nn.Module):
             trained through the pooling.
     """
 
-    def __init__(self, weights: str = "area", grid: tuple | None = None, eps: float = 1e-8,
-                 projection: nn.Module | None = None):
+    def __init__(
+        self, weights: str = "area", grid: tuple | None = None, eps: float = 1e-8, projection: nn.Module | None = None
+    ):
         super().__init__()
         self.weights, self.grid, self.eps = weights, grid, eps
         self.projection = projection

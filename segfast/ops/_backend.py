@@ -6,8 +6,8 @@ backend by name, and when nothing fits the error lists every backend's reason.
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from segfast import _extension
 
@@ -17,11 +17,11 @@ BACKEND_NAMES = ("reference", "cpu", "cuda", "int_mm", "triton", "sdpa")
 @dataclass(frozen=True)
 class Backend:
     name: str
-    unsupported: Callable[..., Optional[str]]  # same arguments as run; a reason, or None
+    unsupported: Callable[..., str | None]  # same arguments as run; a reason, or None
     run: Callable
 
 
-def forced_backend() -> Optional[str]:
+def forced_backend() -> str | None:
     name = os.environ.get("SEGFAST_BACKEND", "").strip().lower()
     if not name:
         return None
@@ -45,11 +45,13 @@ def choose(op: str, backends: list, *args, **kwargs) -> Backend:
     raise NotImplementedError(f"segfast.ops.{op}: no backend can run this call ({'; '.join(reasons)})")
 
 
-def compiled_on(device_type: str) -> Callable[..., Optional[str]]:
+def compiled_on(device_type: str) -> Callable[..., str | None]:
     """The `unsupported` check of a segfast._C backend for `device_type`: the first argument
     (a tensor) must be on that device and the extension must have kernels for it."""
+
     def unsupported(first, *_):
         if first.device.type != device_type:
             return f"inputs are on {first.device}"
         return _extension.missing_reason(first.device)
+
     return unsupported

@@ -5,8 +5,15 @@ import operator
 import torch
 
 
-def check_tensor(name: str, value, *, ndim: int | None = None, floating: bool = False,
-                 dtypes: tuple | None = None, device: torch.device | None = None) -> torch.Tensor:
+def check_tensor(
+    name: str,
+    value,
+    *,
+    ndim: int | None = None,
+    floating: bool = False,
+    dtypes: tuple | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if floating and not value.is_floating_point():

@@ -39,8 +39,7 @@ def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
 REFERENCE_CHUNK_BYTES = 64 << 20  # bound on the unpacked copies mask_intersections makes at a time
 
 
-def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool,
-                       chunk_bytes: int | None = None) -> torch.Tensor:
+def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool, chunk_bytes: int | None = None) -> torch.Tensor:
     """|a_i ∩ b_j| (pairwise, (N, M)) or |a_i ∩ b_i| (matched, (N,)) as int64, from packed masks
     (N, H, 8k) and (M, H, 8k); padding bits are zero so the padded width counts the same.
 
@@ -56,14 +55,14 @@ def mask_intersections(a: torch.Tensor, b: torch.Tensor, matched: bool,
     out = torch.zeros((n,) if matched else (n, m), dtype=torch.int64, device=a.device)
     for c0 in range(0, fa.shape[1], cols):
         for i0 in range(0, n, rows):
-            da = unpack_masks(fa[i0:i0 + rows, c0:c0 + cols], 8 * cols).float()
+            da = unpack_masks(fa[i0 : i0 + rows, c0 : c0 + cols], 8 * cols).float()
             if matched:
-                db = unpack_masks(fb[i0:i0 + rows, c0:c0 + cols], 8 * cols).float()
-                out[i0:i0 + rows] += (da * db).sum(1).long()
+                db = unpack_masks(fb[i0 : i0 + rows, c0 : c0 + cols], 8 * cols).float()
+                out[i0 : i0 + rows] += (da * db).sum(1).long()
                 continue
             for j0 in range(0, m, rows):
-                db = unpack_masks(fb[j0:j0 + rows, c0:c0 + cols], 8 * cols).float()
-                out[i0:i0 + rows, j0:j0 + rows] += (da @ db.T).long()
+                db = unpack_masks(fb[j0 : j0 + rows, c0 : c0 + cols], 8 * cols).float()
+                out[i0 : i0 + rows, j0 : j0 + rows] += (da @ db.T).long()
     return out
 
 
@@ -87,8 +86,9 @@ def resize_matrix(n_in: int, n_out: int, antialias: bool) -> torch.Tensor:
     return F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False, antialias=antialias)[0, 0]
 
 
-def mask_pool(features: torch.Tensor, masks: torch.Tensor, weights: str = "area", eps: float = 1e-8,
-              grid=None) -> torch.Tensor:
+def mask_pool(
+    features: torch.Tensor, masks: torch.Tensor, weights: str = "area", eps: float = 1e-8, grid=None
+) -> torch.Tensor:
     """Explicit resize + einsum: (B, C, h, w) features, (B, K, H, W) float masks -> (B, K, C).
 
     area: exact fractional cell coverage. bilinear: masks resized to (h, w) by antialiased
@@ -102,8 +102,9 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, weights: str = "area"
         wts = torch.einsum("ih,bkhw,jw->bkij", area_matrix(hh, h).to(m.device), m, area_matrix(ww, w).to(m.device))
     else:
         size = (h, w) if grid is None else tuple(grid)
-        wts = F.interpolate(m.reshape(b * k, 1, hh, ww), size=size, mode="bilinear", align_corners=False,
-                            antialias=True).reshape(b, k, *size)
+        wts = F.interpolate(
+            m.reshape(b * k, 1, hh, ww), size=size, mode="bilinear", align_corners=False, antialias=True
+        ).reshape(b, k, *size)
         if grid is not None:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
     pooled = torch.einsum("bkhw,bchw->bkc", wts, f) / (wts.sum((-2, -1))[..., None] + eps)
@@ -130,9 +131,17 @@ def masked_attention(q, k, v, attend: torch.Tensor, scale: float, unmask_empty_r
 # ---- OHEM cross-entropy -------------------------------------------------------------------
 
 
-def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh=None, min_kept: int = 100000,
-                       ignore_index: int = 255, reduction: str = "mean", avg_non_ignore: bool = False,
-                       class_weight=None, batch: int | None = None) -> torch.Tensor:
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    thresh=None,
+    min_kept: int = 100000,
+    ignore_index: int = 255,
+    reduction: str = "mean",
+    avg_non_ignore: bool = False,
+    class_weight=None,
+    batch: int | None = None,
+) -> torch.Tensor:
     """mmseg's OHEMPixelSampler + CrossEntropyLoss, in float64 and sorting like mmseg does.
 
     logits (N, C, *spatial), target (N, *spatial). budget = min_kept * batch (batch = N unless
@@ -195,25 +204,25 @@ def _center_masks(vertices: torch.Tensor, lengths: torch.Tensor, height: int, wi
     n, v, _ = vertices.shape
     dev = vertices.device
     idx = torch.arange(v, device=dev)
-    valid = idx < lengths[:, None]                                          # (n, V)
+    valid = idx < lengths[:, None]  # (n, V)
     nxt = torch.where(idx + 1 < lengths[:, None], idx + 1, torch.zeros_like(idx))
     p0 = vertices
     p1 = torch.gather(vertices, 1, nxt[..., None].expand(n, v, 2))
     swap = (p0[..., 1] > p1[..., 1])[..., None]
     lo, hi = torch.where(swap, p1, p0), torch.where(swap, p0, p1)
     xa, ya, xb, yb = (t[..., None] for t in (lo[..., 0], lo[..., 1], hi[..., 0], hi[..., 1]))
-    yc = torch.arange(height, device=dev, dtype=torch.float64) + 0.5      # (H,)
-    crosses = valid[..., None] & (ya <= yc) & (yc < yb)                    # (n, V, H)
-    xc = xa + (yc - ya) * (xb - xa) / (yb - ya)                            # (n, V, H)
-    cx = torch.arange(width, device=dev, dtype=torch.float64) + 0.5       # (W,)
-    left_of_pixel = crosses[..., None] & (xc[..., None] <= cx)             # (n, V, H, W)
+    yc = torch.arange(height, device=dev, dtype=torch.float64) + 0.5  # (H,)
+    crosses = valid[..., None] & (ya <= yc) & (yc < yb)  # (n, V, H)
+    xc = xa + (yc - ya) * (xb - xa) / (yb - ya)  # (n, V, H)
+    cx = torch.arange(width, device=dev, dtype=torch.float64) + 0.5  # (W,)
+    left_of_pixel = crosses[..., None] & (xc[..., None] <= cx)  # (n, V, H, W)
     return left_of_pixel.sum(1) % 2 == 1
 
 
 def _coco_mask(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """pycocotools maskApi.c rleFrPoly, step by step: (L, 2) float64 -> (H, W) bool."""
     dev = xy.device
-    gx = torch.trunc(5.0 * xy[:, 0] + 0.5).long().tolist()   # C's (int) truncates toward zero
+    gx = torch.trunc(5.0 * xy[:, 0] + 0.5).long().tolist()  # C's (int) truncates toward zero
     gy = torch.trunc(5.0 * xy[:, 1] + 0.5).long().tolist()
     k = len(gx)
     us, vs = [], []
@@ -227,7 +236,7 @@ def _coco_mask(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if dx >= dy:
             d = torch.arange(dx + 1, device=dev)
             t = dx - d if flip else d
-            s = (ye - ys) / dx if dx else 0.0   # a repeated vertex: one point, no crossing
+            s = (ye - ys) / dx if dx else 0.0  # a repeated vertex: one point, no crossing
             us.append(t + xs)
             vs.append(torch.trunc((ys + s * t.double()) + 0.5).long())
         else:
@@ -251,8 +260,16 @@ def _coco_mask(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (toggles.cumsum(0)[:height] % 2) == 1
 
 
-def rasterize_polygons(vertices: torch.Tensor, lengths: torch.Tensor, groups: torch.Tensor, num_masks: int,
-                       height: int, width: int, rule: str = "center", packed: bool = False) -> torch.Tensor:
+def rasterize_polygons(
+    vertices: torch.Tensor,
+    lengths: torch.Tensor,
+    groups: torch.Tensor,
+    num_masks: int,
+    height: int,
+    width: int,
+    rule: str = "center",
+    packed: bool = False,
+) -> torch.Tensor:
     """Masks (num_masks, H, W) bool, or packed uint8; mask m is the union of the polygons i with
     groups[i] == m. vertices (N, V, 2) float64, lengths (N,) int64 >= 3, groups (N,) int64."""
     dev = vertices.device
@@ -275,8 +292,9 @@ def rasterize_polygons(vertices: torch.Tensor, lengths: torch.Tensor, groups: to
 # ---- mask logits -> packed masks, stability, boxes (SAM everything mode) -----------------------
 
 
-def binarize_logits(logits: torch.Tensor, hi: float, lo: float, mid: float, height: int, width: int,
-                    top: int, left: int):
+def binarize_logits(
+    logits: torch.Tensor, hi: float, lo: float, mid: float, height: int, width: int, top: int, left: int
+):
     """segment-anything's calculate_stability_score, `> threshold`, batched_mask_to_box and
     uncrop_masks, written plainly: (packed, counts (N, 3) int32 [> hi, > lo, > mid], boxes)."""
     counts = torch.stack([(logits > t).sum((-1, -2), dtype=torch.int32) for t in (hi, lo, mid)], dim=1)

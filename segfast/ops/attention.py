@@ -28,8 +28,15 @@ from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks, word
 HEAD_DIMS = (16, 32, 64, 128)
 
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, *,
-                     scale: float | None = None, unmask_empty_rows: bool = True) -> torch.Tensor:
+def masked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    scale: float | None = None,
+    unmask_empty_rows: bool = True,
+) -> torch.Tensor:
     """softmax(q k^T * scale, restricted to the mask) v.
 
     Args:
@@ -45,8 +52,9 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     check_tensor("v", v, ndim=4, floating=True, device=q.device)
     b, h, lq, d = q.shape
     if k.shape[:2] != (b, h) or k.shape[-1] != d or v.shape != k.shape:
-        raise ValueError(f"k and v must be (B, H, Lk, D) = ({b}, {h}, Lk, {d}) and equal, got {tuple(k.shape)} "
-                         f"and {tuple(v.shape)}")
+        raise ValueError(
+            f"k and v must be (B, H, Lk, D) = ({b}, {h}, Lk, {d}) and equal, got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     packed = _packed_mask(mask, b, h, lq, k.shape[2], q.device)
@@ -65,7 +73,9 @@ def _packed_mask(mask, b, h, lq, lk, device):
     expect = (b, *heads, lq, width)
     if tuple(mask.shape) != expect:
         kind = "bool" if mask.dtype == torch.bool else "packed"
-        raise ValueError(f"mask ({kind}) must have shape {expect} for q {b, h, lq} and Lk={lk}, got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask ({kind}) must have shape {expect} for q {b, h, lq} and Lk={lk}, got {tuple(mask.shape)}"
+        )
     packed = pack_masks(mask) if mask.dtype == torch.bool else word_aligned(mask)  # read as int64 words
     return packed if packed.dim() == 4 else packed[:, None]  # (B, 1 | H, Lq, bytes), contiguous
 
@@ -103,8 +113,10 @@ def _grid(n_blocks: int, batch_heads: int) -> tuple:
     only 65535 on axes 1 and 2, which B*H (or the block count) can pass."""
     programs = n_blocks * batch_heads
     if programs >= 2**31:
-        raise ValueError(f"q, k: {n_blocks} blocks x {batch_heads} batch-heads = {programs} programs, past CUDA's "
-                         f"2^31 - 1; split the batch")
+        raise ValueError(
+            f"q, k: {n_blocks} blocks x {batch_heads} batch-heads = {programs} programs, past CUDA's "
+            f"2^31 - 1; split the batch"
+        )
     return (programs,)
 
 
@@ -119,8 +131,9 @@ def _blocks(lq, lk):
 
 
 @torch.library.custom_op("segfast::masked_attention_plan", mutates_args=())
-def _attention_plan(packed: torch.Tensor, lk: int, unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                          torch.Tensor]:
+def _attention_plan(
+    packed: torch.Tensor, lk: int, unmask_empty_rows: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(empty (B, Hm, Lq) uint8, blocks (B, Hm, query blocks, key blocks) int32, counts): per query
     block, the key blocks with any allowed key (the kernels' loop, so empty tiles cost nothing)."""
     from segfast.kernels import device_guard
@@ -133,8 +146,9 @@ def _attention_plan(packed: torch.Tensor, lk: int, unmask_empty_rows: bool) -> t
     counts = torch.empty(b, hm, n_q, dtype=torch.int32, device=packed.device)
     if empty.numel():
         with device_guard(packed):
-            attention_plan_kernel[_grid(n_q, b * hm)](_words(packed), empty, blocks, counts, hm, lq, lk, n_q, n_words,
-                                                      UNMASK_EMPTY=unmask_empty_rows)
+            attention_plan_kernel[_grid(n_q, b * hm)](
+                _words(packed), empty, blocks, counts, hm, lq, lk, n_q, n_words, UNMASK_EMPTY=unmask_empty_rows
+            )
     return empty, blocks, counts
 
 
@@ -142,8 +156,11 @@ def _attention_plan(packed: torch.Tensor, lk: int, unmask_empty_rows: bool) -> t
 def _(packed, lk, unmask_empty_rows):
     b, hm, lq, _ = packed.shape
     n_q, n_words = _blocks(lq, lk)
-    return (packed.new_empty(b, hm, lq), packed.new_empty(b, hm, n_q, n_words, dtype=torch.int32),
-            packed.new_empty(b, hm, n_q, dtype=torch.int32))
+    return (
+        packed.new_empty(b, hm, lq),
+        packed.new_empty(b, hm, n_q, n_words, dtype=torch.int32),
+        packed.new_empty(b, hm, n_q, dtype=torch.int32),
+    )
 
 
 def _plan_by_key(packed, empty, lk, unmask_empty_rows):
@@ -156,15 +173,24 @@ def _plan_by_key(packed, empty, lk, unmask_empty_rows):
     blocks = torch.empty(b, hm, n_words, n_q, dtype=torch.int32, device=packed.device)
     counts = torch.empty(b, hm, n_words, dtype=torch.int32, device=packed.device)
     if counts.numel():
-        attention_plan_by_key_kernel[_grid(n_words, b * hm)](_words(packed), empty, blocks, counts, hm, lq, lk, n_q,
-                                                             n_words, UNMASK_EMPTY=unmask_empty_rows)
+        attention_plan_by_key_kernel[_grid(n_words, b * hm)](
+            _words(packed), empty, blocks, counts, hm, lq, lk, n_q, n_words, UNMASK_EMPTY=unmask_empty_rows
+        )
     return blocks, counts
 
 
 @torch.library.custom_op("segfast::masked_attention_fwd", mutates_args=())
-def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: torch.Tensor, empty: torch.Tensor,
-                       blocks: torch.Tensor, counts: torch.Tensor, scale: float,
-                       unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _attention_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    packed: torch.Tensor,
+    empty: torch.Tensor,
+    blocks: torch.Tensor,
+    counts: torch.Tensor,
+    scale: float,
+    unmask_empty_rows: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k, v with any strides whose last is 1 (no copies); returns out (like q) and the
     logsumexp (B * H, Lq)."""
     from segfast.kernels import device_guard
@@ -177,9 +203,29 @@ def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed
     if lq and b * h:
         with device_guard(q):
             attention_forward_kernel[_grid(n_q, b * h)](
-                q, k, v, _words(packed), empty, out, lse, blocks, counts, *q.stride()[:3], *k.stride()[:3],
-                *v.stride()[:3], *out.stride()[:3], h, packed.shape[1], lq, k.shape[2], n_q, n_words, scale,
-                UNMASK_EMPTY=unmask_empty_rows, **_meta(q))
+                q,
+                k,
+                v,
+                _words(packed),
+                empty,
+                out,
+                lse,
+                blocks,
+                counts,
+                *q.stride()[:3],
+                *k.stride()[:3],
+                *v.stride()[:3],
+                *out.stride()[:3],
+                h,
+                packed.shape[1],
+                lq,
+                k.shape[2],
+                n_q,
+                n_words,
+                scale,
+                UNMASK_EMPTY=unmask_empty_rows,
+                **_meta(q),
+            )
     return out, lse
 
 
@@ -189,10 +235,20 @@ def _(q, k, v, packed, empty, blocks, counts, scale, unmask_empty_rows):
 
 
 @torch.library.custom_op("segfast::masked_attention_bwd", mutates_args=())
-def _attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                        lse: torch.Tensor, packed: torch.Tensor, empty: torch.Tensor, blocks: torch.Tensor,
-                        counts: torch.Tensor, scale: float,
-                        unmask_empty_rows: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _attention_backward(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    packed: torch.Tensor,
+    empty: torch.Tensor,
+    blocks: torch.Tensor,
+    counts: torch.Tensor,
+    scale: float,
+    unmask_empty_rows: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from segfast.kernels import device_guard
     from segfast.kernels.attention import attention_backward_kv_kernel, attention_backward_q_kernel
 
@@ -211,12 +267,44 @@ def _attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         if lk and b * h:
             by_key, by_key_counts = _plan_by_key(packed, empty, lk, unmask_empty_rows)
             attention_backward_kv_kernel[_grid(n_words, b * h)](
-                q, k, v, words, empty, grad_out, lse, delta, dk, dv, by_key, by_key_counts, *common,
-                *dk.stride()[:3], *dv.stride()[:3], *sizes, UNMASK_EMPTY=unmask_empty_rows, **_meta(q))
+                q,
+                k,
+                v,
+                words,
+                empty,
+                grad_out,
+                lse,
+                delta,
+                dk,
+                dv,
+                by_key,
+                by_key_counts,
+                *common,
+                *dk.stride()[:3],
+                *dv.stride()[:3],
+                *sizes,
+                UNMASK_EMPTY=unmask_empty_rows,
+                **_meta(q),
+            )
         if lq and b * h:
             attention_backward_q_kernel[_grid(n_q, b * h)](
-                q, k, v, words, empty, grad_out, lse, delta, dq, blocks, counts, *common, *dq.stride()[:3], *sizes,
-                UNMASK_EMPTY=unmask_empty_rows, **_meta(q))
+                q,
+                k,
+                v,
+                words,
+                empty,
+                grad_out,
+                lse,
+                delta,
+                dq,
+                blocks,
+                counts,
+                *common,
+                *dq.stride()[:3],
+                *sizes,
+                UNMASK_EMPTY=unmask_empty_rows,
+                **_meta(q),
+            )
     return dq, dk, dv
 
 
@@ -263,9 +351,12 @@ def _triton_unsupported(q, k, v, packed, scale, unmask):
 
 def _sdpa_run(q, k, v, packed, scale, unmask):
     """SDPA with a boolean mask: materialises (B, 1 | H, Lq, Lk) bits as bools."""
-    warnings.warn(f"segfast.ops.masked_attention: the Triton kernel cannot run here "
-                  f"({_triton_unsupported(q, k, v, packed, scale, unmask)}); using SDPA with a boolean mask",
-                  RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"segfast.ops.masked_attention: the Triton kernel cannot run here "
+        f"({_triton_unsupported(q, k, v, packed, scale, unmask)}); using SDPA with a boolean mask",
+        RuntimeWarning,
+        stacklevel=3,
+    )
     attend = unpack_masks(packed, k.shape[2])
     if unmask:
         attend = attend | ~attend.any(-1, keepdim=True)
@@ -279,7 +370,10 @@ def _reference_run(q, k, v, packed, scale, unmask):
 
 _BACKENDS = [
     Backend("triton", _triton_unsupported, _triton_run),
-    Backend("reference", lambda q, *a: None if q.dtype == torch.float64 else "the reference serves float64 only",
-            _reference_run),
+    Backend(
+        "reference",
+        lambda q, *a: None if q.dtype == torch.float64 else "the reference serves float64 only",
+        _reference_run,
+    ),
     Backend("sdpa", lambda *a: None, _sdpa_run),
 ]

@@ -25,7 +25,6 @@ Ignored pixels never reach the loss or the gradient, whatever their logits.
 """
 
 import os
-from typing import Optional
 
 import torch
 
@@ -36,9 +35,17 @@ from segfast.ops._checks import check_choice, check_size, check_tensor
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: float | None = None,
-                       min_kept: int = 100000, ignore_index: int = 255, reduction: str = "mean",
-                       avg_non_ignore: bool = False, class_weight=None) -> torch.Tensor:
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    thresh: float | None = None,
+    min_kept: int = 100000,
+    ignore_index: int = 255,
+    reduction: str = "mean",
+    avg_non_ignore: bool = False,
+    class_weight=None,
+) -> torch.Tensor:
     """OHEM cross-entropy with mmseg's rules (see the module doc).
 
     logits: (N, C, H, W) (or any (N, C, *spatial)) or (N, C), fp32/fp16/bf16/fp64.
@@ -53,7 +60,9 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: fl
         raise TypeError(f"target must be an integer tensor, got {target.dtype}")
     expect = (logits.shape[0], *logits.shape[2:])
     if tuple(target.shape) != expect:
-        raise ValueError(f"target must have shape {expect} to match logits {tuple(logits.shape)}, got {tuple(target.shape)}")
+        raise ValueError(
+            f"target must have shape {expect} to match logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
     check_choice("reduction", reduction, REDUCTIONS)
     min_kept = check_size("min_kept", min_kept)
     if thresh is not None and (isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or thresh != thresh):
@@ -64,7 +73,9 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: fl
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=torch.float32, device=logits.device)
         if class_weight.shape != (n_classes,):
-            raise ValueError(f"class_weight must have {n_classes} entries (one per class), got {tuple(class_weight.shape)}")
+            raise ValueError(
+                f"class_weight must have {n_classes} entries (one per class), got {tuple(class_weight.shape)}"
+            )
         if not bool(torch.isfinite(class_weight).all()):
             raise ValueError(f"class_weight must be finite, got {class_weight.tolist()}")
     if target.numel():
@@ -73,12 +84,22 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: fl
         if info.min <= ignore_index <= info.max:  # else no pixel is ignored (torch would wrap it: uint8 255 == -1)
             bad &= target != ignore_index
         if bool(bad.any()):
-            raise ValueError(f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
-                             f"found {int(target[bad][0])}")
+            raise ValueError(
+                f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
+                f"found {int(target[bad][0])}"
+            )
     batch = 1 if logits.dim() == 2 else logits.shape[0]
     budget = min(min_kept * batch, target.numel())  # the same selection, and an int64 for the op schema
-    args = (logits, target, class_weight, None if thresh is None else float(thresh), budget, ignore_index,
-            reduction, bool(avg_non_ignore))
+    args = (
+        logits,
+        target,
+        class_weight,
+        None if thresh is None else float(thresh),
+        budget,
+        ignore_index,
+        reduction,
+        bool(avg_non_ignore),
+    )
     return choose("ohem_cross_entropy", _BACKENDS, *args).run(*args)
 
 
@@ -119,8 +140,9 @@ def kth_smallest(values: torch.Tensor, mask: torch.Tensor, k: torch.Tensor) -> t
     return _from_keys(prefix)
 
 
-def select_kept(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None,
-                budget: int) -> torch.Tensor:
+def select_kept(
+    nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None, budget: int
+) -> torch.Tensor:
     """The kept-pixel mask under mmseg's rules (see the module doc), without a sort: the eager
     reference of `select_kept_fused`. nll and prob must be finite where valid."""
     count = valid.sum()
@@ -136,8 +158,9 @@ def select_kept(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thre
     return above | (ties & (torch.cumsum(ties.long(), 0) <= need))
 
 
-def select_kept_fused(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None,
-                      budget: int) -> torch.Tensor:
+def select_kept_fused(
+    nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None, budget: int
+) -> torch.Tensor:
     """`select_kept` by the Triton radix select: same arguments, same mask, on the device."""
     from segfast.kernels import device_guard
     from segfast.kernels.ohem import radix_kept_kernel
@@ -148,13 +171,19 @@ def select_kept_fused(nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor
     if n:
         with device_guard(values):
             state = _radix_select(values, thresh, budget)
-            radix_kept_kernel[(_cdiv(n, _BLOCK),)](values.reshape(-1), kept.reshape(-1), state, n,
-                                                   0.0 if thresh is None else thresh, HAS_THRESH=thresh is not None,
-                                                   BLOCK=_BLOCK)
+            radix_kept_kernel[(_cdiv(n, _BLOCK),)](
+                values.reshape(-1),
+                kept.reshape(-1),
+                state,
+                n,
+                0.0 if thresh is None else thresh,
+                HAS_THRESH=thresh is not None,
+                BLOCK=_BLOCK,
+            )
     return kept.view(torch.bool)
 
 
-_BLOCK = 1024        # elements per program of the selection kernels
+_BLOCK = 1024  # elements per program of the selection kernels
 _MAX_PROGRAMS = 1024  # histogram programs (each adds its 256 bins once): a few per SM
 
 
@@ -179,8 +208,16 @@ def _radix_select(values: torch.Tensor, thresh: float | None, budget: int, state
     programs = min(_cdiv(n, _BLOCK), _MAX_PROGRAMS)
     for i, (shift, index_pass) in enumerate(passes):
         radix_histogram_kernel[(programs,)](values, state, hist[i], n, SHIFT=shift, INDEX_PASS=index_pass, BLOCK=_BLOCK)
-        radix_pick_kernel[(1,)](hist[i], state, budget, SHIFT=shift, FIRST=i == 0, LAST_VALUE_PASS=i == 3,
-                                INDEX_PASS=index_pass, HAS_THRESH=thresh is not None)
+        radix_pick_kernel[(1,)](
+            hist[i],
+            state,
+            budget,
+            SHIFT=shift,
+            FIRST=i == 0,
+            LAST_VALUE_PASS=i == 3,
+            INDEX_PASS=index_pass,
+            HAS_THRESH=thresh is not None,
+        )
     return state
 
 
@@ -200,9 +237,16 @@ def _blocks(n_classes):
 
 
 @torch.library.custom_op("segfast::ohem_ce_forward", mutates_args=())
-def _ohem_forward(logits: torch.Tensor, target: torch.Tensor, class_weight: Optional[torch.Tensor],
-                  thresh: Optional[float], budget: int, ignore_index: int, reduction: str,
-                  avg_non_ignore: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ohem_forward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    thresh: float | None,
+    budget: int,
+    ignore_index: int,
+    reduction: str,
+    avg_non_ignore: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (loss, lse, scale): the reduced (or per-pixel) loss, each pixel's logsumexp, and
     each pixel's d loss / d nll (kept * class weight / denominator) for the backward."""
     from segfast.kernels import device_guard
@@ -222,14 +266,44 @@ def _ohem_forward(logits: torch.Tensor, target: torch.Tensor, class_weight: Opti
         with device_guard(logits):
             state = torch.zeros(STATE_SIZE, dtype=torch.int64, device=logits.device)
             ohem_forward_kernel[(_cdiv(n_pixels, block_p),)](
-                logits, flat_t, cw, lse, nll, prob, state, n_pixels, logits.shape[1], spatial, sn, sc, ss,
-                ignore_index, HAS_CLASS_WEIGHT=class_weight is not None, HAS_THRESH=thresh is not None,
-                COUNT_VALID=per_valid, BLOCK_P=block_p, BLOCK_C=block_c)
+                logits,
+                flat_t,
+                cw,
+                lse,
+                nll,
+                prob,
+                state,
+                n_pixels,
+                logits.shape[1],
+                spatial,
+                sn,
+                sc,
+                ss,
+                ignore_index,
+                HAS_CLASS_WEIGHT=class_weight is not None,
+                HAS_THRESH=thresh is not None,
+                COUNT_VALID=per_valid,
+                BLOCK_P=block_p,
+                BLOCK_C=block_c,
+            )
             _radix_select(prob if thresh is not None else nll, thresh, budget, state)
             ohem_finish_kernel[(_cdiv(n_pixels, _BLOCK),)](
-                flat_t, nll, prob, cw, state, loss_map, scale, n_pixels, ignore_index,
-                0.0 if thresh is None else thresh, denominator, HAS_CLASS_WEIGHT=class_weight is not None,
-                HAS_THRESH=thresh is not None, AVG_NON_IGNORE=per_valid, BLOCK=_BLOCK)
+                flat_t,
+                nll,
+                prob,
+                cw,
+                state,
+                loss_map,
+                scale,
+                n_pixels,
+                ignore_index,
+                0.0 if thresh is None else thresh,
+                denominator,
+                HAS_CLASS_WEIGHT=class_weight is not None,
+                HAS_THRESH=thresh is not None,
+                AVG_NON_IGNORE=per_valid,
+                BLOCK=_BLOCK,
+            )
     if reduction == "none":
         return loss_map.reshape(target.shape), lse, scale
     loss = loss_map.sum()
@@ -258,8 +332,20 @@ def _ohem_backward(scale: torch.Tensor, logits: torch.Tensor, target: torch.Tens
     if n_pixels:
         with device_guard(logits):
             ohem_backward_kernel[(_cdiv(n_pixels, block_p),)](
-                grad, logits, target.reshape(-1), lse, scale.contiguous(), n_pixels, logits.shape[1], spatial, sn, sc,
-                ss, BLOCK_P=block_p, BLOCK_C=block_c)
+                grad,
+                logits,
+                target.reshape(-1),
+                lse,
+                scale.contiguous(),
+                n_pixels,
+                logits.shape[1],
+                spatial,
+                sn,
+                sc,
+                ss,
+                BLOCK_P=block_p,
+                BLOCK_C=block_c,
+            )
     return grad
 
 
@@ -284,8 +370,9 @@ _ohem_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _fused(logits, target, class_weight, thresh, budget, ignore_index, reduction, avg_non_ignore):
-    loss, _, _ = _ohem_forward(logits.contiguous(), target.contiguous(), class_weight, thresh, budget, ignore_index,
-                               reduction, avg_non_ignore)
+    loss, _, _ = _ohem_forward(
+        logits.contiguous(), target.contiguous(), class_weight, thresh, budget, ignore_index, reduction, avg_non_ignore
+    )
     return loss.to(logits.dtype)
 
 
@@ -302,8 +389,9 @@ def _triton_unsupported(logits, *_):
 
 
 def _reference_run(logits, target, class_weight, thresh, budget, ignore_index, reduction, avg_non_ignore):
-    out = _reference.ohem_cross_entropy(logits, target, thresh, budget, ignore_index, reduction, avg_non_ignore,
-                                        class_weight, batch=1)
+    out = _reference.ohem_cross_entropy(
+        logits, target, thresh, budget, ignore_index, reduction, avg_non_ignore, class_weight, batch=1
+    )
     return out.to(logits.dtype)
 
 

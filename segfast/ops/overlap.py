@@ -42,8 +42,10 @@ def as_packed(name: str, masks: torch.Tensor) -> torch.Tensor:
     if masks.dtype == torch.bool:
         return pack_masks(masks)
     if masks.shape[-1] % 8:
-        raise ValueError(f"{name}: packed masks need a whole number of 64-bit words per row (last dim a "
-                         f"multiple of 8), got shape {tuple(masks.shape)}")
+        raise ValueError(
+            f"{name}: packed masks need a whole number of 64-bit words per row (last dim a "
+            f"multiple of 8), got shape {tuple(masks.shape)}"
+        )
     return word_aligned(masks)
 
 
@@ -57,9 +59,11 @@ def check_same_size(a: torch.Tensor, b: torch.Tensor, names: tuple, matched: boo
     if a.dtype == b.dtype:
         same = same and a.shape[-1] == b.shape[-1]
     if not same:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same mask size, got {tuple(a.shape[1:])} "
-                         f"({'packed' if a.dtype == torch.uint8 else 'dense'}) and {tuple(b.shape[1:])} "
-                         f"({'packed' if b.dtype == torch.uint8 else 'dense'})")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same mask size, got {tuple(a.shape[1:])} "
+            f"({'packed' if a.dtype == torch.uint8 else 'dense'}) and {tuple(b.shape[1:])} "
+            f"({'packed' if b.dtype == torch.uint8 else 'dense'})"
+        )
     if matched and a.shape[0] != b.shape[0]:
         raise ValueError(f"matched=True needs as many {names[1]} as {names[0]}, got {a.shape[0]} and {b.shape[0]}")
 
@@ -87,8 +91,9 @@ def mask_area(masks: torch.Tensor) -> torch.Tensor:
     return _intersections(packed, packed, True)
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor, *, matched: bool = False, coco: bool = False,
-             iscrowd=None) -> torch.Tensor:
+def mask_iou(
+    a: torch.Tensor, b: torch.Tensor, *, matched: bool = False, coco: bool = False, iscrowd=None
+) -> torch.Tensor:
     """IoU = |a ∩ b| / |a ∪ b|: (N, M) pairwise or (N,) matched, float32 (float64 with coco=True).
 
     Two empty masks have IoU 1.0. With coco=True the result equals pycocotools
@@ -122,8 +127,9 @@ def mask_iop(pred: torch.Tensor, gt: torch.Tensor, *, matched: bool = False) -> 
     return torch.where(area > 0, inter / area.clamp(min=1), torch.zeros_like(inter)).float()
 
 
-def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *,
-             groups: torch.Tensor | None = None) -> torch.Tensor:
+def mask_nms(
+    masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *, groups: torch.Tensor | None = None
+) -> torch.Tensor:
     """Greedy mask NMS: visit masks by decreasing score (ties: lower index first), keep a mask
     unless its IoU with an already kept mask of the same group is > iou_threshold. `groups`
     (K,) batches several images (masks only suppress masks of their own group). Returns the
@@ -142,7 +148,9 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *,
     else:
         check_tensor("groups", groups, ndim=1)
         if groups.shape[0] != k or groups.is_floating_point():
-            raise ValueError(f"groups must be an integer tensor of shape ({k},), got {groups.dtype} {tuple(groups.shape)}")
+            raise ValueError(
+                f"groups must be an integer tensor of shape ({k},), got {groups.dtype} {tuple(groups.shape)}"
+            )
     order = torch.argsort(scores.detach().cpu(), descending=True, stable=True)
     groups_sorted = groups.detach().cpu()[order]
     kept = []
@@ -193,8 +201,8 @@ def int_mm_intersections(pa: torch.Tensor, pb: torch.Tensor, matched: bool = Fal
     out = torch.zeros(n, m, dtype=torch.int64, device=pa.device)
     for c0 in range(0, row_bytes, step):
         cols = min(step, row_bytes - c0)
-        da = unpack_masks(fa[:, c0:c0 + cols].contiguous(), 8 * cols).view(torch.int8)
-        db = unpack_masks(fb[:, c0:c0 + cols].contiguous(), 8 * cols).view(torch.int8)
+        da = unpack_masks(fa[:, c0 : c0 + cols].contiguous(), 8 * cols).view(torch.int8)
+        db = unpack_masks(fb[:, c0 : c0 + cols].contiguous(), 8 * cols).view(torch.int8)
         out += torch._int_mm(da, db.t())[:n, :m]
     return out
 
@@ -220,6 +228,7 @@ _BACKENDS = [
 ]
 
 if _extension._C is not None:
+
     @torch.library.register_fake("segfast::mask_intersections")
     def _(a, b, matched):
         shape = (a.shape[0],) if matched else (a.shape[0], b.shape[0])

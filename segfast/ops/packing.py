@@ -39,8 +39,9 @@ def unpack_masks(packed: torch.Tensor, width: int) -> torch.Tensor:
     check_tensor("packed", packed, dtypes=(torch.uint8,))
     width = check_size("width", width)
     if packed.dim() < 2 or packed.shape[-1] != packed_row_bytes(width):
-        raise ValueError(f"packed must have shape (..., H, {packed_row_bytes(width)}) for width={width}, "
-                         f"got {tuple(packed.shape)}")
+        raise ValueError(
+            f"packed must have shape (..., H, {packed_row_bytes(width)}) for width={width}, got {tuple(packed.shape)}"
+        )
     packed = word_aligned(packed)
     return choose("unpack_masks", _UNPACK, packed, width).run(packed, width)
 
@@ -53,13 +54,19 @@ def _unpack_compiled(packed, width):
     return torch.ops.segfast.unpack_masks(packed, width)
 
 
-_PACK = [Backend("cuda", compiled_on("cuda"), _pack_compiled), Backend("cpu", compiled_on("cpu"), _pack_compiled),
-         Backend("reference", lambda *a: None, _reference.pack_masks)]
-_UNPACK = [Backend("cuda", compiled_on("cuda"), _unpack_compiled),
-           Backend("cpu", compiled_on("cpu"), _unpack_compiled),
-           Backend("reference", lambda *a: None, _reference.unpack_masks)]
+_PACK = [
+    Backend("cuda", compiled_on("cuda"), _pack_compiled),
+    Backend("cpu", compiled_on("cpu"), _pack_compiled),
+    Backend("reference", lambda *a: None, _reference.pack_masks),
+]
+_UNPACK = [
+    Backend("cuda", compiled_on("cuda"), _unpack_compiled),
+    Backend("cpu", compiled_on("cpu"), _unpack_compiled),
+    Backend("reference", lambda *a: None, _reference.unpack_masks),
+]
 
 if _extension._C is not None:
+
     @torch.library.register_fake("segfast::pack_masks")
     def _(masks):
         return masks.new_empty((*masks.shape[:-1], packed_row_bytes(masks.shape[-1])), dtype=torch.uint8)

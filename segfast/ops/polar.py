@@ -24,8 +24,8 @@ def mask_centres(masks: torch.Tensor) -> torch.Tensor:
     """(N, H, W) bool -> (N, 2) float64 centroids (x, y) of the pixel centres; image centre if empty."""
     n, h, w = masks.shape
     # exact integer column and row counts: no float copy of the masks
-    per_column = masks.sum(1, dtype=torch.int64).double()                  # (N, W)
-    per_row = masks.sum(2, dtype=torch.int64).double()                     # (N, H)
+    per_column = masks.sum(1, dtype=torch.int64).double()  # (N, W)
+    per_row = masks.sum(2, dtype=torch.int64).double()  # (N, H)
     area = per_column.sum(1)
     xs = torch.arange(w, dtype=torch.float64, device=masks.device) + 0.5
     ys = torch.arange(h, dtype=torch.float64, device=masks.device) + 0.5
@@ -37,7 +37,9 @@ def mask_centres(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx, cy], 1)
 
 
-def mask_to_polar_polygons(masks: torch.Tensor, num_vertices: int = 16, centres: torch.Tensor | None = None) -> torch.Tensor:
+def mask_to_polar_polygons(
+    masks: torch.Tensor, num_vertices: int = 16, centres: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, H, W) bool masks -> (N, num_vertices, 2) float64 polygon vertices (x, y); see the module
     doc for the definitions. `centres` (N, 2) overrides the centroids."""
     check_tensor("masks", masks, ndim=3, dtypes=(torch.bool,))
@@ -53,24 +55,24 @@ def mask_to_polar_polygons(masks: torch.Tensor, num_vertices: int = 16, centres:
     dx, dy = torch.cos(theta), torch.sin(theta)
     dx = torch.where(dx.abs() < 1e-12, torch.zeros_like(dx), dx)  # exact axis-aligned rays
     dy = torch.where(dy.abs() < 1e-12, torch.zeros_like(dy), dy)
-    cx, cy = c[:, 0, None, None], c[:, 1, None, None]                       # (N, 1, 1)
+    cx, cy = c[:, 0, None, None], c[:, 1, None, None]  # (N, 1, 1)
     # ray parameters where the ray crosses pixel grid lines x = k and y = k
     kx = torch.arange(w + 1, dtype=torch.float64, device=dev)
     ky = torch.arange(h + 1, dtype=torch.float64, device=dev)
     with torch.no_grad():
-        tx = (kx - cx) / dx[None, :, None]                                   # (N, V, W + 1)
-        ty = (ky - cy) / dy[None, :, None]                                   # (N, V, H + 1)
+        tx = (kx - cx) / dx[None, :, None]  # (N, V, W + 1)
+        ty = (ky - cy) / dy[None, :, None]  # (N, V, H + 1)
     t = torch.cat([torch.zeros(n, num_vertices, 1, dtype=torch.float64, device=dev), tx, ty], 2)
     t = torch.where(torch.isfinite(t) & (t > 0), t, torch.full_like(t, float("inf")))
     t[..., 0] = 0.0
     t = torch.sort(t, dim=2).values
     start, end = t[..., :-1], t[..., 1:]
-    real = torch.isfinite(end) & (end > start)                               # non-empty segments
+    real = torch.isfinite(end) & (end > start)  # non-empty segments
     mid = torch.where(real, (start + end) / 2, torch.zeros_like(end))
     px = torch.floor(cx + mid * dx[None, :, None]).long()
     py = torch.floor(cy + mid * dy[None, :, None]).long()
     in_image = (px >= 0) & (px < w) & (py >= 0) & (py < h)
     flat = (torch.arange(n, device=dev)[:, None, None] * h + py.clamp(0, h - 1)) * w + px.clamp(0, w - 1)
     inside = real & in_image & masks.reshape(-1)[flat]
-    reach = torch.where(inside, end, torch.zeros_like(end)).max(2).values   # (N, V), 0 when the ray misses
+    reach = torch.where(inside, end, torch.zeros_like(end)).max(2).values  # (N, V), 0 when the ray misses
     return torch.stack([c[:, 0, None] + reach * dx, c[:, 1, None] + reach * dy], 2)

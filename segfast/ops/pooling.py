@@ -42,7 +42,7 @@ def resampling_matrix(n_in: int, n_out: int, weights: str, grid: int | None = No
         return _reference.area_matrix(n_in, n_out)
     if grid is None:
         return _reference.resize_matrix(n_in, n_out, antialias=True)
-    upsample = _reference.resize_matrix(n_out, grid, antialias=False)   # (grid, n_out)
+    upsample = _reference.resize_matrix(n_out, grid, antialias=False)  # (grid, n_out)
     return upsample.T @ _reference.resize_matrix(n_in, grid, antialias=True)
 
 
@@ -72,8 +72,9 @@ def _bands_on(n_in, n_out, weights, grid, device):
     return tuple(t.to(device) for t in band_table(n_in, n_out, weights, grid))
 
 
-def mask_grid_weights(masks: torch.Tensor, size: tuple, *, weights: str = "area", grid: tuple | None = None,
-                      width: int | None = None) -> torch.Tensor:
+def mask_grid_weights(
+    masks: torch.Tensor, size: tuple, *, weights: str = "area", grid: tuple | None = None, width: int | None = None
+) -> torch.Tensor:
     """(B, K, H, W) masks -> (B, K, h, w) float32 weights w = Ry M Rx^T (see the module doc).
 
     masks: bool, packed uint8 (B, K, H, 8 * ceil(W / 64)) with `width` = W, or soft float weights."""
@@ -86,8 +87,10 @@ def mask_grid_weights(masks: torch.Tensor, size: tuple, *, weights: str = "area"
             raise ValueError("width is required with packed masks (the row padding hides it)")
         width = check_size("width", width)
         if masks.shape[-1] != packed_row_bytes(width):
-            raise ValueError(f"masks: packed rows of width {width} take {packed_row_bytes(width)} bytes, "
-                             f"got shape {tuple(masks.shape)}")
+            raise ValueError(
+                f"masks: packed rows of width {width} take {packed_row_bytes(width)} bytes, "
+                f"got shape {tuple(masks.shape)}"
+            )
     elif width is not None and width != masks.shape[-1]:
         raise ValueError(f"width={width} disagrees with masks of shape {tuple(masks.shape)}")
     elif masks.dtype != torch.bool and not masks.is_floating_point():
@@ -116,8 +119,15 @@ def mask_grid_weights(masks: torch.Tensor, size: tuple, *, weights: str = "area"
     return out.reshape(b, k, h, w)
 
 
-def mask_pool(features: torch.Tensor, masks: torch.Tensor, *, weights: str = "area", eps: float = 1e-8,
-              grid: tuple | None = None, width: int | None = None) -> torch.Tensor:
+def mask_pool(
+    features: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    weights: str = "area",
+    eps: float = 1e-8,
+    grid: tuple | None = None,
+    width: int | None = None,
+) -> torch.Tensor:
     """Pool features under masks: (B, C, h, w) features, (B, K, H, W) masks -> (B, K, C).
 
     features: fp32, fp16, bf16 or fp64; the result has their dtype and is differentiable in them.
@@ -139,8 +149,9 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, *, weights: str = "ar
 def _compiled(flat, width, rows, cols):
     row_start, row_count, row_weights, _ = _bands_on(*rows, flat.device)
     col_start, col_count, col_weights, col_uniform = _bands_on(*cols, flat.device)
-    return torch.ops.segfast.mask_grid_weights(flat, width, row_start, row_count, row_weights, col_start, col_count,
-                                               col_weights, col_uniform)
+    return torch.ops.segfast.mask_grid_weights(
+        flat, width, row_start, row_count, row_weights, col_start, col_count, col_weights, col_uniform
+    )
 
 
 def _reference_run(flat, width, rows, cols):
@@ -167,6 +178,7 @@ def _packed_only(device_type):
             if band > limit:
                 return f"a {band}-row band exceeds the kernel's shared-memory tile of {limit} rows"
         return reason
+
     return unsupported
 
 
@@ -177,6 +189,7 @@ _BACKENDS = [
 ]
 
 if _extension._C is not None:
+
     @torch.library.register_fake("segfast::mask_grid_weights")
     def _(masks, width, row_start, row_count, row_weights, col_start, col_count, col_weights, col_uniform):
         return masks.new_empty((masks.shape[0], row_start.shape[0], col_start.shape[0]), dtype=torch.float32)

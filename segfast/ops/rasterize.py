@@ -15,9 +15,17 @@ RULES = ("center", "coco")
 MAX_COORDINATE = float(2**20)
 
 
-def rasterize_polygons(vertices: torch.Tensor, height: int, width: int, *, lengths: torch.Tensor | None = None,
-                       groups: torch.Tensor | None = None, num_masks: int | None = None,
-                       rule: str = "center", packed: bool = False) -> torch.Tensor:
+def rasterize_polygons(
+    vertices: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    lengths: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    num_masks: int | None = None,
+    rule: str = "center",
+    packed: bool = False,
+) -> torch.Tensor:
     """Rasterize polygons into masks.
 
     Args:
@@ -144,6 +152,7 @@ _BACKENDS = [
 ]
 
 if _extension._C is not None:
+
     @torch.library.register_fake("segfast::rasterize_polygons")
     def _(vertices, lengths, mask_offsets, height, width, rule, packed):
         num_masks = mask_offsets.shape[0] - 1

@@ -13,7 +13,7 @@ from segfast.ops import _reference
 from segfast.ops._backend import Backend, choose, compiled_on
 from segfast.ops._checks import check_size
 from segfast.ops.overlap import as_packed
-from segfast.ops.packing import unpack_masks, word_aligned
+from segfast.ops.packing import packed_row_bytes, unpack_masks, word_aligned
 
 
 def rle_encode(masks: torch.Tensor, width: int | None = None, *, compress: bool = True) -> list:
@@ -28,11 +28,12 @@ def rle_encode(masks: torch.Tensor, width: int | None = None, *, compress: bool 
     width = check_size("width", width)
     packed = as_packed("masks", masks)
     height = packed.shape[1]
-    if packed.shape[-1] != 8 * -(-width // 64):
+    if packed.shape[-1] != packed_row_bytes(width):
         raise ValueError(f"packed masks of shape {tuple(packed.shape)} do not have width {width}")
     packed = word_aligned(packed.cpu())
     data, offsets = choose("rle_encode", _BACKENDS, packed, height, width, compress).run(
-        packed, height, width, compress)
+        packed, height, width, compress
+    )
     size = [height, width]
     offsets = offsets.tolist()
     if compress:
@@ -52,8 +53,10 @@ def _reference_encode(packed, height, width, compress):
     runs = [_reference.rle_counts(m) for m in masks]
     if compress:
         from pycocotools import mask as mask_utils
-        runs = [list(mask_utils.frPyObjects({"size": [height, width], "counts": r}, height, width)["counts"])
-                for r in runs]
+
+        runs = [
+            list(mask_utils.frPyObjects({"size": [height, width], "counts": r}, height, width)["counts"]) for r in runs
+        ]
     flat = [c for r in runs for c in r]
     offsets = torch.tensor([0] + [len(r) for r in runs]).cumsum(0)
     return torch.tensor(flat, dtype=torch.uint8 if compress else torch.int64), offsets
@@ -62,9 +65,11 @@ def _reference_encode(packed, height, width, compress):
 _BACKENDS = [Backend("cpu", compiled_on("cpu"), _compiled), Backend("reference", lambda *a: None, _reference_encode)]
 
 if _extension._C is not None:
+
     @torch.library.register_fake("segfast::rle_encode")
     def _(packed, height, width, compress):
         n = packed.shape[0]
         total = torch.library.get_ctx().new_dynamic_size()
-        return packed.new_empty((total,), dtype=torch.uint8 if compress else torch.int64), \
-            packed.new_empty((n + 1,), dtype=torch.int64)
+        return packed.new_empty((total,), dtype=torch.uint8 if compress else torch.int64), packed.new_empty(
+            (n + 1,), dtype=torch.int64
+        )

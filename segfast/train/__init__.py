@@ -9,7 +9,7 @@ Run the same call under `torchrun --nproc_per_node=N` for DDP or FSDP2 (run.stra
 
 from pathlib import Path
 
-from segfast.train.config import ConfigError, TrainConfig, load_config
+from segfast.config import ConfigError, TrainConfig, load_config
 
 
 def train(config) -> dict:

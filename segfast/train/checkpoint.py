@@ -27,10 +27,15 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
+from segfast import registry
 from segfast.train.distributed import DistEnv, barrier, broadcast_object
 from segfast.train.rng import rng_state, seed_everything, set_rng_state
 
@@ -89,8 +94,9 @@ def verify_checkpoint(directory) -> Path:
             raise CheckpointError(f"{directory}: {name} is missing")
         size = path.stat().st_size
         if size != expected["size"]:
-            raise CheckpointError(f"{directory}: {name} has {size} bytes, the manifest says {expected['size']} "
-                                  "(truncated or overwritten)")
+            raise CheckpointError(
+                f"{directory}: {name} has {size} bytes, the manifest says {expected['size']} (truncated or overwritten)"
+            )
         if _sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{directory}: {name} does not match its checksum (corrupted bytes)")
     extra = {str(p.relative_to(directory)) for p in _files(directory)} - set(files)
@@ -132,8 +138,19 @@ def _trainable_names(model) -> set:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(name: str, model, inner, optimizer, scheduler, state: dict, config: dict, env: DistEnv,
-                    output_dir, keep_last: int, rng: dict | None = None) -> Path:
+def save_checkpoint(
+    name: str,
+    model,
+    inner,
+    optimizer,
+    scheduler,
+    state: dict,
+    config: dict,
+    env: DistEnv,
+    output_dir,
+    keep_last: int,
+    rng: dict | None = None,
+) -> Path:
     """Collective: every rank calls it. `model` is the (possibly wrapped) training module,
     `inner` the unwrapped one; `rng`: this rank's RNG state to store (default: the current one)."""
     root = checkpoint_root(output_dir)
@@ -152,8 +169,10 @@ def save_checkpoint(name: str, model, inner, optimizer, scheduler, state: dict, 
         peft_model = getattr(inner, "peft_model", None)
         if peft_model is not None:
             _save_adapter(peft_model, inner, model_sd, tmp / "adapter")
-        torch.save({"optimizer": optim_sd, "scheduler": scheduler.state_dict(), "world_size": env.world_size, **state},
-                   tmp / "state.pt")
+        torch.save(
+            {"optimizer": optim_sd, "scheduler": scheduler.state_dict(), "world_size": env.world_size, **state},
+            tmp / "state.pt",
+        )
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     barrier(env)
     if env.is_main:
@@ -173,7 +192,7 @@ def _save_adapter(peft_model, inner, full_sd: dict, directory: Path) -> None:
 
     names = [name for name, module in inner.named_modules() if module is peft_model]
     prefix = f"{names[0]}." if names and names[0] else ""
-    sub = {k[len(prefix):]: v for k, v in full_sd.items() if k.startswith(prefix)}
+    sub = {k[len(prefix) :]: v for k, v in full_sd.items() if k.startswith(prefix)}
     adapter = get_peft_model_state_dict(peft_model, state_dict=sub)
     directory.mkdir(parents=True)
     save_file({k: v.detach().clone() for k, v in adapter.items()}, str(directory / "adapter_model.safetensors"))
@@ -192,19 +211,28 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: DistEnv, seed:
     set_optimizer_state_dict(model, optimizer, state.pop("optimizer"), options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(state.pop("scheduler"))
     if "position" not in state:
-        raise CheckpointError(f"{path} was written by an older segfast (no global data position); resume it with "
-                              "the version that wrote it")
+        raise CheckpointError(
+            f"{path} was written by an older segfast (no global data position); resume it with "
+            "the version that wrote it"
+        )
     written = state["world_size"]
     if written == env.world_size:
         rng = path / f"rng-{env.rank}.pt"
         if not rng.is_file():
-            raise CheckpointError(f"{path}: {rng.name} is missing; process {env.rank}'s random state cannot be "
-                                  "restored, so the run would not continue exactly")
+            raise CheckpointError(
+                f"{path}: {rng.name} is missing; process {env.rank}'s random state cannot be "
+                "restored, so the run would not continue exactly"
+            )
         set_rng_state(torch.load(rng, weights_only=False))
     else:
         if env.is_main:
-            log.warning("segfast: %s was written by %d process(es), resumed on %d: the data continues exactly "
-                        "(re-sharded), the random streams (dropout) start afresh", path, written, env.world_size)
+            log.warning(
+                "segfast: %s was written by %d process(es), resumed on %d: the data continues exactly "
+                "(re-sharded), the random streams (dropout) start afresh",
+                path,
+                written,
+                env.world_size,
+            )
         seed_everything(seed + 1_000_003 * state["step"] + env.rank)
     return state
 
@@ -223,13 +251,18 @@ def load_weights(source, model, strict: bool = True) -> Path:
     weights = load_file(str(path / "trainable.safetensors"))
     own = model.state_dict()
     unexpected = sorted(k for k in weights if k not in own)
-    mismatched = sorted(f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
-                        if k in own and weights[k].shape != own[k].shape)
+    mismatched = sorted(
+        f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
+        for k in weights
+        if k in own and weights[k].shape != own[k].shape
+    )
     missing = sorted(_trainable_names(model) - set(weights))
     if unexpected or mismatched or missing:
-        listing = "; ".join(f"{what} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                            for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                               ("shape mismatch", mismatched)) if keys)
+        listing = "; ".join(
+            f"{what} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+            if keys
+        )
         if strict:
             raise CheckpointError(f"{path} does not fit this model: {listing}")
         log.warning("segfast: loading what fits from %s: %s", path, listing)
@@ -241,12 +274,11 @@ def load_trained(directory, device="cpu", overrides=()):
     """The trained model of a checkpoint directory, for inference: rebuilt from its config.yaml
     (plus dotted `overrides`, e.g. model.path on another machine) with the run's seed (so frozen
     random-init parts match), then its trainable weights loaded (strictly)."""
-    from segfast.models import MODELS
-    from segfast.train.config import load_config
+    from segfast.config import load_config
 
     directory = verify_checkpoint(directory)
     cfg = load_config(base=yaml.safe_load((directory / "config.yaml").read_text()), overrides=overrides)
     torch.manual_seed(cfg.run.seed)  # as the engine does before building the model
-    model = MODELS[cfg.model.name](cfg.model, torch.device(device))
+    model = registry.system(cfg.model.name).model(cfg.model, torch.device(device))
     load_weights(directory, model)
     return model.to(device).eval()

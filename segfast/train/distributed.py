@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from segfast.train.config import ConfigError
+from segfast.config import ConfigError
 
 
 @dataclass
@@ -52,8 +52,10 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
     so one config optimises the same way on any number of devices."""
     per_step = micro_batch * world_size
     if global_batch % per_step:
-        raise ConfigError(f"run.global_batch_size={global_batch} must be a multiple of run.micro_batch_size="
-                          f"{micro_batch} x {world_size} processes = {per_step}")
+        raise ConfigError(
+            f"run.global_batch_size={global_batch} must be a multiple of run.micro_batch_size="
+            f"{micro_batch} x {world_size} processes = {per_step}"
+        )
     return global_batch // per_step
 
 

@@ -12,14 +12,12 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from segfast.data import DATASETS
+from segfast import registry
+from segfast.config import ConfigError, TrainConfig, validate
 from segfast.data.collate import to_device
 from segfast.data.loader import make_loader
-from segfast.models import MODELS
 from segfast.train import checkpoint, memory
-from segfast.train.config import ConfigError, TrainConfig, validate
-from segfast.train.distributed import (DistEnv, accumulation_steps, init_distributed, mean_across, shutdown,
-                                       sum_across)
+from segfast.train.distributed import DistEnv, accumulation_steps, init_distributed, mean_across, shutdown, sum_across
 from segfast.train.evaluation import evaluate
 from segfast.train.precision import autocast, choose_precision, grad_scaler
 from segfast.train.progress import Logger
@@ -69,8 +67,18 @@ class _Batches:
         self._iter = self._open()
 
     def _open(self):
-        return iter(make_loader(self.dataset, self.cfg.run.micro_batch_size, self.env.rank, self.env.world_size,
-                                self.cfg.run.seed, self.epoch, self.position, self.cfg.data.num_workers))
+        return iter(
+            make_loader(
+                self.dataset,
+                self.cfg.run.micro_batch_size,
+                self.env.rank,
+                self.env.world_size,
+                self.cfg.run.seed,
+                self.epoch,
+                self.position,
+                self.cfg.data.num_workers,
+            )
+        )
 
     def next(self) -> dict:
         item = next(self._iter, None)
@@ -114,7 +122,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     precision = choose_precision(run_cfg.precision, env.device)
     latest = checkpoint.resume_checkpoint(run_cfg.output_dir, env) if run_cfg.resume else None
     seed_everything(run_cfg.seed)  # identical initial weights on every rank
-    inner = MODELS[cfg.model.name](cfg.model, env.device).to(env.device)
+    inner = registry.system(cfg.model.name).model(cfg.model, env.device).to(env.device)
     if run_cfg.init_from and latest is None:
         source = checkpoint.load_weights(run_cfg.init_from, inner, run_cfg.init_strict)
         if env.is_main:
@@ -124,8 +132,10 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     model, strategy = _wrap(inner, cfg, env)
     optimizer, scheduler = build_optimizer(model.parameters(), cfg.optim, run_cfg.total_steps)
     scaler = grad_scaler(precision, env.device)
-    train_data = DATASETS[cfg.data.name](cfg.data.options, "train", run_cfg.seed)
-    eval_data = DATASETS[cfg.data.name](cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
+    train_data = registry.build_dataset(cfg.data.name, cfg.data.options, "train", run_cfg.seed)
+    eval_data = (
+        registry.build_dataset(cfg.data.name, cfg.data.options, "eval", run_cfg.seed) if run_cfg.eval_every else None
+    )
     step, epoch, position = 0, 0, 0
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, env, run_cfg.seed)
@@ -138,19 +148,39 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
     batches = _Batches(train_data, cfg, env, epoch, position)
     if env.is_main:
         seq = int(cfg.data.options.get("seq_len", 512))
-        est = memory.estimate(inner, run_cfg.micro_batch_size, seq, run_cfg.gradient_checkpointing, precision,
-                              env.world_size, strategy == "fsdp")
-        print(f"segfast: {env.world_size} process(es) on {env.device.type}, strategy {strategy}, precision "
-              f"{precision}, {accum} micro-batch(es) of {run_cfg.micro_batch_size} per step; memory estimate: "
-              f"{memory.describe(est)}", flush=True)
+        est = memory.estimate(
+            inner,
+            run_cfg.micro_batch_size,
+            seq,
+            run_cfg.gradient_checkpointing,
+            precision,
+            env.world_size,
+            strategy == "fsdp",
+        )
+        print(
+            f"segfast: {env.world_size} process(es) on {env.device.type}, strategy {strategy}, precision "
+            f"{precision}, {accum} micro-batch(es) of {run_cfg.micro_batch_size} per step; memory estimate: "
+            f"{memory.describe(est)}",
+            flush=True,
+        )
     logger = Logger(cfg, env, step)
     config_dict = cfg.to_dict()
     losses, steps_this_run = [], 0
 
     def save(name, position=None, rng=None):
-        return checkpoint.save_checkpoint(name, model, inner, optimizer, scheduler,
-                                          {"step": step, **(position or batches.state())},
-                                          config_dict, env, run_cfg.output_dir, run_cfg.keep_last, rng)
+        return checkpoint.save_checkpoint(
+            name,
+            model,
+            inner,
+            optimizer,
+            scheduler,
+            {"step": step, **(position or batches.state())},
+            config_dict,
+            env,
+            run_cfg.output_dir,
+            run_cfg.keep_last,
+            rng,
+        )
 
     watch = launcher_watch()
     try:
@@ -178,10 +208,12 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
             total = mean_across(sum(totals.values()), env)
             if not torch.isfinite(total):
                 path = save(f"step-{step:06d}-nonfinite", position, rng)
-                raise NonFiniteLoss(f"loss is {total.item()} at step {step + 1}; the state before this step (weights, "
-                                    f"optimizer, data position, random state) is saved in {path}, and --resume "
-                                    "continues from it, replaying this step's batches. Lower optim.lr, check the "
-                                    "data, or use run.precision=fp32 first.")
+                raise NonFiniteLoss(
+                    f"loss is {total.item()} at step {step + 1}; the state before this step (weights, "
+                    f"optimizer, data position, random state) is saved in {path}, and --resume "
+                    "continues from it, replaying this step's batches. Lower optim.lr, check the "
+                    "data, or use run.precision=fp32 first."
+                )
             if cfg.optim.clip_grad > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
@@ -193,13 +225,23 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
             step += 1
             steps_this_run += 1
             elapsed = time.perf_counter() - started
-            record = {"step": step, "loss": total.item(), "lr": lr,
-                      "samples_per_s": samples * env.world_size / elapsed,
-                      "tokens_per_s": tokens * env.world_size / elapsed,
-                      **{k: mean_across(v, env).item() for k, v in totals.items()}}
+            record = {
+                "step": step,
+                "loss": total.item(),
+                "lr": lr,
+                "samples_per_s": samples * env.world_size / elapsed,
+                "tokens_per_s": tokens * env.world_size / elapsed,
+                **{k: mean_across(v, env).item() for k, v in totals.items()},
+            }
             losses.append(record["loss"])
-            logger.advance({"loss": f"{record['loss']:.4f}", "lr": f"{lr:.2e}",
-                            "samples/s": f"{record['samples_per_s']:.1f}", "tokens/s": f"{record['tokens_per_s']:.0f}"})
+            logger.advance(
+                {
+                    "loss": f"{record['loss']:.4f}",
+                    "lr": f"{lr:.2e}",
+                    "samples/s": f"{record['samples_per_s']:.1f}",
+                    "tokens/s": f"{record['tokens_per_s']:.0f}",
+                }
+            )
             if step % run_cfg.log_every == 0 or step == run_cfg.total_steps:
                 logger.log(record)
             if eval_data is not None and step % run_cfg.eval_every == 0:
@@ -210,5 +252,4 @@ def _run(cfg: TrainConfig, env: DistEnv) -> dict:
                 break
     finally:
         logger.close()
-    return {"step": step, "losses": losses, "strategy": strategy, "precision": precision,
-            "accumulation_steps": accum}
+    return {"step": step, "losses": losses, "strategy": strategy, "precision": precision, "accumulation_steps": accum}

@@ -13,10 +13,11 @@ on a named benchmark protocol (segfast.train.protocols).
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from segfast.data import DATASETS, collate
+from segfast import registry
+from segfast.config import TrainConfig
+from segfast.data import collate
 from segfast.data.collate import to_device
 from segfast.data.loader import make_loader
-from segfast.train.config import TrainConfig
 from segfast.train.distributed import DistEnv, sum_across
 from segfast.train.precision import autocast
 
@@ -54,10 +55,15 @@ def _batches(dataset, cfg: TrainConfig, env: DistEnv, batches: int):
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(0)
     fill = next((s for s in slots if s is not None), 0)
-    loader = DataLoader(dataset, batch_size=m, sampler=[fill if s is None else s for s in slots], collate_fn=collate,
-                        num_workers=cfg.data.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=m,
+        sampler=[fill if s is None else s for s in slots],
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+    )
     for k, batch in enumerate(loader):
-        yield batch, [s is not None for s in slots[k * m:(k + 1) * m]]
+        yield batch, [s is not None for s in slots[k * m : (k + 1) * m]]
 
 
 @torch.no_grad()
@@ -108,8 +114,8 @@ def evaluate_checkpoint(directory, overrides=(), batches: int = 0, benchmark: st
     torchrun too."""
     import yaml
 
+    from segfast.config import load_config
     from segfast.train import checkpoint, protocols
-    from segfast.train.config import load_config
     from segfast.train.distributed import init_distributed, shutdown
     from segfast.train.precision import choose_precision
 
@@ -124,7 +130,7 @@ def evaluate_checkpoint(directory, overrides=(), batches: int = 0, benchmark: st
     env = init_distributed(cfg.run.device)
     try:
         model = checkpoint.load_trained(directory, env.device, overrides)
-        dataset = DATASETS[cfg.data.name](cfg.data.options, "eval", cfg.run.seed)
+        dataset = registry.build_dataset(cfg.data.name, cfg.data.options, "eval", cfg.run.seed)
         return evaluate(model, model, dataset, cfg, env, choose_precision(cfg.run.precision, env.device), batches)
     finally:
         shutdown(env)

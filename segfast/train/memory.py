@@ -8,8 +8,15 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def estimate(model: torch.nn.Module, micro_batch: int, seq_len: int, checkpointing: bool, precision: str,
-             world_size: int = 1, sharded: bool = False) -> dict:
+def estimate(
+    model: torch.nn.Module,
+    micro_batch: int,
+    seq_len: int,
+    checkpointing: bool,
+    precision: str,
+    world_size: int = 1,
+    sharded: bool = False,
+) -> dict:
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     grads = sum(p.numel() * p.element_size() for p in trainable)
@@ -26,8 +33,12 @@ def estimate(model: torch.nn.Module, micro_batch: int, seq_len: int, checkpointi
     per_token = (2 if checkpointing else 34) * (hidden or 0) * (layers or 0) * act_bytes
     activations = per_token * micro_batch * seq_len
     shard = world_size if sharded else 1
-    out = {"parameters": params / shard, "gradients": grads / shard, "optimizer": adam / shard,
-           "activations": activations}
+    out = {
+        "parameters": params / shard,
+        "gradients": grads / shard,
+        "optimizer": adam / shard,
+        "activations": activations,
+    }
     out["total"] = sum(out.values())
     return out
 

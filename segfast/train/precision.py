@@ -12,8 +12,9 @@ def choose_precision(requested: str, device: torch.device) -> str:
             raise ValueError(f"run.precision={requested} needs a GPU; this run is on {device}")
         return "fp32"
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"run.precision=bf16 but {torch.cuda.get_device_name(device)} does not support bf16; "
-                         "use fp16 or auto")
+        raise ValueError(
+            f"run.precision=bf16 but {torch.cuda.get_device_name(device)} does not support bf16; use fp16 or auto"
+        )
     if requested != "auto":
         return requested
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from segfast.train.config import TrainConfig
+from segfast.config import TrainConfig
 from segfast.train.distributed import DistEnv
 
 log = logging.getLogger("segfast")
@@ -74,5 +74,3 @@ class Logger:
             self.jsonl.close()
             if self.tb is not None:
                 self.tb.close()
-
-

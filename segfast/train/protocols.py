@@ -9,7 +9,7 @@ The protocol fixes the reader options that define the benchmark (format, dataset
 rest (root, image sizes, proposals, chain-of-thought cache) come from the checkpoint's own data
 config and the command line. The mechanics live with the readers: LISA's ValDataset queries
 (segfast.data.referring.benchmark_queries, segfast.data.conversations.benchmark_round), ignored
-pixels (annotation_masks) and scoring at the original resolution (segfast.data.frames
+pixels (annotation_masks) and scoring at the original resolution (segfast.frames
 .score_at_original); every sample is scored once on any number of processes
 (segfast.train.evaluation). Paper numbers are percentages as printed in the papers' tables
 (/work/shared/papers); none is derived here.
@@ -17,7 +17,7 @@ pixels (annotation_masks) and scoring at the original resolution (segfast.data.f
 
 from dataclasses import dataclass, field
 
-from segfast.train.config import ConfigError, check_name
+from segfast.config import ConfigError, check_name
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,13 @@ class Reported:
 class Protocol:
     name: str
     title: str
-    readers: tuple          # the datasets (one per model family) that read this benchmark
-    data: dict              # the reader options the protocol fixes
+    readers: tuple  # the datasets (one per model family) that read this benchmark
+    data: dict  # the reader options the protocol fixes
     queries: str
     prompt: str
     ignore: str
     resolution: str
-    metrics: dict           # the paper's metric name -> segfast's result key
+    metrics: dict  # the paper's metric name -> segfast's result key
     source: str
     reported: tuple = field(default=())
 
@@ -50,9 +50,11 @@ class Protocol:
         readable = [p for p in parts if p.get("name") in self.readers]
         same = [p for p in readable if (p.get("options") or {}).get("format") == self.data.get("format")]
         if not readable:
-            raise ConfigError(f"benchmark {self.name}: the checkpoint's data ({[p.get('name') for p in parts]}) has no "
-                              f"reader of it ({', '.join(self.readers)}); give data.name and data.options on the "
-                              "command line")
+            raise ConfigError(
+                f"benchmark {self.name}: the checkpoint's data ({[p.get('name') for p in parts]}) has no "
+                f"reader of it ({', '.join(self.readers)}); give data.name and data.options on the "
+                "command line"
+            )
         part = (same or readable)[0]
         return {"name": part["name"], "options": {**(part.get("options") or {}), **self.data}}
 
@@ -61,19 +63,31 @@ class Protocol:
         check_name(f"benchmark {self.name}: data.name", data.name, self.readers)
         for key, value in self.data.items():
             if data.options.get(key) != value:
-                raise ConfigError(f"benchmark {self.name} fixes data.options.{key}={value!r}; the command line set "
-                                  f"{data.options.get(key)!r}")
+                raise ConfigError(
+                    f"benchmark {self.name} fixes data.options.{key}={value!r}; the command line set "
+                    f"{data.options.get(key)!r}"
+                )
 
     def describe(self) -> str:
-        return "\n".join([f"{self.name}: {self.title}", f"  queries:    {self.queries}", f"  prompt:     {self.prompt}",
-                          f"  ignore:     {self.ignore}", f"  resolution: {self.resolution}",
-                          f"  metrics:    {', '.join(self.metrics)}", f"  protocol:   {self.source}"])
+        return "\n".join(
+            [
+                f"{self.name}: {self.title}",
+                f"  queries:    {self.queries}",
+                f"  prompt:     {self.prompt}",
+                f"  ignore:     {self.ignore}",
+                f"  resolution: {self.resolution}",
+                f"  metrics:    {', '.join(self.metrics)}",
+                f"  protocol:   {self.source}",
+            ]
+        )
 
     def compare(self, result: dict) -> str:
         """segfast's numbers beside the papers' (percent), with the difference."""
         ours = {m: 100 * result[k] for m, k in self.metrics.items() if isinstance(result.get(k), (int, float))}
-        lines = [f"  segfast ({result.get('eval/samples', '?')} samples): "
-                 + ", ".join(f"{m} {ours[m]:.2f}" if m in ours else f"{m} n/a" for m in self.metrics)]
+        lines = [
+            f"  segfast ({result.get('eval/samples', '?')} samples): "
+            + ", ".join(f"{m} {ours[m]:.2f}" if m in ours else f"{m} n/a" for m in self.metrics)
+        ]
         for r in self.reported:
             delta = f" (segfast {ours[r.metric] - r.value:+.2f})" if r.metric in ours else ""
             lines.append(f"  {r.paper} {r.table}, {r.row}: {r.metric} {r.value}{delta}")
@@ -82,17 +96,29 @@ class Protocol:
 
 REFER_READERS = ("seg-conversations", "referring", "seg-queries")
 REFER_QUERIES = "every sentence of every referent of the split, each its own single-round query (LISA's ValDataset)"
-REFER_PROMPT = ("LISA: '<image> What is {sentence} in this image? Please output segmentation mask.' with the answer "
-                "'[SEG].' teacher-forced (LISA's ValDataset); LLM-Seg its own fixed prompt; LLaVASeg its chain of "
-                "thought")
-ORIGINAL = ("the image's original resolution: mask logits cropped to the unpadded frame and resized back "
-            "(segment-anything's postprocess_masks), LLM-Seg's proposals as SAM made them")
+REFER_PROMPT = (
+    "LISA: '<image> What is {sentence} in this image? Please output segmentation mask.' with the answer "
+    "'[SEG].' teacher-forced (LISA's ValDataset); LLM-Seg its own fixed prompt; LLaVASeg its chain of "
+    "thought"
+)
+ORIGINAL = (
+    "the image's original resolution: mask logits cropped to the unpadded frame and resized back "
+    "(segment-anything's postprocess_masks), LLM-Seg's proposals as SAM made them"
+)
 LISA_VAL = "LISA utils/dataset.py ValDataset + train_ds.py validate (intersectionAndUnionGPU, ignore_index 255)"
 CIOU_GIOU = {"cIoU": "eval/iou/cIoU", "gIoU": "eval/iou/gIoU"}
 
 # cIoU tables of the refCOCO family: per paper, table and row, the values in split order
-REFER_COLUMNS = [("refcoco", "val"), ("refcoco", "testA"), ("refcoco", "testB"), ("refcoco+", "val"),
-                 ("refcoco+", "testA"), ("refcoco+", "testB"), ("refcocog", "val"), ("refcocog", "test")]
+REFER_COLUMNS = [
+    ("refcoco", "val"),
+    ("refcoco", "testA"),
+    ("refcoco", "testB"),
+    ("refcoco+", "val"),
+    ("refcoco+", "testA"),
+    ("refcoco+", "testB"),
+    ("refcocog", "val"),
+    ("refcocog", "test"),
+]
 REFER_TABLES = [
     ("LaSagnA", "Table 3", "LaSagnA (ours)", (76.8, 78.7, 73.8, 66.4, 70.6, 60.1, 70.6, 71.9)),
     ("LaSagnA", "Table 3", "LISA-7B", (74.1, 76.5, 71.1, 62.4, 67.4, 56.5, 66.4, 68.5)),
@@ -106,13 +132,23 @@ REFER_TABLES = [
 def _refer(dataset: str, split: str) -> Protocol:
     split_by = "umd" if dataset == "refcocog" else "unc"
     column = REFER_COLUMNS.index((dataset, split))
-    reported = tuple(Reported(paper, table, f"{row} ({dataset} {split})", "cIoU", values[column])
-                     for paper, table, row, values in REFER_TABLES)
+    reported = tuple(
+        Reported(paper, table, f"{row} ({dataset} {split})", "cIoU", values[column])
+        for paper, table, row, values in REFER_TABLES
+    )
     return Protocol(
-        name=f"{dataset}-{split}", title=f"{dataset} {split} ({split_by.upper()} split), referring segmentation",
-        readers=REFER_READERS, data={"format": "refcoco", "dataset": dataset, "split_by": split_by, "eval_split": split},
-        queries=REFER_QUERIES, prompt=REFER_PROMPT, ignore="none", resolution=ORIGINAL, metrics=CIOU_GIOU,
-        source=f"{LISA_VAL}; refer toolkit refs({split_by}).p", reported=reported)
+        name=f"{dataset}-{split}",
+        title=f"{dataset} {split} ({split_by.upper()} split), referring segmentation",
+        readers=REFER_READERS,
+        data={"format": "refcoco", "dataset": dataset, "split_by": split_by, "eval_split": split},
+        queries=REFER_QUERIES,
+        prompt=REFER_PROMPT,
+        ignore="none",
+        resolution=ORIGINAL,
+        metrics=CIOU_GIOU,
+        source=f"{LISA_VAL}; refer toolkit refs({split_by}).p",
+        reported=reported,
+    )
 
 
 def _r(paper, table, row, **values) -> tuple:
@@ -143,69 +179,121 @@ REASONSEG_TEST = (
 
 def _reasonseg(split: str, reported: tuple) -> Protocol:
     return Protocol(
-        name=f"reasonseg-{split}", title=f"ReasonSeg {split}, reasoning segmentation", readers=REFER_READERS,
+        name=f"reasonseg-{split}",
+        title=f"ReasonSeg {split}, reasoning segmentation",
+        readers=REFER_READERS,
         data={"format": "reasonseg", "eval_split": split},
         queries="the first query of each json (text[0]), one single-round query per image (LISA's ValDataset)",
-        prompt=("LISA: '<image> {text} Please output segmentation mask.' when is_sentence, else '<image> What is "
-                "{text} in this image? Please output segmentation mask.', answer '[SEG].'; LLM-Seg its own prompt; "
-                "LLaVASeg its chain of thought"),
-        ignore=("shapes labelled 'flag' skipped; a label containing 'ignore' marks pixels left out of every metric "
-                "(255); any other label is target; shapes filled largest first (LISA's get_mask_from_json)"),
-        resolution=ORIGINAL, metrics={**CIOU_GIOU, "ncIoU": "eval/nciou/ncIoU"},
+        prompt=(
+            "LISA: '<image> {text} Please output segmentation mask.' when is_sentence, else '<image> What is "
+            "{text} in this image? Please output segmentation mask.', answer '[SEG].'; LLM-Seg its own prompt; "
+            "LLaVASeg its chain of thought"
+        ),
+        ignore=(
+            "shapes labelled 'flag' skipped; a label containing 'ignore' marks pixels left out of every metric "
+            "(255); any other label is target; shapes filled largest first (LISA's get_mask_from_json)"
+        ),
+        resolution=ORIGINAL,
+        metrics={**CIOU_GIOU, "ncIoU": "eval/nciou/ncIoU"},
         source=f"{LISA_VAL}; ncIoU (LLM-Seg) is a separate metric on resized masks, not computed here",
-        reported=reported)
+        reported=reported,
+    )
 
 
 LLMSEG40K = Protocol(
-    name="llmseg40k-val", title="LLM-Seg40K val, reasoning segmentation", readers=("referring",),
+    name="llmseg40k-val",
+    title="LLM-Seg40K val, reasoning segmentation",
+    readers=("referring",),
     data={"format": "llmseg40k", "eval_split": "val"},
-    queries="every question of every annotation, each a single query", prompt="LLM-Seg's fixed prompt",
-    ignore="none", resolution=ORIGINAL, metrics=CIOU_GIOU, source="LLM-Seg Sec. 5.2 (its validation.py scoring)",
-    reported=(*_r("LLM-Seg", "Table 5", "LISA (Zero-Shot ✓)", gIoU=33.19, cIoU=37.97),
-              *_r("LLM-Seg", "Table 5", "LISA (Zero-Shot ×)", gIoU=37.59, cIoU=48.49),
-              *_r("LLM-Seg", "Table 5", "LLM-Seg (Zero-Shot ✓)", gIoU=36.02, cIoU=39.42),
-              *_r("LLM-Seg", "Table 5", "LLM-Seg (Zero-Shot ×)", gIoU=45.47, cIoU=54.18)))
+    queries="every question of every annotation, each a single query",
+    prompt="LLM-Seg's fixed prompt",
+    ignore="none",
+    resolution=ORIGINAL,
+    metrics=CIOU_GIOU,
+    source="LLM-Seg Sec. 5.2 (its validation.py scoring)",
+    reported=(
+        *_r("LLM-Seg", "Table 5", "LISA (Zero-Shot ✓)", gIoU=33.19, cIoU=37.97),
+        *_r("LLM-Seg", "Table 5", "LISA (Zero-Shot ×)", gIoU=37.59, cIoU=48.49),
+        *_r("LLM-Seg", "Table 5", "LLM-Seg (Zero-Shot ✓)", gIoU=36.02, cIoU=39.42),
+        *_r("LLM-Seg", "Table 5", "LLM-Seg (Zero-Shot ×)", gIoU=45.47, cIoU=54.18),
+    ),
+)
 
 
 def _semantic(fmt: str, title: str, reported: tuple) -> Protocol:
     return Protocol(
-        name=f"{fmt}-val", title=title, readers=("semantic-queries",), data={"format": fmt},
+        name=f"{fmt}-val",
+        title=title,
+        readers=("semantic-queries",),
+        data={"format": fmt},
         queries="every validation image; every class of the dataset asked, in chunks of model.options.chunk_size",
-        prompt="LaSagnA's class-list question (segfast.models.lasagna.sequence)",
+        prompt="LaSagnA's class-list question (segfast.text.lasagna)",
         ignore="ADE20K's label 0 ('other') and COCO-Stuff's 255 are ignored (ignore_index 255)",
         resolution="label maps in SAM's frame (longest side image_size), not yet resized back to the original",
-        metrics={"mIoU": "eval/miou/mIoU"}, source="LaSagnA Sec. 4.1 (mIoU at single scale)", reported=reported)
+        metrics={"mIoU": "eval/miou/mIoU"},
+        source="LaSagnA Sec. 4.1 (mIoU at single scale)",
+        reported=reported,
+    )
 
 
 def _fewshot(dataset: str, fold: int, shots: int, value: float | None) -> Protocol:
     name = {"pascal": "pascal5i", "coco": "coco20i"}[dataset]
     return Protocol(
-        name=f"{name}-fold{fold}-{shots}shot", title=f"{name} fold {fold}, {shots}-shot few-shot segmentation",
-        readers=("fewshot",), data={"dataset": dataset, "fold": fold, "shots": shots, "episodes": 1000},
-        queries="1000 episodes of the fold's test classes, drawn from the data seed", prompt="LLaFS's instruction",
-        ignore="PASCAL's 255 (boundary) pixels ignored", metrics={"mIoU": "eval/fold/mIoU"},
+        name=f"{name}-fold{fold}-{shots}shot",
+        title=f"{name} fold {fold}, {shots}-shot few-shot segmentation",
+        readers=("fewshot",),
+        data={"dataset": dataset, "fold": fold, "shots": shots, "episodes": 1000},
+        queries="1000 episodes of the fold's test classes, drawn from the data seed",
+        prompt="LLaFS's instruction",
+        ignore="PASCAL's 255 (boundary) pixels ignored",
+        metrics={"mIoU": "eval/fold/mIoU"},
         resolution="the episode's size x size (data.options.size), as HSNet's test by default (400 x 400)",
         source="HSNet test.py / PFENet: per-class summed intersections over unions, mean over the fold's classes",
-        reported=_r("LLaFS", "Table 1", f"LLaFS ({shots}-shot, Fold-{fold})", mIoU=value) if value else ())
+        reported=_r("LLaFS", "Table 1", f"LLaFS ({shots}-shot, Fold-{fold})", mIoU=value) if value else (),
+    )
 
 
 # LLaFS Table 1, row LLaFS: PASCAL-5i 1-shot and COCO-20i 1-/5-shot per fold (the PASCAL 5-shot cells are
 # one short in our copy of the table, so they are left out rather than guessed)
-LLAFS = {("pascal", 1): (74.2, 78.8, 72.3, 68.5), ("coco", 1): (47.5, 58.8, 56.2, 53.0),
-         ("coco", 5): (53.2, 63.8, 63.1, 60.0)}
+LLAFS = {
+    ("pascal", 1): (74.2, 78.8, 72.3, 68.5),
+    ("coco", 1): (47.5, 58.8, 56.2, 53.0),
+    ("coco", 5): (53.2, 63.8, 63.1, 60.0),
+}
 
-PROTOCOLS = {p.name: p for p in [
-    *(_refer(d, s) for d, s in REFER_COLUMNS),
-    _reasonseg("val", REASONSEG_VAL), _reasonseg("test", REASONSEG_TEST), LLMSEG40K,
-    _semantic("ade20k", "ADE20K val (150 classes), semantic segmentation",
-              (*_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=42.0), *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=19.7),
-               *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=38.6))),
-    _semantic("cocostuff", "COCO-Stuff val, semantic segmentation",
-              (*_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=43.9), *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=24.4),
-               *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=43.2))),
-    *(_fewshot(d, f, s, LLAFS[d, s][f] if (d, s) in LLAFS else None)
-      for d in ("pascal", "coco") for s in (1, 5) for f in range(4)),
-]}
+PROTOCOLS = {
+    p.name: p
+    for p in [
+        *(_refer(d, s) for d, s in REFER_COLUMNS),
+        _reasonseg("val", REASONSEG_VAL),
+        _reasonseg("test", REASONSEG_TEST),
+        LLMSEG40K,
+        _semantic(
+            "ade20k",
+            "ADE20K val (150 classes), semantic segmentation",
+            (
+                *_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=42.0),
+                *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=19.7),
+                *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=38.6),
+            ),
+        ),
+        _semantic(
+            "cocostuff",
+            "COCO-Stuff val, semantic segmentation",
+            (
+                *_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=43.9),
+                *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=24.4),
+                *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=43.2),
+            ),
+        ),
+        *(
+            _fewshot(d, f, s, LLAFS[d, s][f] if (d, s) in LLAFS else None)
+            for d in ("pascal", "coco")
+            for s in (1, 5)
+            for f in range(4)
+        ),
+    ]
+}
 
 
 def get(name: str) -> Protocol:
@@ -215,5 +303,12 @@ def get(name: str) -> Protocol:
 
 def for_fold(dataset: str, fold: int, shots: int) -> Protocol | None:
     """The few-shot protocol of `segfast llafs-eval`'s arguments, when the registry has it."""
-    return next((p for p in PROTOCOLS.values() if p.readers == ("fewshot",)
-                 and p.data == {"dataset": dataset, "fold": fold, "shots": shots, "episodes": 1000}), None)
+    return next(
+        (
+            p
+            for p in PROTOCOLS.values()
+            if p.readers == ("fewshot",)
+            and p.data == {"dataset": dataset, "fold": fold, "shots": shots, "episodes": 1000}
+        ),
+        None,
+    )

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from segfast.train.config import OptimConfig
+from segfast.config import OptimConfig
 
 
 def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:

@@ -40,8 +40,9 @@ class LauncherWatch:
         """Collective: every rank stops at the same step when any rank saw the launcher go."""
         if any_across(self.lost is not None, env):
             why = self.lost or "another worker's torchrun launcher is gone"
-            raise LauncherLost(f"{why}: stopped without writing a checkpoint; relaunch with --resume to continue from "
-                               "the newest one")
+            raise LauncherLost(
+                f"{why}: stopped without writing a checkpoint; relaunch with --resume to continue from the newest one"
+            )
 
 
 def launcher_watch() -> LauncherWatch | None:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from segfast.data import DATASETS
-from segfast.data.frames import frame_masks, score_at_original, to_original, valid_size
+from segfast.frames import frame_masks, score_at_original, to_original, valid_size
 from segfast.metrics import IoUMeter
 from segfast.train.protocols import PROTOCOLS
 
@@ -28,40 +28,60 @@ def _square(x0, y0, x1, y1):
 def _reasonseg(root: Path) -> Path:
     (root / "val").mkdir(parents=True)
     Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(root / "val" / "a.jpg")
-    (root / "val" / "a.json").write_text(json.dumps({
-        "text": ["the left block", "another wording"], "is_sentence": False,
-        "shapes": [{"label": "target", "points": _square(0, 0, 20, 20)},
-                   {"label": "Ignore", "points": _square(10, 10, 15, 15)},       # inside the target: smaller, wins
-                   {"label": "person", "points": _square(30, 0, 40, 10)},        # any other label is target
-                   {"label": "flag", "points": _square(40, 20, 50, 30)}]}))      # deprecated: skipped
+    (root / "val" / "a.json").write_text(
+        json.dumps(
+            {
+                "text": ["the left block", "another wording"],
+                "is_sentence": False,
+                "shapes": [
+                    {"label": "target", "points": _square(0, 0, 20, 20)},
+                    {"label": "Ignore", "points": _square(10, 10, 15, 15)},  # inside the target: smaller, wins
+                    {"label": "person", "points": _square(30, 0, 40, 10)},  # any other label is target
+                    {"label": "flag", "points": _square(40, 20, 50, 30)},
+                ],
+            }
+        )
+    )  # deprecated: skipped
     Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(root / "val" / "b.jpg")
-    (root / "val" / "b.json").write_text(json.dumps({
-        "text": ["What could hold a drink?"], "is_sentence": True,
-        "shapes": [{"label": "target", "points": _square(5, 5, 25, 25)}]}))
+    (root / "val" / "b.json").write_text(
+        json.dumps(
+            {
+                "text": ["What could hold a drink?"],
+                "is_sentence": True,
+                "shapes": [{"label": "target", "points": _square(5, 5, 25, 25)}],
+            }
+        )
+    )
     return root
 
 
 def _refer(root: Path) -> Path:
     from tests.models.seg_family import write_refer
 
-    refs = [{"split": "val", "ann_id": 1, "image_id": 1, "sentences": [{"sent": " Left Block "}, {"sent": "red one"}]},
-            {"split": "val", "ann_id": 2, "image_id": 1, "sentences": [{"sent": "right"}]},
-            {"split": "testA", "ann_id": 2, "image_id": 1, "sentences": [{"sent": "not in val"}]}]
-    anns = [{"id": 1, "segmentation": [sum(_square(0, 0, 20, 20), [])]},
-            {"id": 2, "segmentation": [sum(_square(30, 0, 50, 30), [])]}]
+    refs = [
+        {"split": "val", "ann_id": 1, "image_id": 1, "sentences": [{"sent": " Left Block "}, {"sent": "red one"}]},
+        {"split": "val", "ann_id": 2, "image_id": 1, "sentences": [{"sent": "right"}]},
+        {"split": "testA", "ann_id": 2, "image_id": 1, "sentences": [{"sent": "not in val"}]},
+    ]
+    anns = [
+        {"id": 1, "segmentation": [sum(_square(0, 0, 20, 20), [])]},
+        {"id": 2, "segmentation": [sum(_square(30, 0, 50, 30), [])]},
+    ]
     write_refer(root, np.zeros((30, 50, 3), np.uint8), refs, anns)
     return root
 
 
 def test_refer_benchmark_asks_every_sentence_as_its_own_fixed_question(tmp_path):
     root = _refer(tmp_path)
-    ds = DATASETS["seg-conversations"]({"format": "refcoco", "root": str(root), "image_size": 64, "clip_size": 16},
-                                       "eval", 0)
+    ds = DATASETS["seg-conversations"](
+        {"format": "refcoco", "root": str(root), "image_size": 64, "clip_size": 16}, "eval", 0
+    )
     samples = [ds[i] for i in range(len(ds))]
     assert len(samples) == 3  # every sentence of every referent of val, not <= 3 random referents per image
     assert [s["conversation"] for s in samples] == [
         [{"question": f"<image> What is {q} in this image? Please output segmentation mask.", "answer": "[SEG]."}]
-        for q in ("left block", "red one", "right")]
+        for q in ("left block", "red one", "right")
+    ]
     first = samples[0]
     assert first["original_masks"].shape == (1, 30, 50) and int(first["original_masks"].sum()) == 20 * 20
     assert not first["original_ignore"].any() and first["masks"].shape == (1, 64, 64)
@@ -69,20 +89,25 @@ def test_refer_benchmark_asks_every_sentence_as_its_own_fixed_question(tmp_path)
 
 def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path):
     root = _reasonseg(tmp_path)
-    ds = DATASETS["seg-conversations"]({"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16},
-                                       "eval", 0)
+    ds = DATASETS["seg-conversations"](
+        {"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16}, "eval", 0
+    )
     assert len(ds) == 2  # one query per json: text[0]
     a, b = ds[0], ds[1]
-    assert a["conversation"][0]["question"] == "<image> What is the left block in this image? Please output segmentation mask."
+    assert (
+        a["conversation"][0]["question"]
+        == "<image> What is the left block in this image? Please output segmentation mask."
+    )
     assert b["conversation"][0]["question"] == "<image> What could hold a drink? Please output segmentation mask."
     target, ignore = a["original_masks"][0], a["original_ignore"]
-    assert ignore[10:15, 10:15].all() and int(ignore.sum()) == 25       # "Ignore" (any case): 255, not background
+    assert ignore[10:15, 10:15].all() and int(ignore.sum()) == 25  # "Ignore" (any case): 255, not background
     assert not target[10:15, 10:15].any() and target[0:10, 0:10].all()  # the smaller shape wins its pixels
-    assert target[0:10, 30:40].all()                                     # "person" is a target too
+    assert target[0:10, 30:40].all()  # "person" is a target too
     assert not target[20:30, 40:50].any() and not ignore[20:30, 40:50].any()  # "flag" is skipped
     # training reads the same file with LISA's training rule: the target only, ignore as background
-    train = DATASETS["seg-conversations"]({"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16,
-                                           "eval_split": "val"}, "val", 0)
+    train = DATASETS["seg-conversations"](
+        {"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16, "eval_split": "val"}, "val", 0
+    )
     assert "original_masks" not in train[0]
 
 
@@ -101,11 +126,13 @@ def test_scoring_at_the_original_resolution_and_not_in_the_frame():
     gts[0][0, :15, :25] = True
     gts[1][0, :60, :] = True
     preds = [gts[0].clone(), torch.zeros_like(gts[1])]
-    preds[0][0, :15, 25:] = True     # 375 px too many on the small image
-    preds[1][0, :15, :] = True       # a quarter of the large target
-    batch = {"valid_size": torch.tensor([valid_size(30, 50, size), valid_size(120, 40, size)]),
-             "original_masks": gts, "original_ignore": [torch.zeros(30, 50, dtype=torch.bool),
-                                                        torch.zeros(120, 40, dtype=torch.bool)]}
+    preds[0][0, :15, 25:] = True  # 375 px too many on the small image
+    preds[1][0, :15, :] = True  # a quarter of the large target
+    batch = {
+        "valid_size": torch.tensor([valid_size(30, 50, size), valid_size(120, 40, size)]),
+        "original_masks": gts,
+        "original_ignore": [torch.zeros(30, 50, dtype=torch.bool), torch.zeros(120, 40, dtype=torch.bool)],
+    }
     logits = [frame_masks(p, size).float() * 20 - 10 for p in preds]
     meter = IoUMeter()
     score_at_original(meter, logits, batch)
@@ -131,17 +158,31 @@ def test_ignored_pixels_count_in_neither_prediction_nor_target():
 
 
 def test_benchmark_protocols_fix_their_data_and_refuse_changes():
-    from segfast.train.config import ConfigError, load_config
+    from segfast.config import ConfigError, load_config
     from segfast.train.protocols import get
 
     protocol = get("refcoco+-testB")
-    lisa_mixture = {"name": "mixture", "options": {"datasets": [
-        {"name": "seg-conversations", "options": {"format": "reasonseg", "root": "/rs", "image_size": 1024}},
-        {"name": "seg-conversations", "options": {"format": "refcoco", "root": "/refer", "image_size": 1024}}]}}
+    lisa_mixture = {
+        "name": "mixture",
+        "options": {
+            "datasets": [
+                {"name": "seg-conversations", "options": {"format": "reasonseg", "root": "/rs", "image_size": 1024}},
+                {"name": "seg-conversations", "options": {"format": "refcoco", "root": "/refer", "image_size": 1024}},
+            ]
+        },
+    }
     data = protocol.data_section(lisa_mixture)
-    assert data == {"name": "seg-conversations", "options": {"format": "refcoco", "root": "/refer", "image_size": 1024,
-                                                             "dataset": "refcoco+", "split_by": "unc",
-                                                             "eval_split": "testB"}}
+    assert data == {
+        "name": "seg-conversations",
+        "options": {
+            "format": "refcoco",
+            "root": "/refer",
+            "image_size": 1024,
+            "dataset": "refcoco+",
+            "split_by": "unc",
+            "eval_split": "testB",
+        },
+    }
     cfg = load_config(base={"data": data}, overrides=["data.options.eval_split=val"])
     with pytest.raises(ConfigError, match=r"refcoco\+-testB fixes data.options.eval_split='testB'"):
         protocol.check(cfg.data)
@@ -153,8 +194,13 @@ def test_benchmark_protocols_fix_their_data_and_refuse_changes():
 
 @pytest.mark.skipif(not PAPERS.is_dir(), reason="the papers are not beside this checkout")
 def test_every_reported_number_is_in_its_paper():
-    files = {"LaSagnA": "lasagna.txt", "LLaVASeg": "llavaseg.txt", "SegLLM": "segllm.txt", "LLM-Seg": "llm-seg.txt",
-             "LLaFS": "llafs.txt"}
+    files = {
+        "LaSagnA": "lasagna.txt",
+        "LLaVASeg": "llavaseg.txt",
+        "SegLLM": "segllm.txt",
+        "LLM-Seg": "llm-seg.txt",
+        "LLaFS": "llafs.txt",
+    }
     for protocol in PROTOCOLS.values():
         for r in protocol.reported:
             text = (PAPERS / files[r.paper]).read_text()
@@ -176,17 +222,25 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
     for dataset, split_by in (("refcoco+", "unc"), ("refcocog", "umd")):
         shutil.copytree(tmp_path / "refer" / "refcoco", tmp_path / "refer" / dataset)
         (tmp_path / "refer" / dataset / "refs(unc).p").rename(tmp_path / "refer" / dataset / f"refs({split_by}).p")
-    refs = [{"split": split, "ann_id": 1, "image_id": 1, "sentences": [{"sent": f"{split} {k}"} for k in range(n)]}
-            for split, n in (("val", 1), ("testA", 2), ("testB", 3), ("test", 4))]
+    refs = [
+        {"split": split, "ann_id": 1, "image_id": 1, "sentences": [{"sent": f"{split} {k}"} for k in range(n)]}
+        for split, n in (("val", 1), ("testA", 2), ("testB", 3), ("test", 4))
+    ]
     for dataset, split_by in (("refcoco", "unc"), ("refcoco+", "unc"), ("refcocog", "umd")):
         with open(tmp_path / "refer" / dataset / f"refs({split_by}).p", "wb") as f:
             pickle.dump(refs, f)
     _reasonseg(tmp_path / "rs")
     shutil.copytree(tmp_path / "rs" / "val", tmp_path / "rs" / "test")
     (tmp_path / "rs" / "test" / "b.json").unlink()
-    lisa = {"name": "mixture", "options": {"datasets": [
-        {"name": "seg-conversations", "options": {"format": "refcoco", "root": str(tmp_path / "refer")}},
-        {"name": "seg-conversations", "options": {"format": "reasonseg", "root": str(tmp_path / "rs")}}]}}
+    lisa = {
+        "name": "mixture",
+        "options": {
+            "datasets": [
+                {"name": "seg-conversations", "options": {"format": "refcoco", "root": str(tmp_path / "refer")}},
+                {"name": "seg-conversations", "options": {"format": "reasonseg", "root": str(tmp_path / "rs")}},
+            ]
+        },
+    }
     expected = {"val": 1, "testA": 2, "testB": 3, "test": 4}
     for name in [n for n in PROTOCOLS if n.startswith(("refcoco", "reasonseg"))]:
         protocol = get(name)
@@ -211,13 +265,29 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     # LLM-Seg40K val: every question of every annotation, with proposals at the image's resolution
     (tmp_path / "l40" / "images").mkdir(parents=True)
     Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "l40" / "images" / "b.png")
-    (tmp_path / "l40" / "val.json").write_text(json.dumps([{"image": "b.png", "query": ["what is left?", "the thing"],
-                                                           "segmentation": [sum(_square(0, 0, 20, 20), [])]}]))
+    (tmp_path / "l40" / "val.json").write_text(
+        json.dumps(
+            [
+                {
+                    "image": "b.png",
+                    "query": ["what is left?", "the thing"],
+                    "segmentation": [sum(_square(0, 0, 20, 20), [])],
+                }
+            ]
+        )
+    )
     masks = np.zeros((2, 30, 50), bool)
     masks[0, :20, :20] = True
     _proposals_json(tmp_path / "p40" / "images" / "b.json", masks)
-    llmseg = {"name": "referring", "options": {"format": "reasonseg", "root": str(tmp_path / "l40"),
-                                               "proposals": str(tmp_path / "p40"), "image_size": 32}}
+    llmseg = {
+        "name": "referring",
+        "options": {
+            "format": "reasonseg",
+            "root": str(tmp_path / "l40"),
+            "proposals": str(tmp_path / "p40"),
+            "image_size": 32,
+        },
+    }
     ds = build("llmseg40k-val", llmseg)
     assert [ds[i]["query"] for i in range(len(ds))] == ["what is left?", "the thing"]
     assert ds[0]["original_proposals"].shape == (2, 30, 8)
@@ -226,11 +296,21 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     for sub, name in (("images", "a.jpg"), ("annotations", "a.png")):
         (ade / sub / "validation").mkdir(parents=True)
         Image.fromarray(np.zeros((20, 30) + ((3,) if sub == "images" else ()), np.uint8)).save(
-            ade / sub / "validation" / name)
+            ade / sub / "validation" / name
+        )
     (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,sky\n")
-    lasagna = {"name": "mixture", "options": {"datasets": [
-        {"name": "semantic-queries", "options": {"format": "cocostuff", "root": "/elsewhere", "image_size": 32}},
-        {"name": "semantic-queries", "options": {"format": "ade20k", "root": str(ade), "image_size": 32}}]}}
+    lasagna = {
+        "name": "mixture",
+        "options": {
+            "datasets": [
+                {
+                    "name": "semantic-queries",
+                    "options": {"format": "cocostuff", "root": "/elsewhere", "image_size": 32},
+                },
+                {"name": "semantic-queries", "options": {"format": "ade20k", "root": str(ade), "image_size": 32}},
+            ]
+        },
+    }
     ds = build("ade20k-val", lasagna)
     assert len(ds) == 1 and ds.classes == ["wall", "sky"]
     # PASCAL-5i fold 0, 1-shot: 1000 episodes of the fold's classes

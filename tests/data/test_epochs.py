@@ -30,22 +30,37 @@ def _refer_root(tmp_path):
     from tests.models.seg_family import square_masks, write_refer
 
     masks = square_masks(48, [(2, 2, 20, 20), (25, 5, 45, 30), (5, 30, 40, 46)])
-    refs = [{"split": "train", "ann_id": k, "image_id": 1, "sentences": [{"sent": f"w{k} {j}"} for j in range(3)]}
-            for k in range(3)]
-    anns = [{"id": k, "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
-            for k, (x0, y0, x1, y1) in enumerate([(2, 2, 20, 20), (25, 5, 45, 30), (5, 30, 40, 46)])]
+    refs = [
+        {"split": "train", "ann_id": k, "image_id": 1, "sentences": [{"sent": f"w{k} {j}"} for j in range(3)]}
+        for k in range(3)
+    ]
+    anns = [
+        {"id": k, "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+        for k, (x0, y0, x1, y1) in enumerate([(2, 2, 20, 20), (25, 5, 45, 30), (5, 30, 40, 46)])
+    ]
     write_refer(tmp_path, (np.stack([masks[0]] * 3, -1) * 200).astype(np.uint8), refs, anns)
     return tmp_path
 
 
-@pytest.mark.parametrize("name, options", [
-    ("seg-conversations", {"length": 6}),
-    ("semantic-queries", {"length": 6}),
-    ("multiround", {"length": 6}),
-    ("toy-tokens", {"size": 6}),
-    ("mixture", {"length": 6, "datasets": [{"name": "seg-conversations", "options": {"length": 3}},
-                                           {"name": "toy-tokens", "options": {"size": 3}}]}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("seg-conversations", {"length": 6}),
+        ("semantic-queries", {"length": 6}),
+        ("multiround", {"length": 6}),
+        ("toy-tokens", {"size": 6}),
+        (
+            "mixture",
+            {
+                "length": 6,
+                "datasets": [
+                    {"name": "seg-conversations", "options": {"length": 3}},
+                    {"name": "toy-tokens", "options": {"size": 3}},
+                ],
+            },
+        ),
+    ],
+)
 def test_two_epochs_differ_and_an_epoch_replays_identically(name, options):
     dataset = DATASETS[name](options, "train", 0)
     first, second = _epoch(dataset, 0, 6), _epoch(dataset, 1, 6)
@@ -55,8 +70,17 @@ def test_two_epochs_differ_and_an_epoch_replays_identically(name, options):
 
 
 def test_refcoco_conversations_reach_every_sentence_over_epochs(tmp_path):
-    dataset = DATASETS["seg-conversations"]({"format": "refcoco", "root": str(_refer_root(tmp_path)),
-                                             "refs_per_image": 1, "image_size": 32, "clip_size": 16}, "train", 0)
+    dataset = DATASETS["seg-conversations"](
+        {
+            "format": "refcoco",
+            "root": str(_refer_root(tmp_path)),
+            "refs_per_image": 1,
+            "image_size": 32,
+            "clip_size": 16,
+        },
+        "train",
+        0,
+    )
     asked = set()
     for epoch in range(40):
         dataset.set_epoch(epoch)

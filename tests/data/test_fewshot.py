@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from segfast.data import collate
-from segfast.data.fewshot import FewShotEpisodes, FoldIoU, connected_components, fold_classes
+from segfast.data.fewshot import FewShotEpisodes, connected_components, fold_classes
+from segfast.metrics import FoldIoU
 
 
 def test_fold_classes():
@@ -22,8 +23,8 @@ def test_fold_classes():
 def test_connected_components_8_connectivity(gen):
     m = torch.zeros(9, 9, dtype=torch.bool)
     m[0:2, 0:2] = True
-    m[2, 2] = True          # touches the first block diagonally: same component
-    m[5:9, 4:9] = True      # a separate, larger block
+    m[2, 2] = True  # touches the first block diagonally: same component
+    m[5:9, 4:9] = True  # a separate, larger block
     parts = connected_components(m)
     assert len(parts) == 2 and int(parts[0].sum()) == 20 and int(parts[1].sum()) == 5
     assert torch.equal(parts[0] | parts[1], m) and not (parts[0] & parts[1]).any()
@@ -42,9 +43,9 @@ def _pascal_tree(root, gen):
         labels = np.zeros((40, 50), dtype=np.uint8)
         cls = [1, 2, 7][i % 3]  # fold 0 has classes 1-5; class 7 belongs to the other folds
         y, x = (torch.randint(0, 20, (2,), generator=gen)).tolist()
-        labels[y:y + 15, x:x + 20] = cls
-        labels[y + 15, x:x + 20] = 255  # an ignored boundary row
-        labels[35:38, 45:48] = cls      # a second, small part
+        labels[y : y + 15, x : x + 20] = cls
+        labels[y + 15, x : x + 20] = 255  # an ignored boundary row
+        labels[35:38, 45:48] = cls  # a second, small part
         Image.fromarray(labels).save(root / "SegmentationClassAug" / f"img{i}.png")
         rgb = (torch.rand(40, 50, 3, generator=gen) * 255).byte().numpy()
         Image.fromarray(rgb).save(root / "JPEGImages" / f"img{i}.jpg")
@@ -55,8 +56,17 @@ def _pascal_tree(root, gen):
 def test_pascal_episodes(tmp_path, gen):
     _pascal_tree(tmp_path, gen)
     (tmp_path / "attr.json").write_text(json.dumps({"bicycle": ["two wheels", "a frame"]}))
-    ds = FewShotEpisodes(tmp_path, "pascal", fold=0, shots=2, split="val", size=40, episodes=6, min_object_area=4,
-                         attributes=str(tmp_path / "attr.json"))
+    ds = FewShotEpisodes(
+        tmp_path,
+        "pascal",
+        fold=0,
+        shots=2,
+        split="val",
+        size=40,
+        episodes=6,
+        min_object_area=4,
+        attributes=str(tmp_path / "attr.json"),
+    )
     assert ds.classes == [1, 2]
     for i in range(len(ds)):
         s = ds[i]
@@ -92,22 +102,28 @@ def test_coco_episodes_match_pycocotools(tmp_path, gen):
     (tmp_path / "val2014").mkdir()
     images, anns = [], []
     for i in range(4):
-        Image.fromarray((torch.rand(30, 40, 3, generator=gen) * 255).byte().numpy()).save(tmp_path / "val2014" / f"{i}.jpg")
+        Image.fromarray((torch.rand(30, 40, 3, generator=gen) * 255).byte().numpy()).save(
+            tmp_path / "val2014" / f"{i}.jpg"
+        )
         images.append({"id": i, "file_name": f"{i}.jpg", "height": 30, "width": 40})
-        for k in range(2):  # two instances of category 18 ("dog", class 17 in fold 0) per image
+        for _ in range(2):  # two instances of category 18 ("dog", class 17 in fold 0) per image
             pts = (torch.rand(7, 2, generator=gen) * torch.tensor([40.0, 30.0])).flatten().tolist()
             anns.append({"id": len(anns), "image_id": i, "category_id": 18, "segmentation": [pts], "iscrowd": 0})
     cats = [{"id": c, "name": f"cat{c}"} for c in range(1, 91) if c % 10 != 0][:80]
     cats[16]["name"] = "dog"
     (tmp_path / "annotations" / "instances_val2014.json").write_text(
-        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
     ds = FewShotEpisodes(tmp_path, "coco", fold=0, shots=1, size=30, episodes=3, min_object_area=0)
     assert ds.classes == [17]
     src = ds.source
     for i in range(4):
         union, _, objects = src.masks(i, 17)
-        ref = [torch.from_numpy(mask_utils.decode(mask_utils.frPyObjects(a["segmentation"], 30, 40)).any(2))
-               for a in anns if a["image_id"] == i]
+        ref = [
+            torch.from_numpy(mask_utils.decode(mask_utils.frPyObjects(a["segmentation"], 30, 40)).any(2))
+            for a in anns
+            if a["image_id"] == i
+        ]
         assert all(torch.equal(o, r) for o, r in zip(objects, ref))
     s = ds[0]
     assert s["class_names"] == "dog" and s["query_polygons"].shape[0] <= 2
@@ -117,11 +133,14 @@ def test_fold_iou():
     meter = FoldIoU([1, 2, 3])
     pred = torch.zeros(3, 4, 4, dtype=torch.bool)
     gt = torch.zeros(3, 4, 4, dtype=torch.bool)
-    pred[0, :2] = True; gt[0, :1] = True       # class 1: I 4, U 8
-    pred[1, :1] = True; gt[1, :1] = True       # class 2: I 4, U 4
-    pred[2, :1] = True; gt[2, 1:2] = True      # class 1 again: I 0, U 8
+    pred[0, :2] = True
+    gt[0, :1] = True  # class 1: I 4, U 8
+    pred[1, :1] = True
+    gt[1, :1] = True  # class 2: I 4, U 4
+    pred[2, :1] = True
+    gt[2, 1:2] = True  # class 1 again: I 0, U 8
     ignore = torch.zeros_like(gt)
-    ignore[2, 1] = True                        # ... but its gt row is ignored: U 4
+    ignore[2, 1] = True  # ... but its gt row is ignored: U 4
     meter.update(pred, gt, [1, 2, 1], ignore)
     out = meter.compute()
     assert out["per_class"][1] == pytest.approx(4 / 12) and out["per_class"][2] == 1.0

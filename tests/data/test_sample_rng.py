@@ -22,7 +22,8 @@ for name in ("referring", "seg-conversations", "semantic-queries", "multiround",
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(i)  # epoch 0 and 1
         sample = dataset[i]
-        print(name, i, hashlib.sha256(b"".join(k.encode() + fingerprint(sample[k]) for k in sorted(sample))).hexdigest())
+        digest = hashlib.sha256(b"".join(k.encode() + fingerprint(sample[k]) for k in sorted(sample)))
+        print(name, i, digest.hexdigest())
 """
 
 

@@ -18,8 +18,9 @@ from segfast.models.sam.build import tiny_sam
 
 class LocalDecoder(MaskDecoder):
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
-        masks, iou = super().predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                           dense_prompt_embeddings)
+        masks, iou = super().predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
         point = sparse_prompt_embeddings[:, 0] - self.foreground.weight[0]  # the point's features alone
         kernel = torch.einsum("nc,chw->nhw", point, image_pe[0]) / (image_pe.shape[1] / 2)
         kernel = F.interpolate(kernel[:, None], size=masks.shape[-2:], mode="bilinear", align_corners=False)
@@ -30,9 +31,13 @@ class LocalDecoder(MaskDecoder):
 def local_sam(seed: int = 0):
     sam = tiny_sam(seed=seed)
     old = sam.mask_decoder
-    decoder = LocalDecoder(transformer_dim=old.transformer_dim, transformer=old.transformer,
-                           num_multimask_outputs=old.num_multimask_outputs, iou_head_depth=3,
-                           iou_head_hidden_dim=old.iou_prediction_head.layers[0].out_features)
+    decoder = LocalDecoder(
+        transformer_dim=old.transformer_dim,
+        transformer=old.transformer,
+        num_multimask_outputs=old.num_multimask_outputs,
+        iou_head_depth=3,
+        iou_head_hidden_dim=old.iou_prediction_head.layers[0].out_features,
+    )
     decoder.load_state_dict(old.state_dict())
     decoder.foreground = sam.prompt_encoder.point_embeddings[1]
     with torch.no_grad():
@@ -51,5 +56,5 @@ def blob_image(seed: int, height: int = 120, width: int = 200) -> np.ndarray:
     image[:] = rng.integers(0, 256, 3)
     for _ in range(6):
         y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
-        image[y:y + rng.integers(8, height // 2), x:x + rng.integers(8, width // 2)] = rng.integers(0, 256, 3)
+        image[y : y + rng.integers(8, height // 2), x : x + rng.integers(8, width // 2)] = rng.integers(0, 256, 3)
     return image

@@ -4,10 +4,10 @@ loaded back through the real paths (model.path, sam_checkpoint, clip_path)."""
 import numpy as np
 import torch
 
+from segfast.config import LoraConfig, ModelConfig
 from segfast.data import collate
-from segfast.data.conversations import vocabulary
 from segfast.models import MODELS
-from segfast.train.config import LoraConfig, ModelConfig
+from segfast.text.lisa import vocabulary
 
 LORA = LoraConfig(r=4, alpha=8)
 
@@ -38,8 +38,9 @@ def batch_of(dataset, n: int = 2) -> dict:
 def trainable_gradients(model, losses) -> dict:
     """name -> whether its gradient is nonzero, for every trainable parameter, after backward."""
     sum(losses.values()).backward()
-    return {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in model.named_parameters()
-            if p.requires_grad}
+    return {
+        n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def assert_frozen_and_trained(model, grads: dict, trained: tuple, frozen: tuple) -> None:
@@ -65,10 +66,23 @@ def train_tiny(output_dir, model: dict, data: dict, steps: int = 2) -> list:
 
     import segfast
 
-    result = segfast.train({
-        "model": {"lora": {"r": 4, "alpha": 8}, **model}, "data": data, "optim": {"lr": 1e-3, "warmup_steps": 0},
-        "run": {"output_dir": str(output_dir), "total_steps": steps, "global_batch_size": 2, "micro_batch_size": 2,
-                "save_every": steps, "eval_every": steps, "eval_batches": 1, "device": "cpu"}})
+    result = segfast.train(
+        {
+            "model": {"lora": {"r": 4, "alpha": 8}, **model},
+            "data": data,
+            "optim": {"lr": 1e-3, "warmup_steps": 0},
+            "run": {
+                "output_dir": str(output_dir),
+                "total_steps": steps,
+                "global_batch_size": 2,
+                "micro_batch_size": 2,
+                "save_every": steps,
+                "eval_every": steps,
+                "eval_batches": 1,
+                "device": "cpu",
+            },
+        }
+    )
     assert result["step"] == steps and len(result["losses"]) == steps
     assert all(np.isfinite(v) for v in result["losses"])
     assert (output_dir / "checkpoints" / f"step-{steps:06d}" / "adapter").is_dir()
@@ -87,5 +101,6 @@ def write_refer(root, image: np.ndarray, refs: list, annotations: list) -> None:
     Image.fromarray(image).save(root / "images" / "train2014" / "c.jpg")
     with open(root / "refcoco" / "refs(unc).p", "wb") as f:
         pickle.dump(refs, f)
-    (root / "refcoco" / "instances.json").write_text(json.dumps(
-        {"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": annotations}))
+    (root / "refcoco" / "instances.json").write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": annotations})
+    )

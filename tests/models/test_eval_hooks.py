@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from segfast.data.frames import frame_masks, valid_size
+from segfast.frames import frame_masks, valid_size
 from segfast.metrics import IoUMeter
 from segfast.ops import pack_masks
 
@@ -28,8 +28,11 @@ def _two_images():
     ignore = [torch.zeros(30, 50, dtype=torch.bool), torch.zeros(120, 40, dtype=torch.bool)]
     preds[1][0, 100:, :] = True  # predicted, but ignored: must not count
     ignore[1][100:, :] = True
-    batch = {"valid_size": torch.tensor([valid_size(30, 50, SIZE), valid_size(120, 40, SIZE)]),
-             "original_masks": gts, "original_ignore": ignore}
+    batch = {
+        "valid_size": torch.tensor([valid_size(30, 50, SIZE), valid_size(120, 40, SIZE)]),
+        "original_masks": gts,
+        "original_ignore": ignore,
+    }
     return preds, batch
 
 
@@ -73,7 +76,7 @@ def test_llmseg_scores_the_chosen_proposals_as_sam_made_them():
     proposals, chosen = [], torch.zeros(2, 4, dtype=torch.bool)
     for b, p in enumerate(preds):
         top, rest = p.clone(), p.clone()
-        top[:, p.shape[1] // 2:] = False
+        top[:, p.shape[1] // 2 :] = False
         rest[:, : p.shape[1] // 2] = False
         proposals.append(pack_masks(torch.cat([top, ~p, rest])))
         chosen[b, [0, 2]] = True
@@ -93,15 +96,35 @@ def test_segfast_evaluate_benchmark_prints_the_protocol_and_the_papers(tmp_path,
 
     train_tiny(tmp_path / "run", {"name": "lisa"}, {"name": "seg-conversations", "options": {"length": 4}}, steps=1)
     root = _refer(tmp_path / "refer")
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "step-000001"),
-                 "--benchmark", "refcoco-val", f"data.options.root={root}"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "run" / "checkpoints" / "step-000001"),
+                "--benchmark",
+                "refcoco-val",
+                f"data.options.root={root}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert '"eval/samples": 3' in out and '"eval/iou/samples": 3' in out
     assert "every sentence of every referent" in out and "What is {sentence} in this image?" in out
     assert re.search(r"LaSagnA Table 3, LaSagnA \(ours\) \(refcoco val\): cIoU 76\.8 \(segfast [+-]\d+\.\d\d\)", out)
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "step-000001"),
-                 "--benchmark", "refcoco-val", f"data.options.root={root}", "data.options.dataset=refcoco+"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "run" / "checkpoints" / "step-000001"),
+                "--benchmark",
+                "refcoco-val",
+                f"data.options.root={root}",
+                "data.options.dataset=refcoco+",
+            ]
+        )
+        == 2
+    )
     assert "fixes data.options.dataset='refcoco'" in capsys.readouterr().err
-
-
-

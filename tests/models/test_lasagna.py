@@ -11,10 +11,10 @@ from PIL import Image
 pytest.importorskip("segment_anything")
 
 from segfast.data.semantic import SemanticQueries  # noqa: E402
-from segfast.models.lasagna.sequence import answer, build, chunks, parse, question  # noqa: E402
 from segfast.models.lisa.conversation import round_text  # noqa: E402
-from tests.models.seg_family import assert_frozen_and_trained, batch_of, build as build_model  # noqa: E402
-from tests.models.seg_family import train_tiny, trainable_gradients  # noqa: E402
+from segfast.text.lasagna import answer, build, chunks, parse, question  # noqa: E402
+from tests.models.seg_family import assert_frozen_and_trained, batch_of, train_tiny, trainable_gradients  # noqa: E402  # noqa: E402
+from tests.models.seg_family import build as build_model
 
 CLASSES = ["wall", "floor", None, "sky", "tree", "car", "person"]  # index 2 unused (as COCO-Stuff ids)
 
@@ -22,13 +22,14 @@ CLASSES = ["wall", "floor", None, "sky", "tree", "car", "person"]  # index 2 unu
 def _names(q: str) -> list:
     head, tail = "<image> Can you segment the ", " in this image?"
     assert q.startswith(head) and q.endswith(tail)
-    return q[len(head):-len(tail)].split(", ")
+    return q[len(head) : -len(tail)].split(", ")
 
 
 def test_sequence_format_exactly_as_specified():
     prompt, reply = round_text(question(["cat", "dog", "sky"]), answer([("cat", True), ("dog", False), ("sky", True)]))
-    assert prompt + reply == ("USER: <image> Can you segment the cat, dog, sky in this image? ASSISTANT: "
-                              "cat<SEG>, dog<NEG>, sky<SEG>")
+    assert prompt + reply == (
+        "USER: <image> Can you segment the cat, dog, sky in this image? ASSISTANT: cat<SEG>, dog<NEG>, sky<SEG>"
+    )
     q, a, targets = build([0], ["cat"], random.Random(0), random_class_list=False)
     assert (q, a, targets) == ("<image> Can you segment the cat in this image?", "cat<SEG>", [0])
 
@@ -38,7 +39,12 @@ def test_three_strategies(seed):
     present = [6, 0, 4]
     q, a, targets = build(present, CLASSES, random.Random(seed), num_classes=5)  # all three on
     names = _names(q)
-    assert len(names) == 5 and len(set(names)) == 5 and None not in names and any(n in names for n in ("wall", "tree", "person"))
+    assert (
+        len(names) == 5
+        and len(set(names)) == 5
+        and None not in names
+        and any(n in names for n in ("wall", "tree", "person"))
+    )
     assert a == answer([(n, CLASSES.index(n) in present) for n in names])  # order follows the question, negatives kept
     assert targets == [CLASSES.index(n) for n in names if CLASSES.index(n) in present]
     q, a, targets = build(present, CLASSES, random.Random(seed), num_classes=5, sequence_augmentation=False)
@@ -76,8 +82,11 @@ def test_chunked_segmentation_combines_masks_by_logit():
         assert return_logits and not warn and len(images) == 2
         names = _names(b["conversation"][0][0]["question"])
         asked.append(names)
-        replies = {("wall", "floor"): ("wall<SEG>, floor<NEG>", [high]), ("sky", "tree"): ("tree<SEG>, sky<NEG>", [low]),
-                   ("car", "person"): ("moon<SEG>, car<NEG>", [high + 100])}
+        replies = {
+            ("wall", "floor"): ("wall<SEG>, floor<NEG>", [high]),
+            ("sky", "tree"): ("tree<SEG>, sky<NEG>", [low]),
+            ("car", "person"): ("moon<SEG>, car<NEG>", [high + 100]),
+        }
         text, logits = replies[tuple(names)]
         return [{"text": text, "logits": torch.stack(logits)}]
 
@@ -99,8 +108,9 @@ def test_ade20k_and_cocostuff_layouts(tmp_path):
     ade = tmp_path / "ade"
     _png(ade / "images" / "training" / "a.jpg", image)
     _png(ade / "annotations" / "training" / "a.png", raw)
-    (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n"
-                                           "3,0.1,1,1,sky\n")
+    (ade / "objectInfo150.csv").write_text(
+        "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n"
+    )
     ds = SemanticQueries("ade20k", str(ade), "train", image_size=32, random_class_list=False)
     assert ds.classes == ["wall", "building", "sky"]
     sample = ds[0]
@@ -127,14 +137,23 @@ def test_ade20k_and_cocostuff_layouts(tmp_path):
 
 def test_training_step_and_segfast_train(tmp_path):
     model = build_model("lasagna")
-    assert model.tokenizer("<SEG><NEG>", add_special_tokens=False)["input_ids"] == \
-        [model.seg_id, model.tokenizer.convert_tokens_to_ids("<NEG>")]
+    assert model.tokenizer("<SEG><NEG>", add_special_tokens=False)["input_ids"] == [
+        model.seg_id,
+        model.tokenizer.convert_tokens_to_ids("<NEG>"),
+    ]
     batch = batch_of(SemanticQueries(length=4))
     losses = model(batch)
     assert all(torch.isfinite(v) for v in losses.values())
     grads = trainable_gradients(model, losses)
-    assert_frozen_and_trained(model, grads, trained=("lora_B", "text_fc", "mask_decoder", "multi_modal_projector"),
-                              frozen=("vision_tower", "image_encoder"))
-    records = train_tiny(tmp_path, {"name": "lasagna", "options": {"max_new_tokens": 8}},
-                         {"name": "semantic-queries", "options": {"length": 8}})
+    assert_frozen_and_trained(
+        model,
+        grads,
+        trained=("lora_B", "text_fc", "mask_decoder", "multi_modal_projector"),
+        frozen=("vision_tower", "image_encoder"),
+    )
+    records = train_tiny(
+        tmp_path,
+        {"name": "lasagna", "options": {"max_new_tokens": 8}},
+        {"name": "semantic-queries", "options": {"length": 8}},
+    )
     assert any("eval/miou/mIoU" in r for r in records)

@@ -18,21 +18,27 @@ def test_tokens_and_edges():
     tokens = coordinate_tokens()
     assert len(tokens) == COORDINATE_BINS == len(set(tokens)) and tokens[0] == "[c-0]" and tokens[-1] == "[c-383]"
     corner = torch.tensor([[[0.0, 0.0]] * 15 + [[1e9, -5.0]]], dtype=torch.float64)  # clamped into range
-    assert parse_answer(format_answer(corner, 100, 100), 100, 100)[0][-1].tolist() == [100 * 383.5 / 384, 100 * 0.5 / 384]
+    assert parse_answer(format_answer(corner, 100, 100), 100, 100)[0][-1].tolist() == [
+        100 * 383.5 / 384,
+        100 * 0.5 / 384,
+    ]
     assert format_answer([], 10, 10) == "()" and parse_answer(" ( ) ", 10, 10) == []
     spaced = format_answer(torch.zeros(1, 16, 2), 10, 10).replace(",", " , ")
     assert len(parse_answer(spaced, 10, 10)) == 1
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "'\\('"),
-    ("(([c-1],[c-2]))", "has 1 vertices, expected 16"),
-    ("(" + ",".join(["([c-1],[c-2])"] * 16) + ")garbage", "','"),
-    ("(" + ",".join(["([c-1],[c-2])"] * 15 + ["([c-1],[c-400])"]) + ")", "bin below 384"),
-    ("(" + ",".join(["([c-1],[c-2])"] * 15 + ["([c-1],[x-2])"]) + ")", "coordinate token"),
-    ("(" + ",".join(["([c-1],[c-2])"] * 16), "end of text"),
-    ("(" + ",".join(["([c-1] [c-2])"] * 16) + ")", "','"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "'\\('"),
+        ("(([c-1],[c-2]))", "has 1 vertices, expected 16"),
+        ("(" + ",".join(["([c-1],[c-2])"] * 16) + ")garbage", "','"),
+        ("(" + ",".join(["([c-1],[c-2])"] * 15 + ["([c-1],[c-400])"]) + ")", "bin below 384"),
+        ("(" + ",".join(["([c-1],[c-2])"] * 15 + ["([c-1],[x-2])"]) + ")", "coordinate token"),
+        ("(" + ",".join(["([c-1],[c-2])"] * 16), "end of text"),
+        ("(" + ",".join(["([c-1] [c-2])"] * 16) + ")", "','"),
+    ],
+)
 def test_malformed_answers_are_rejected_with_a_reason(text, reason):
     with pytest.raises(AnswerError, match=reason):
         parse_answer(text, 100, 100)

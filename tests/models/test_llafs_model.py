@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from segfast.config import ModelConfig
 from segfast.data import collate
 from segfast.data.llafs_pseudo import PseudoPairs
 from segfast.models.llafs.model import LLaFS
-from segfast.train.config import ModelConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # SDPA fallback of masked attention on CPU
 
@@ -82,7 +82,7 @@ def test_local_checkpoint_path_and_bad_options(tmp_path):
 
 
 def test_evaluate_fold_on_a_generated_pascal_tree(tmp_path, gen):
-    from segfast.models.llafs.evaluate import evaluate_fold
+    from segfast.jobs.fewshot_eval import evaluate_fold
     from tests.data.test_fewshot import _pascal_tree
 
     _pascal_tree(tmp_path, gen)
@@ -118,9 +118,9 @@ def test_encoder_concatenates_three_stages_at_one_eighth(kind, channels):
 def test_engine_evaluation_reports_the_fold_miou_of_evaluate_fold(tmp_path, gen):
     """The engine's evaluation (any number of processes, segfast evaluate --benchmark) reports the
     papers' per-class mean foreground IoU, the same as segfast llafs-eval."""
+    from segfast.config import load_config
     from segfast.data.fewshot import FewShotEpisodes
-    from segfast.models.llafs.evaluate import evaluate_fold
-    from segfast.train.config import load_config
+    from segfast.jobs.fewshot_eval import evaluate_fold
     from segfast.train.distributed import DistEnv
     from segfast.train.evaluation import evaluate
     from tests.data.test_fewshot import _pascal_tree

@@ -12,13 +12,20 @@ from PIL import Image
 
 pytest.importorskip("segment_anything")
 
+from segfast.config import ConfigError, LoraConfig, ModelConfig  # noqa: E402
+from segfast.data.cot_cache import CacheWriter, read_cache  # noqa: E402
 from segfast.data.queries import SegQueries  # noqa: E402
+from segfast.jobs.cot_cache import cache_chain_of_thought  # noqa: E402
 from segfast.models.llavaseg.adapters import LanguageAdapters, global_layers  # noqa: E402
-from segfast.models.llavaseg.cache import CacheWriter, cache_chain_of_thought, read_cache  # noqa: E402
-from segfast.models.llavaseg.prompts import (Templates, first_rounds, parse_merged, parse_target,  # noqa: E402
-                                             reason_question, simulated_answer)
+from segfast.models.llavaseg.prompts import (  # noqa: E402
+    Templates,
+    first_rounds,
+    parse_merged,
+    parse_target,
+    reason_question,
+    simulated_answer,
+)
 from segfast.train import load_config  # noqa: E402
-from segfast.train.config import ConfigError, LoraConfig, ModelConfig  # noqa: E402
 from tests.models.seg_family import batch_of, saved_weights, write_refer  # noqa: E402
 
 SMALL = {"adapter_dim": 16, "adapter_heads": 2, "max_new_tokens": 12}
@@ -28,8 +35,9 @@ def _model(path: str = "", **options):
     from segfast.models.llavaseg.model import LLaVASeg
 
     torch.manual_seed(0)
-    return LLaVASeg(ModelConfig(name="llavaseg", path=path, lora=LoraConfig(enabled=False),
-                                options={**SMALL, **options}))
+    return LLaVASeg(
+        ModelConfig(name="llavaseg", path=path, lora=LoraConfig(enabled=False), options={**SMALL, **options})
+    )
 
 
 def _scripted(chain, replies: dict):
@@ -40,8 +48,10 @@ def _scripted(chain, replies: dict):
     def answer(conversations, feats):
         assert len(feats) == len(conversations)
         asked.extend(copy.deepcopy(conversations))  # the chain fills the answers in later
-        return [next(v for k, v in replies.items() if c[-1]["question"].replace("<image> ", "").startswith(k))
-                for c in conversations]
+        return [
+            next(v for k, v in replies.items() if c[-1]["question"].replace("<image> ", "").startswith(k))
+            for c in conversations
+        ]
 
     chain.answer = answer
     return asked
@@ -50,13 +60,16 @@ def _scripted(chain, replies: dict):
 # ---- prompts ---------------------------------------------------------------------------------------
 def test_reason_question_and_first_rounds():
     t = Templates()
-    assert reason_question("the thing used to cut bread.", t) == \
-        "What is the object or part that is the thing used to cut bread in this image?"
+    assert (
+        reason_question("the thing used to cut bread.", t)
+        == "What is the object or part that is the thing used to cut bread in this image?"
+    )
     assert reason_question("What can I sit on? ", t) == "What can I sit on?"  # a question is asked as is
     merged = first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=True)
     assert merged == [{"question": f"<image> what keeps the rain off? {t.extract}", "answer": None}]
-    assert first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=False) == \
-        [{"question": "<image> what keeps the rain off?", "answer": None}]
+    assert first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=False) == [
+        {"question": "<image> what keeps the rain off?", "answer": None}
+    ]
     short = first_rounds("man on the left", "short", "img\tman on the left", t, merged=True)
     assert short[0]["question"] == "<image> What is the object or part that is man on the left in this image?"
     assert short[0]["answer"] in [s.format(query="man on the left") for s in t.simulated]
@@ -74,14 +87,24 @@ def test_reason_question_and_first_rounds():
 
 
 def test_parsing_fixed_generations():
-    answer = ("The umbrella keeps the rain off. Target: the black umbrella. "
-              "Attributes: black, round, held above the woman on the right.")
-    assert parse_merged(answer) == {"reason": "The umbrella keeps the rain off", "target": "the black umbrella",
-                                    "attributes": "black, round, held above the woman on the right", "parsed": True}
+    answer = (
+        "The umbrella keeps the rain off. Target: the black umbrella. "
+        "Attributes: black, round, held above the woman on the right."
+    )
+    assert parse_merged(answer) == {
+        "reason": "The umbrella keeps the rain off",
+        "target": "the black umbrella",
+        "attributes": "black, round, held above the woman on the right",
+        "parsed": True,
+    }
     # word-level tokenizers decode with spaces around punctuation; markers in any case
     spaced = "it is a box . TARGET : red box . attributes : red , square , on the left ."
-    assert parse_merged(spaced) == {"reason": "it is a box", "target": "red box",
-                                    "attributes": "red, square, on the left", "parsed": True}
+    assert parse_merged(spaced) == {
+        "reason": "it is a box",
+        "target": "red box",
+        "attributes": "red, square, on the left",
+        "parsed": True,
+    }
     for broken in ("Target: red box", "Attributes: red", "no markers at all", "Target: . Attributes: red"):
         assert not parse_merged(broken)["parsed"], broken
     assert parse_target("It is the red box. It is on the left.") == "red box"
@@ -92,9 +115,13 @@ def test_parsing_fixed_generations():
 def test_chain_merged_and_separate_rounds_on_fixed_generations():
     model = _model()
     t = model.chain.templates
-    replies = {"What is the object or part": "It is the red box.", "which": "x Target: red box. Attributes: red, big.",
-               "Then name": "Target: blue box. Attributes: blue, small.", t.target: "The green box.",
-               "Describe": "green, left."}
+    replies = {
+        "What is the object or part": "It is the red box.",
+        "which": "x Target: red box. Attributes: red, big.",
+        "Then name": "Target: blue box. Attributes: blue, small.",
+        t.target: "The green box.",
+        "Describe": "green, left.",
+    }
     asked = _scripted(model.chain, replies)
     clips = torch.zeros(2, 3, 32, 32)
     records = model.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
@@ -184,11 +211,15 @@ def _snapshot(module) -> dict:
 def test_training_steps_touch_only_adapters_mlp_and_decoder():
     model = _model(adapter_layers=[0, 1])
     batch = batch_of(SegQueries(length=4), 2)
-    frozen = {"chain": _snapshot(model.chain), "encoder": _snapshot(model.decoder.sam.image_encoder),
-              "prompt_encoder": _snapshot(model.decoder.sam.prompt_encoder)}
+    frozen = {
+        "chain": _snapshot(model.chain),
+        "encoder": _snapshot(model.decoder.sam.image_encoder),
+        "prompt_encoder": _snapshot(model.decoder.sam.prompt_encoder),
+    }
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith(("adapters.", "text_mlp.", "to_prompt.", "decoder.sam.mask_decoder."))
-                             for n in trainable)
+    assert trainable and all(
+        n.startswith(("adapters.", "text_mlp.", "to_prompt.", "decoder.sam.mask_decoder.")) for n in trainable
+    )
     assert not any(n.startswith("decoder.sam.mask_decoder.iou_prediction_head") for n in trainable)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
@@ -200,15 +231,21 @@ def test_training_steps_touch_only_adapters_mlp_and_decoder():
         assert set(losses) == {"bce", "dice"}
         sum(losses.values()).backward()
         assert all(p.grad is None for p in model.chain.parameters())  # the MLLM never receives gradients
-        reached |= {n.split(".")[0] + ("." + n.split(".")[2] if n.startswith("adapters") else "")
-                    for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        reached |= {
+            n.split(".")[0] + ("." + n.split(".")[2] if n.startswith("adapters") else "")
+            for n, p in model.named_parameters()
+            if p.grad is not None and p.grad.abs().sum() > 0
+        }
         optimizer.step()
     # step 1 reaches the zero-initialised output projections; step 2 everything behind them
     assert {"adapters.0", "adapters.1", "text_mlp", "to_prompt", "decoder"} <= reached
     adapter = model.adapters.adapters["0"]
     assert adapter.q.weight.grad.abs().sum() > 0 and adapter.kv.weight.grad.abs().sum() > 0
-    for name, module in (("chain", model.chain), ("encoder", model.decoder.sam.image_encoder),
-                         ("prompt_encoder", model.decoder.sam.prompt_encoder)):
+    for name, module in (
+        ("chain", model.chain),
+        ("encoder", model.decoder.sam.image_encoder),
+        ("prompt_encoder", model.decoder.sam.prompt_encoder),
+    ):
         for key, value in _snapshot(module).items():
             assert torch.equal(value, frozen[name][key]), f"{name}.{key} changed"
 
@@ -228,9 +265,10 @@ def test_half_precision_mllm_under_bf16_autocast():
 
 
 def test_lora_is_refused_and_loss_weights_are_the_papers():
-    from segfast.models.llavaseg.model import DEFAULTS, LLaVASeg
+    from segfast.models.llavaseg.model import LLaVASeg
+    from segfast.models.llavaseg.options import LLaVASegOptions
 
-    assert (DEFAULTS["lambda_bce"], DEFAULTS["lambda_dice"]) == (1.0, 0.5)
+    assert (LLaVASegOptions().lambda_bce, LLaVASegOptions().lambda_dice) == (1.0, 0.5)
     with pytest.raises(ConfigError, match="frozen"):
         LLaVASeg(ModelConfig(name="llavaseg", lora=LoraConfig(enabled=True)))
     cfg = load_config(base={"model": {"name": "llavaseg"}})
@@ -240,13 +278,20 @@ def test_lora_is_refused_and_loss_weights_are_the_papers():
 
 def test_segment_returns_the_reason_answer_with_the_mask():
     model = _model().eval()
-    _scripted(model.chain, {"which": "The red box is the one you mean. Target: red box. Attributes: red.",
-                            "": "Target: blue box. Attributes: blue."})
+    _scripted(
+        model.chain,
+        {
+            "which": "The red box is the one you mean. Target: red box. Attributes: red.",
+            "": "Target: blue box. Attributes: blue.",
+        },
+    )
     ds = SegQueries(length=4)
     batch = batch_of(ds, 2)
     out = model.segment(batch)
-    assert [o["answer"] for o in out] == [simulated_answer(batch["query"][0], batch["key"][0], model.chain.templates),
-                                          "The red box is the one you mean"]
+    assert [o["answer"] for o in out] == [
+        simulated_answer(batch["query"][0], batch["key"][0], model.chain.templates),
+        "The red box is the one you mean",
+    ]
     assert [o["target"] for o in out] == ["blue box", "red box"]
     for o, (h, w) in zip(out, batch["valid_size"].tolist()):
         assert o["mask"].shape == (h, w) and o["mask"].dtype == torch.bool and o["logits"].shape == (64, 64)
@@ -258,9 +303,15 @@ def test_reasonseg_refcoco_and_synthetic_queries(tmp_path):
     image = np.zeros((40, 60, 3), np.uint8)
     (tmp_path / "rs" / "val").mkdir(parents=True)
     Image.fromarray(image).save(tmp_path / "rs" / "val" / "a.jpg")
-    (tmp_path / "rs" / "val" / "a.json").write_text(json.dumps(
-        {"text": ["what holds the drink?", "the cup"], "is_sentence": True,
-         "shapes": [{"label": "target", "points": [[0, 0], [30, 0], [30, 20], [0, 20]]}]}))
+    (tmp_path / "rs" / "val" / "a.json").write_text(
+        json.dumps(
+            {
+                "text": ["what holds the drink?", "the cup"],
+                "is_sentence": True,
+                "shapes": [{"label": "target", "points": [[0, 0], [30, 0], [30, 20], [0, 20]]}],
+            }
+        )
+    )
     rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="val")  # read as training data: every query
     assert len(rs) == 2 and [rs.request(i)["query"] for i in range(2)] == ["what holds the drink?", "the cup"]
     rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="eval")  # the benchmark reads val's text[0]
@@ -268,10 +319,17 @@ def test_reasonseg_refcoco_and_synthetic_queries(tmp_path):
     sample = rs[0]
     assert sample["original_masks"].shape == (1, 40, 60) and sample["original_masks"][0, :20, :30].all()
     assert sample["kind"] == "reasoning" and sample["key"] == "a.jpg\twhat holds the drink?"
-    assert sample["masks"].shape == (1, 64, 64) and sample["masks"][0, :21, :32].all() and not sample["masks"][0, 22:].any()
-    write_refer(tmp_path / "rc", image,
-                [{"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left"}, {"sent": "dark one"}]}],
-                [{"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]}])
+    assert (
+        sample["masks"].shape == (1, 64, 64)
+        and sample["masks"][0, :21, :32].all()
+        and not sample["masks"][0, 22:].any()
+    )
+    write_refer(
+        tmp_path / "rc",
+        image,
+        [{"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left"}, {"sent": "dark one"}]}],
+        [{"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]}],
+    )
     rc = SegQueries("refcoco", str(tmp_path / "rc"))
     assert [rc.request(i)["kind"] for i in range(len(rc))] == ["short", "short"]
     syn = SegQueries(length=4)
@@ -284,13 +342,27 @@ def test_reasonseg_refcoco_and_synthetic_queries(tmp_path):
 
 def _config(tmp_path, weights: dict | None = None, **run) -> dict:
     weights = weights or {}
-    model = {"name": "llavaseg", "path": weights.get("path", ""),
-             "options": {**SMALL, "sam_checkpoint": weights.get("sam_checkpoint", "")}}
-    return {"model": model,
-            "data": {"name": "seg-queries", "options": {"length": 6, "cot_cache": str(tmp_path / "cot")}},
-            "optim": {"lr": 1e-3, "warmup_steps": 0},
-            "run": {"output_dir": str(tmp_path / "run"), "total_steps": 2, "global_batch_size": 2,
-                    "micro_batch_size": 2, "save_every": 2, "eval_every": 2, "eval_batches": 2, "device": "cpu", **run}}
+    model = {
+        "name": "llavaseg",
+        "path": weights.get("path", ""),
+        "options": {**SMALL, "sam_checkpoint": weights.get("sam_checkpoint", "")},
+    }
+    return {
+        "model": model,
+        "data": {"name": "seg-queries", "options": {"length": 6, "cot_cache": str(tmp_path / "cot")}},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "run": {
+            "output_dir": str(tmp_path / "run"),
+            "total_steps": 2,
+            "global_batch_size": 2,
+            "micro_batch_size": 2,
+            "save_every": 2,
+            "eval_every": 2,
+            "eval_batches": 2,
+            "device": "cpu",
+            **run,
+        },
+    }
 
 
 def test_chain_of_thought_cache_resumes_and_is_checked(tmp_path):
@@ -330,8 +402,7 @@ def test_chain_of_thought_cache_resumes_and_is_checked(tmp_path):
 
 def test_cache_fills_every_dataset_of_a_mixture(tmp_path):
     config = _config(tmp_path)
-    parts = [{"name": "seg-queries", "options": {"length": n, "cot_cache": str(tmp_path / f"cot{n}")}}
-             for n in (2, 3)]
+    parts = [{"name": "seg-queries", "options": {"length": n, "cot_cache": str(tmp_path / f"cot{n}")}} for n in (2, 3)]
     config["data"] = {"name": "mixture", "options": {"datasets": parts, "rates": [1, 1], "length": 4}}
     result = cache_chain_of_thought(load_config(base=config), splits=["train"], batch_size=2, workers=0)
     assert result["generated"] == 5
@@ -339,9 +410,9 @@ def test_cache_fills_every_dataset_of_a_mixture(tmp_path):
 
 
 def test_llavaseg_trains_through_segfast_train_from_saved_weights(tmp_path):
-    import segfast
     from safetensors.torch import load_file
 
+    import segfast
     from segfast.train.evaluation import evaluate_checkpoint
 
     weights = saved_weights(tmp_path / "weights")
@@ -377,12 +448,14 @@ def test_trains_without_a_cache_generating_on_the_fly(tmp_path):
 
 
 def test_shipped_config_loads():
-    from segfast.models.llavaseg.model import DEFAULTS
-    from segfast.models.llm import model_options
+    from segfast.config import build_options
+    from segfast.models.llavaseg.options import LLaVASegOptions
 
-    cfg = load_config("configs/llavaseg.yaml", ["data.options.datasets.1.options.root=/data/rs",
-                                                "model.options.sam_checkpoint=/w/sam.pth"])
-    model_options("llavaseg", cfg.model.options, DEFAULTS)  # every key is known
+    cfg = load_config(
+        "configs/llavaseg.yaml",
+        ["data.options.datasets.1.options.root=/data/rs", "model.options.sam_checkpoint=/w/sam.pth"],
+    )
+    build_options(LLaVASegOptions, cfg.model.options)  # every key is known
     assert cfg.data.options["datasets"][1]["options"]["root"] == "/data/rs"
     assert not cfg.model.lora.enabled and (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 1e-4)
     assert all(d["name"] == "seg-queries" and d["options"]["cot_cache"] for d in cfg.data.options["datasets"])

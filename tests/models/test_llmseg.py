@@ -12,11 +12,11 @@ from PIL import Image
 pytest.importorskip("segment_anything")
 
 import segfast  # noqa: E402
+from segfast.config import LoraConfig, ModelConfig  # noqa: E402
 from segfast.data import DATASETS, collate  # noqa: E402
 from segfast.data.referring import ReferringSegmentation  # noqa: E402
 from segfast.models import MODELS  # noqa: E402
 from segfast.models.llmseg.heads import iop_loss, iou_alignment_loss, select, similarity  # noqa: E402
-from segfast.train.config import LoraConfig, ModelConfig  # noqa: E402
 from tests.models.seg_family import train_tiny, write_refer  # noqa: E402
 
 
@@ -113,29 +113,55 @@ def test_reasonseg_llmseg40k_and_refcoco_layouts(tmp_path):
     # ReasonSeg
     (tmp_path / "rs" / "val").mkdir(parents=True)
     Image.fromarray(image).save(tmp_path / "rs" / "val" / "a.jpg")
-    (tmp_path / "rs" / "val" / "a.json").write_text(json.dumps({"text": ["what holds the drink?"], "is_sentence": True,
-        "shapes": [{"label": "target", "points": _square(10, 10, 20, 30)},
-                   {"label": "ignore", "points": _square(0, 0, 5, 5)}]}))
+    (tmp_path / "rs" / "val" / "a.json").write_text(
+        json.dumps(
+            {
+                "text": ["what holds the drink?"],
+                "is_sentence": True,
+                "shapes": [
+                    {"label": "target", "points": _square(10, 10, 20, 30)},
+                    {"label": "ignore", "points": _square(0, 0, 5, 5)},
+                ],
+            }
+        )
+    )
     _proposals_json(tmp_path / "props" / "val" / "a.json", masks)
     # LLM-Seg40K
     (tmp_path / "l40" / "images").mkdir(parents=True)
     Image.fromarray(image).save(tmp_path / "l40" / "images" / "b.png")
-    (tmp_path / "l40" / "train.json").write_text(json.dumps([{"image": "b.png", "query": ["the thing on the right"],
-        "segmentation": [sum(_square(25, 40, 35, 55), [])]}]))
+    (tmp_path / "l40" / "train.json").write_text(
+        json.dumps(
+            [
+                {
+                    "image": "b.png",
+                    "query": ["the thing on the right"],
+                    "segmentation": [sum(_square(25, 40, 35, 55), [])],
+                }
+            ]
+        )
+    )
     _proposals_json(tmp_path / "props40" / "images" / "b.json", masks)
     # refCOCO (refer layout)
-    write_refer(tmp_path / "rc", image,
-                [{"split": "val", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
-                 {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "x"}]}],
-                [{"id": 7, "segmentation": [sum(_square(10, 10, 20, 30), [])]}])
+    write_refer(
+        tmp_path / "rc",
+        image,
+        [
+            {"split": "val", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
+            {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "x"}]},
+        ],
+        [{"id": 7, "segmentation": [sum(_square(10, 10, 20, 30), [])]}],
+    )
     _proposals_json(tmp_path / "propsrc" / "images" / "train2014" / "c.json", masks)
 
-    cases = [("reasonseg", "rs", "props", "val", 0, "what holds the drink?"),
-             ("llmseg40k", "l40", "props40", "train", 1, "the thing on the right"),
-             ("refcoco", "rc", "propsrc", "val", 0, "left block")]
+    cases = [
+        ("reasonseg", "rs", "props", "val", 0, "what holds the drink?"),
+        ("llmseg40k", "l40", "props40", "train", 1, "the thing on the right"),
+        ("refcoco", "rc", "propsrc", "val", 0, "left block"),
+    ]
     for fmt, root, props, split, target, query in cases:
-        ds = ReferringSegmentation(fmt, str(tmp_path / root), split, str(tmp_path / props), image_size=40,
-                                   max_proposals=4)
+        ds = ReferringSegmentation(
+            fmt, str(tmp_path / root), split, str(tmp_path / props), image_size=40, max_proposals=4
+        )
         assert len(ds) == 1
         s = ds[0]
         assert s["query"] == query and s["proposal_valid"].tolist() == [True, True, False, False]
@@ -149,8 +175,14 @@ def test_reasonseg_llmseg40k_and_refcoco_layouts(tmp_path):
         s = evaluation[0]  # what the metrics read at the original resolution
         assert s["original_proposals"].shape == (2, 40, 8) and s["original_masks"].shape == (1, 40, 60)
         assert s["original_masks"][0, 10:20, 10:30].all() and int(s["original_masks"].sum()) == 200
-    assert len(ReferringSegmentation("llmseg40k", str(tmp_path / "l40"), "eval", str(tmp_path / "props40"),
-                                     eval_split="train")) == 1
+    assert (
+        len(
+            ReferringSegmentation(
+                "llmseg40k", str(tmp_path / "l40"), "eval", str(tmp_path / "props40"), eval_split="train"
+            )
+        )
+        == 1
+    )
     with pytest.raises(ValueError, match="proposals"):
         ReferringSegmentation("reasonseg", str(tmp_path / "rs"), "val", "")
     with pytest.raises(FileNotFoundError, match="root"):

@@ -10,14 +10,26 @@ from PIL import Image
 pytest.importorskip("segment_anything")
 
 from segfast.cli import main  # noqa: E402
+from segfast.data.proposals import load_proposals  # noqa: E402
 from segfast.models.sam import ProposalGenerator, tiny_sam  # noqa: E402
-from segfast.models.sam.extract import load_proposals  # noqa: E402
 from segfast.ops import unpack_masks  # noqa: E402
 from segfast.train.distributed import DistEnv  # noqa: E402
 from tests.models.sam_fixtures import blob_image  # noqa: E402
 
-ARGS = ["--model-type", "tiny", "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
-        "--top-k", "7", "--workers", "0"]
+ARGS = [
+    "--model-type",
+    "tiny",
+    "--points-per-side",
+    "8",
+    "--pred-iou-thresh",
+    "0",
+    "--stability-score-thresh",
+    "0",
+    "--top-k",
+    "7",
+    "--workers",
+    "0",
+]
 
 
 def _images(root, n=4):
@@ -31,16 +43,21 @@ def test_extract_resume_and_load(tmp_path, capsys):
     images, out = _images(tmp_path / "images"), tmp_path / "out"
     assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
     files = sorted(out.rglob("*.json"))
-    assert [f.relative_to(out).as_posix() for f in files] == ["d0/im0.json", "d0/im2.json", "d1/im1.json",
-                                                              "d1/im3.json"]
+    assert [f.relative_to(out).as_posix() for f in files] == [
+        "d0/im0.json",
+        "d0/im2.json",
+        "d1/im1.json",
+        "d1/im3.json",
+    ]
     data = json.loads(files[0].read_text())
     assert (data["height"], data["width"]) == (90, 130) and data["seconds"] > 0
     areas = [r["area"] for r in data["annotations"]]
     assert 0 < len(areas) <= 7 and areas == sorted(areas, reverse=True)
     # The stored RLE decodes to the generator's own largest masks.
     packed, records = load_proposals(files[0])
-    expected = ProposalGenerator(tiny_sam(), points_per_side=8, pred_iou_thresh=0.0,
-                                 stability_score_thresh=0.0).generate_batch([blob_image(0, 90, 130)])[0]
+    expected = ProposalGenerator(
+        tiny_sam(), points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    ).generate_batch([blob_image(0, 90, 130)])[0]
     expected = expected.top_k_by_area(7)
     assert torch.equal(unpack_masks(packed, 130), expected.masks())
     assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
@@ -49,10 +66,16 @@ def test_extract_resume_and_load(tmp_path, capsys):
 
 def test_shards_by_rank(tmp_path, monkeypatch):
     images = _images(tmp_path / "images")
-    monkeypatch.setattr(importlib.import_module("segfast.train.distributed"), "init_distributed",
-                        lambda device: DistEnv(rank=1, world_size=2))
+    monkeypatch.setattr(
+        importlib.import_module("segfast.jobs.proposals"),
+        "init_distributed",
+        lambda device: DistEnv(rank=1, world_size=2),
+    )
     assert main(["proposals", "--images", str(images), "--out", str(tmp_path / "out"), *ARGS]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").rglob("*.json")) == ["im2.json", "im3.json"]  # sorted paths 1 and 3
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.json")) == [
+        "im2.json",
+        "im3.json",
+    ]  # sorted paths 1 and 3
 
 
 def test_bad_folder(tmp_path):
@@ -68,8 +91,11 @@ def test_unreadable_images_are_recorded_and_skipped_not_fatal(tmp_path, capsys):
         assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS, "--image-batch", "2"]) == 0
     printed = capsys.readouterr().out
     assert "3 images done, 0 already there, 2 failed" in printed and "d0/broken.png" in printed
-    assert sorted(f.relative_to(out).as_posix() for f in out.rglob("im*.json")) == ["d0/im0.json", "d0/im2.json",
-                                                                                   "d1/im1.json"]
+    assert sorted(f.relative_to(out).as_posix() for f in out.rglob("im*.json")) == [
+        "d0/im0.json",
+        "d0/im2.json",
+        "d1/im1.json",
+    ]
     recorded = json.loads((out / "failed-rank0.json").read_text())
     assert [r["image"] for r in recorded] == ["d0/broken.png", "d1/empty.jpg"] and all(r["error"] for r in recorded)
     # a resume does not die on them either: they are tried again, the rest is skipped

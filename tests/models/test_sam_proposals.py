@@ -11,9 +11,12 @@ from segfast.models.sam import ProposalGenerator, load_sam, save_sam, tiny_sam  
 from tests.models.sam_fixtures import blob_image, local_sam  # noqa: E402
 
 IMAGES = [blob_image(seed, 120 + 7 * seed, 200 - 11 * seed) for seed in range(3)]
-SETTINGS = [dict(points_per_side=16), dict(points_per_side=8, crop_n_layers=1),
-            dict(points_per_side=12, min_mask_region_area=30, points_per_batch=50),
-            dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)]
+SETTINGS = [
+    dict(points_per_side=16),
+    dict(points_per_side=8, crop_n_layers=1),
+    dict(points_per_side=12, min_mask_region_area=30, points_per_batch=50),
+    dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +47,12 @@ def test_same_records_as_segment_anything(sam, settings, output_mode):
 def test_filters_do_work(sam):
     """The fixture exercises every filter: each setting removes some masks."""
     counts = {}
-    for name, settings in {"none": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0),
-                           "iou": dict(stability_score_thresh=0.0, box_nms_thresh=1.0),
-                           "stability": dict(pred_iou_thresh=0.0, stability_score_thresh=0.97, box_nms_thresh=1.0),
-                           "nms": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}.items():
+    for name, settings in {
+        "none": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0),
+        "iou": dict(stability_score_thresh=0.0, box_nms_thresh=1.0),
+        "stability": dict(pred_iou_thresh=0.0, stability_score_thresh=0.97, box_nms_thresh=1.0),
+        "nms": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0),
+    }.items():
         counts[name] = len(ProposalGenerator(sam, points_per_side=8, **settings).generate_batch(IMAGES[:1])[0])
     assert counts["iou"] < counts["none"] and counts["stability"] < counts["none"] and counts["nms"] < counts["none"]
 

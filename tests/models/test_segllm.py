@@ -14,21 +14,36 @@ pytest.importorskip("segment_anything")
 
 from segfast.data.multiround import MultiRoundConversations, build_rounds  # noqa: E402
 from segfast.models.segllm.memory import mask_boxes  # noqa: E402
-from tests.models.seg_family import (assert_frozen_and_trained, batch_of, build, saved_weights,  # noqa: E402
-                                     train_tiny, trainable_gradients)
+from tests.models.seg_family import (  # noqa: E402
+    assert_frozen_and_trained,
+    batch_of,
+    build,
+    saved_weights,
+    train_tiny,
+    trainable_gradients,
+)
 
 
 def _inst(id, category, box, parent=None, interactions=()):
     mask = np.zeros((40, 60), bool)
-    mask[box[1]:box[3], box[0]:box[2]] = True
-    return {"id": id, "category": category, "box": box, "mask": mask, "parent": parent,
-            "interactions": list(interactions)}
+    mask[box[1] : box[3], box[0] : box[2]] = True
+    return {
+        "id": id,
+        "category": category,
+        "box": box,
+        "mask": mask,
+        "parent": parent,
+        "interactions": list(interactions),
+    }
 
 
-SCENE = [_inst(1, "dog", (0, 10, 10, 30)), _inst(2, "cat", (30, 10, 40, 30)),
-         _inst(3, "cat", (45, 10, 55, 30)),                      # two cats: neither is unique by name
-         _inst(4, "tail", (5, 25, 10, 30), parent=1),
-         _inst(5, "person", (15, 0, 25, 12), interactions=[("holding", 1)])]
+SCENE = [
+    _inst(1, "dog", (0, 10, 10, 30)),
+    _inst(2, "cat", (30, 10, 40, 30)),
+    _inst(3, "cat", (45, 10, 55, 30)),  # two cats: neither is unique by name
+    _inst(4, "tail", (5, 25, 10, 30), parent=1),
+    _inst(5, "person", (15, 0, 25, 12), interactions=[("holding", 1)]),
+]
 
 
 def test_rounds_refer_to_earlier_targets_through_each_relation():
@@ -50,13 +65,18 @@ def test_rounds_refer_to_earlier_targets_through_each_relation():
             if r["relation"] == "hierarchical":
                 assert t["parent"] == ref["id"] and r["question"] == f"Segment the tail of the {ref['category']}."
             elif r["relation"] == "interactional":
-                assert (r["question"] == "Segment the person that is holding the dog." and t["id"] == 5
-                        and ref["id"] == 1)
+                assert (
+                    r["question"] == "Segment the person that is holding the dog." and t["id"] == 5 and ref["id"] == 1
+                )
             else:
                 where = r["question"].split(t["category"] + " ")[1].split(" the " + ref["category"])[0]
                 tb, rb = t["box"], ref["box"]
-                assert {"to the left of": tb[2] <= rb[0], "to the right of": tb[0] >= rb[2],
-                        "above": tb[3] <= rb[1], "below": tb[1] >= rb[3]}[where]
+                assert {
+                    "to the left of": tb[2] <= rb[0],
+                    "to the right of": tb[0] >= rb[2],
+                    "above": tb[3] <= rb[1],
+                    "below": tb[1] >= rb[3],
+                }[where]
                 # unambiguous: "the cat to the right of the dog" would match both cats
                 assert not (t["category"] == "cat" and where == "to the right of" and ref["category"] == "dog")
     assert seen == {"positional", "hierarchical", "interactional"}
@@ -72,16 +92,28 @@ def test_coco_instances_layout_with_parts_and_interactions(tmp_path):
     anns = []
     for inst in SCENE:
         x0, y0, x1, y1 = inst["box"]
-        ann = {"id": inst["id"], "image_id": 1, "category_id": {"dog": 1, "cat": 2, "tail": 3, "person": 4}[inst["category"]],
-               "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]], "iscrowd": 0}
+        ann = {
+            "id": inst["id"],
+            "image_id": 1,
+            "category_id": {"dog": 1, "cat": 2, "tail": 3, "person": 4}[inst["category"]],
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+            "iscrowd": 0,
+        }
         if inst["parent"]:
             ann["parent_id"] = inst["parent"]
         ann["interactions"] = [{"verb": v, "object_id": o} for v, o in inst["interactions"]]
         anns.append(ann)
     anns.append({"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "segmentation": {}, "iscrowd": 1})
-    (tmp_path / "inst.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}], "annotations": anns,
-        "categories": [{"id": i, "name": n} for i, n in enumerate(["dog", "cat", "tail", "person"], 1)]}))
+    (tmp_path / "inst.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
+                "annotations": anns,
+                "categories": [{"id": i, "name": n} for i, n in enumerate(["dog", "cat", "tail", "person"], 1)],
+            }
+        )
+    )
     ds = MultiRoundConversations("coco", str(tmp_path), "inst.json", "img", num_rounds=3, image_size=64)
     for i in range(5):
         ds.seed = i
@@ -114,8 +146,9 @@ def test_mask_encoding_sees_only_the_masked_crop():
 
 def test_training_step_from_saved_llava_sam_and_clip(tmp_path):
     weights = saved_weights(tmp_path)
-    model = build("segllm", path=weights["path"], sam_checkpoint=weights["sam_checkpoint"],
-                  clip_path=weights["clip_path"])
+    model = build(
+        "segllm", path=weights["path"], sam_checkpoint=weights["sam_checkpoint"], clip_path=weights["clip_path"]
+    )
     batch = batch_of(MultiRoundConversations(length=4))
     _, results = model.run(batch)
     for (targets, refs, which), masks, ref_ids in zip(results, batch["masks"], batch["refs"]):
@@ -124,9 +157,20 @@ def test_training_step_from_saved_llava_sam_and_clip(tmp_path):
     losses = model(batch)
     assert set(losses) == {"text", "bce", "dice"} and all(torch.isfinite(v) for v in losses.values())
     grads = trainable_gradients(model, losses)
-    assert_frozen_and_trained(model, grads, trained=("lora_B", "text_fc", "mask_decoder", "memory.mask_mlp",
-                                                     "memory.box_proj", "pad_query", "multi_modal_projector"),
-                              frozen=("memory.clip", "vision_tower", "image_encoder"))
+    assert_frozen_and_trained(
+        model,
+        grads,
+        trained=(
+            "lora_B",
+            "text_fc",
+            "mask_decoder",
+            "memory.mask_mlp",
+            "memory.box_proj",
+            "pad_query",
+            "multi_modal_projector",
+        ),
+        frozen=("memory.clip", "vision_tower", "image_encoder"),
+    )
     # teacher forcing: later rounds read the earlier targets through the memory
     model.zero_grad()
     with torch.no_grad():

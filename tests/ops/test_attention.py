@@ -9,11 +9,10 @@ from torch import nn
 import segfast.kernels.attention
 from segfast import kernels
 from segfast.nn import MaskedCrossAttention
+from segfast.ops import _reference, attend_mask_from_blocked, attend_mask_from_logits, masked_attention, pack_masks
 from segfast.ops.attention import _attention_plan, _grid, _plan_by_key
 from tests.allocations import Allocations
 from tests.launches import GRID_LIMITS, Launches
-from segfast.ops import (_reference, attend_mask_from_blocked, attend_mask_from_logits, masked_attention,
-                         pack_masks)
 
 if kernels.available():
     import triton
@@ -26,7 +25,8 @@ else:
     triton_jit_or_skip = lambda fn: fn  # noqa: E731  (its tests are skipped)
 needs_triton = pytest.mark.skipif(
     not kernels.available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
-    reason="needs triton on a GPU or under TRITON_INTERPRET=1")
+    reason="needs triton on a GPU or under TRITON_INTERPRET=1",
+)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -85,11 +85,11 @@ def test_low_precision_within_twice_pytorch(gen, dtype):
     q, k, v = (t.to(dtype) for t in (q, k, v))
     attend = mask[:, None] | ~mask[:, None].any(-1, keepdim=True)
     exact_args = [t.double().requires_grad_() for t in (q, k, v)]
-    exact = _reference.masked_attention(*exact_args, attend, 64 ** -0.5)
+    exact = _reference.masked_attention(*exact_args, attend, 64**-0.5)
     go = torch.randn(exact.shape, generator=gen, dtype=torch.float64)
     exact_grads = torch.autograd.grad(exact, exact_args, go)
     torch_args = [t.clone().requires_grad_() for t in (q, k, v)]  # PyTorch's own low-precision math
-    scores = (torch_args[0] @ torch_args[1].transpose(-1, -2)) * 64 ** -0.5
+    scores = (torch_args[0] @ torch_args[1].transpose(-1, -2)) * 64**-0.5
     plain = torch.softmax(scores.masked_fill(~attend, float("-inf")), -1) @ torch_args[2]
     plain_grads = torch.autograd.grad(plain, torch_args, go.to(dtype))
     ours_args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
@@ -118,7 +118,7 @@ def test_float64_uses_reference_and_other_dims_fall_back_to_sdpa(gen):
     (q, k, v), mask = make(gen, d=24)
     with pytest.warns(RuntimeWarning, match="using SDPA"):  # head dim 24 (or CPU tensors on a GPU machine)
         out = masked_attention(q, k, v, mask)
-    expect = _reference.masked_attention(q, k, v, mask[:, None], 24 ** -0.5, True)
+    expect = _reference.masked_attention(q, k, v, mask[:, None], 24**-0.5, True)
     torch.testing.assert_close(out, expect, rtol=1e-4, atol=1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -159,33 +159,46 @@ def test_cross_attention_layer_is_a_drop_in(gen):
     memory, pos = torch.randn(hw, b, 256), torch.randn(hw, b, 256)
     logits = torch.randn(b, q_len, 6, 8)
     # Mask2Former's mask: True = blocked, repeated per head, fully blocked rows un-blocked
-    blocked = (logits.sigmoid().flatten(2) < 0.5)
+    blocked = logits.sigmoid().flatten(2) < 0.5
     blocked[0, 0] = True
     blocked = blocked[:, None].repeat(1, 8, 1, 1).flatten(0, 1)
     patched = blocked.clone()
     patched[torch.where(patched.sum(-1) == patched.shape[-1])] = False
     expect = ref(tgt, memory, memory_mask=patched, pos=pos, query_pos=query_pos)
-    got = ours(tgt.to(DEVICE), memory.to(DEVICE), memory_mask=blocked.to(DEVICE), pos=pos.to(DEVICE),
-               query_pos=query_pos.to(DEVICE))
+    got = ours(
+        tgt.to(DEVICE),
+        memory.to(DEVICE),
+        memory_mask=blocked.to(DEVICE),
+        pos=pos.to(DEVICE),
+        query_pos=query_pos.to(DEVICE),
+    )
     torch.testing.assert_close(got.cpu(), expect, rtol=1e-4, atol=1e-4)
     attend = attend_mask_from_logits(logits, (6, 8))
     attend[0, 0] = 0
-    got2 = ours(tgt.to(DEVICE), memory.to(DEVICE), attend_mask=attend.to(DEVICE), pos=pos.to(DEVICE),
-                query_pos=query_pos.to(DEVICE))
+    got2 = ours(
+        tgt.to(DEVICE),
+        memory.to(DEVICE),
+        attend_mask=attend.to(DEVICE),
+        pos=pos.to(DEVICE),
+        query_pos=query_pos.to(DEVICE),
+    )
     torch.testing.assert_close(got2, got)
 
 
 Q = torch.zeros(1, 2, 4, 16)
 
 
-@pytest.mark.parametrize("call, error, name", [
-    (lambda: masked_attention(Q.long(), Q, Q, torch.ones(1, 4, 4, dtype=torch.bool)), TypeError, "q"),
-    (lambda: masked_attention(Q, Q[:, :1], Q, torch.ones(1, 4, 4, dtype=torch.bool)), ValueError, "k and v"),
-    (lambda: masked_attention(Q, Q, Q.half(), torch.ones(1, 4, 4, dtype=torch.bool)), TypeError, "dtype"),
-    (lambda: masked_attention(Q, Q, Q, torch.ones(1, 4, 5, dtype=torch.bool)), ValueError, "mask"),
-    (lambda: masked_attention(Q, Q, Q, torch.ones(1, 4, 4)), TypeError, "mask"),
-    (lambda: masked_attention(Q, Q, Q, torch.ones(4, 4, dtype=torch.bool)), ValueError, "mask"),
-])
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: masked_attention(Q.long(), Q, Q, torch.ones(1, 4, 4, dtype=torch.bool)), TypeError, "q"),
+        (lambda: masked_attention(Q, Q[:, :1], Q, torch.ones(1, 4, 4, dtype=torch.bool)), ValueError, "k and v"),
+        (lambda: masked_attention(Q, Q, Q.half(), torch.ones(1, 4, 4, dtype=torch.bool)), TypeError, "dtype"),
+        (lambda: masked_attention(Q, Q, Q, torch.ones(1, 4, 5, dtype=torch.bool)), ValueError, "mask"),
+        (lambda: masked_attention(Q, Q, Q, torch.ones(1, 4, 4)), TypeError, "mask"),
+        (lambda: masked_attention(Q, Q, Q, torch.ones(4, 4, dtype=torch.bool)), ValueError, "mask"),
+    ],
+)
 def test_bad_input_names_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()
@@ -221,7 +234,7 @@ def expected_plan(attend, unmask, block_m=64, block_n=64):
 def lists_to_tiles(blocks, counts, shape):
     tiles = torch.zeros(shape, dtype=torch.bool)
     for i in itertools.product(*map(range, counts.shape)):
-        listed = blocks[i][:counts[i]]
+        listed = blocks[i][: counts[i]]
         assert torch.all(listed[1:] > listed[:-1]), "ascending, no repeats"
         tiles[i][listed.long()] = True
     return tiles
@@ -230,8 +243,13 @@ def lists_to_tiles(blocks, counts, shape):
 @needs_triton
 @pytest.mark.parametrize("unmask", [True, False])
 def test_plans_list_exactly_the_tiles_with_an_allowed_key(gen, unmask):
-    for b, hm, lq, lk, density in [(2, 1, 37, 70, 0.3), (1, 3, 130, 200, 0.01), (2, 2, 64, 64, 0.0),
-                                   (1, 1, 200, 4100, 0.002), (1, 1, 65, 129, 1.0)]:
+    for b, hm, lq, lk, density in [
+        (2, 1, 37, 70, 0.3),
+        (1, 3, 130, 200, 0.01),
+        (2, 2, 64, 64, 0.0),
+        (1, 1, 200, 4100, 0.002),
+        (1, 1, 65, 129, 1.0),
+    ]:
         attend = torch.rand(b, hm, lq, lk, generator=gen) < density
         attend[..., :2, :] = False  # empty rows
         packed = pack_masks(attend)
@@ -258,7 +276,7 @@ def test_padding_bits_past_lk_are_not_keys(gen):
     out = masked_attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), packed.to(DEVICE))
     attend = mask.clone()
     attend[0, 0] = True  # un-masked
-    expect = _reference.masked_attention(q.double(), k.double(), v.double(), attend[:, None], 32 ** -0.5, True)
+    expect = _reference.masked_attention(q.double(), k.double(), v.double(), attend[:, None], 32**-0.5, True)
     torch.testing.assert_close(out.cpu().double(), expect, rtol=1e-4, atol=2e-5)
 
 
@@ -284,8 +302,8 @@ def test_strided_inputs_are_read_in_place(gen):
     b, h, lq, lk, d = 2, 3, 37, 70, 32
     q = torch.randn(lq, b, h * d, generator=gen).view(lq, b, h, d).permute(1, 2, 0, 3)
     kv = torch.randn(lk, b, 2 * h * d, generator=gen)  # k and v interleaved in one projection
-    k = kv[..., :h * d].view(lk, b, h, d).permute(1, 2, 0, 3)
-    v = kv[..., h * d:].view(lk, b, h, d).permute(1, 2, 0, 3)
+    k = kv[..., : h * d].view(lk, b, h, d).permute(1, 2, 0, 3)
+    v = kv[..., h * d :].view(lk, b, h, d).permute(1, 2, 0, 3)
     assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
     check(q, k, v, torch.rand(b, lq, lk, generator=gen) < 0.3)
     mask = (torch.rand(b, lq, lk, generator=gen) < 0.3).to(DEVICE)
@@ -340,8 +358,12 @@ def test_launches_run_on_the_inputs_device(gen, monkeypatch):
     args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
     masked_attention(*args, mask.to(DEVICE)).sum().backward()
     assert {launch.kernel for launch in launches.launches} == {
-        "attention_plan_kernel", "attention_forward_kernel", "attention_plan_by_key_kernel",
-        "attention_backward_kv_kernel", "attention_backward_q_kernel"}
+        "attention_plan_kernel",
+        "attention_forward_kernel",
+        "attention_plan_by_key_kernel",
+        "attention_backward_kv_kernel",
+        "attention_backward_q_kernel",
+    }
     assert all(launch.guarded_device == args[0].device for launch in launches.launches)
 
 

@@ -33,9 +33,16 @@ def _logits(gen, n, h, w):
     return x
 
 
-@pytest.mark.parametrize("shape,canvas,origin", [((7, 37, 70), None, (0, 0)), ((5, 64, 64), (100, 130), (36, 0)),
-                                                 ((4, 33, 129), (40, 200), (3, 71)), ((2, 1, 1), (1, 65), (0, 64)),
-                                                 ((0, 5, 5), None, (0, 0))])
+@pytest.mark.parametrize(
+    "shape,canvas,origin",
+    [
+        ((7, 37, 70), None, (0, 0)),
+        ((5, 64, 64), (100, 130), (36, 0)),
+        ((4, 33, 129), (40, 200), (3, 71)),
+        ((2, 1, 1), (1, 65), (0, 64)),
+        ((0, 5, 5), None, (0, 0)),
+    ],
+)
 def test_binarize_matches_segment_anything(gen, shape, canvas, origin, amg):
     x = _logits(gen, *shape)
     height, width = canvas or shape[1:]

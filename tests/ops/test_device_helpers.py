@@ -19,7 +19,7 @@ def as_uint64(x: torch.Tensor) -> list:
 
 
 def random_words(n, gen):
-    return torch.randint(-2**63, 2**63 - 1, (n,), generator=gen, dtype=torch.int64)
+    return torch.randint(-(2**63), 2**63 - 1, (n,), generator=gen, dtype=torch.int64)
 
 
 def test_expand16_every_pattern():

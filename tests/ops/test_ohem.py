@@ -17,16 +17,24 @@ from tests.launches import Launches
 
 needs_triton = pytest.mark.skipif(
     not kernels.available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
-    reason="needs triton on a GPU or under TRITON_INTERPRET=1")
+    reason="needs triton on a GPU or under TRITON_INTERPRET=1",
+)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def reference(logits, target, **kw):
     kw = dict(kw)
     return _reference.ohem_cross_entropy(
-        logits, target, kw.pop("thresh", None), kw.pop("min_kept", 100000), kw.pop("ignore_index", 255),
-        kw.pop("reduction", "mean"), kw.pop("avg_non_ignore", False), kw.pop("class_weight", None),
-        batch=1 if logits.dim() == 2 else None)
+        logits,
+        target,
+        kw.pop("thresh", None),
+        kw.pop("min_kept", 100000),
+        kw.pop("ignore_index", 255),
+        kw.pop("reduction", "mean"),
+        kw.pop("avg_non_ignore", False),
+        kw.pop("class_weight", None),
+        batch=1 if logits.dim() == 2 else None,
+    )
 
 
 def inputs(gen, n=2, c=5, h=7, w=9, ignore=0.2):
@@ -43,8 +51,8 @@ def check_against_reference(x, t, **kw):
     xr = x.double().requires_grad_()
     expect = reference(xr, t, **kw)
     torch.testing.assert_close(got.detach().cpu().double(), expect.detach(), rtol=2e-5, atol=1e-6)
-    g_got, = torch.autograd.grad(got.sum(), xs)
-    g_expect, = torch.autograd.grad(expect.sum(), xr)
+    (g_got,) = torch.autograd.grad(got.sum(), xs)
+    (g_expect,) = torch.autograd.grad(expect.sum(), xr)
     torch.testing.assert_close(g_got.cpu().double(), g_expect, rtol=2e-5, atol=1e-7)
     kept_got = ohem_cross_entropy(x.to(DEVICE), t.to(DEVICE), **{**kw, "reduction": "none"}).cpu() != 0
     kept_expect = reference(x.double(), t, **{**kw, "reduction": "none"}) != 0
@@ -52,10 +60,15 @@ def check_against_reference(x, t, **kw):
 
 
 CONFIGS = [
-    dict(thresh=0.7, min_kept=10), dict(thresh=0.3, min_kept=5, avg_non_ignore=True), dict(min_kept=10),
-    dict(min_kept=1000), dict(min_kept=7, class_weight=[1.0, 2.0, 3.0, 0.5, 1.0]),
-    dict(thresh=0.6, min_kept=3, class_weight=[0.2, 2.0, 1.0, 1.0, 4.0]), dict(min_kept=7, reduction="sum"),
-    dict(min_kept=7, reduction="none"), dict(thresh=0.9, min_kept=0),
+    dict(thresh=0.7, min_kept=10),
+    dict(thresh=0.3, min_kept=5, avg_non_ignore=True),
+    dict(min_kept=10),
+    dict(min_kept=1000),
+    dict(min_kept=7, class_weight=[1.0, 2.0, 3.0, 0.5, 1.0]),
+    dict(thresh=0.6, min_kept=3, class_weight=[0.2, 2.0, 1.0, 1.0, 4.0]),
+    dict(min_kept=7, reduction="sum"),
+    dict(min_kept=7, reduction="none"),
+    dict(thresh=0.9, min_kept=0),
 ]
 
 
@@ -163,31 +176,41 @@ def test_no_sort_and_no_logits_sized_temporaries(gen):
 def test_module_and_opcheck(gen):
     x, t = inputs(gen)
     loss_fn = OHEMCrossEntropyLoss(thresh=0.7, min_kept=10, loss_weight=2.0)
-    torch.testing.assert_close(loss_fn(x.to(DEVICE), t.to(DEVICE)).cpu().double(),
-                               2 * reference(x.double(), t, thresh=0.7, min_kept=10), rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(
+        loss_fn(x.to(DEVICE), t.to(DEVICE)).cpu().double(),
+        2 * reference(x.double(), t, thresh=0.7, min_kept=10),
+        rtol=2e-5,
+        atol=1e-6,
+    )
     args = (x.to(DEVICE).requires_grad_(), t.to(DEVICE), None, 0.7, 10, 255, "mean", False)
-    torch.library.opcheck(torch.ops.segfast.ohem_ce_forward.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    torch.library.opcheck(
+        torch.ops.segfast.ohem_ce_forward.default,
+        args,
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
 
 
 X, T = torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)
 
 
-@pytest.mark.parametrize("call, error, name", [
-    (lambda: ohem_cross_entropy(X.long(), T), TypeError, "logits"),
-    (lambda: ohem_cross_entropy(X, T.float()), TypeError, "target"),
-    (lambda: ohem_cross_entropy(X, T[:, :2]), ValueError, "target"),
-    (lambda: ohem_cross_entropy(X, T + 3), ValueError, "target"),
-    (lambda: ohem_cross_entropy(X, T, reduction="avg"), ValueError, "reduction"),
-    (lambda: ohem_cross_entropy(X, T, min_kept=-1), ValueError, "min_kept"),
-    (lambda: ohem_cross_entropy(X, T, thresh="0.7"), TypeError, "thresh"),
-    (lambda: ohem_cross_entropy(X, T, class_weight=[1.0, 2.0]), ValueError, "class_weight"),
-    (lambda: ohem_cross_entropy(X, T, class_weight=[1.0, float("nan"), 1.0]), ValueError, "class_weight"),
-    (lambda: ohem_cross_entropy(X, T, class_weight=[1.0, float("inf"), 1.0]), ValueError, "class_weight"),
-    # -1 is not a uint8 value: torch's `target != -1` would wrap it to 255 and pass class 255
-    (lambda: ohem_cross_entropy(X, (T + 255).to(torch.uint8), ignore_index=-1), ValueError, "target"),
-    (lambda: ohem_cross_entropy(X[0, 0, 0], T), ValueError, "logits"),
-])
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: ohem_cross_entropy(X.long(), T), TypeError, "logits"),
+        (lambda: ohem_cross_entropy(X, T.float()), TypeError, "target"),
+        (lambda: ohem_cross_entropy(X, T[:, :2]), ValueError, "target"),
+        (lambda: ohem_cross_entropy(X, T + 3), ValueError, "target"),
+        (lambda: ohem_cross_entropy(X, T, reduction="avg"), ValueError, "reduction"),
+        (lambda: ohem_cross_entropy(X, T, min_kept=-1), ValueError, "min_kept"),
+        (lambda: ohem_cross_entropy(X, T, thresh="0.7"), TypeError, "thresh"),
+        (lambda: ohem_cross_entropy(X, T, class_weight=[1.0, 2.0]), ValueError, "class_weight"),
+        (lambda: ohem_cross_entropy(X, T, class_weight=[1.0, float("nan"), 1.0]), ValueError, "class_weight"),
+        (lambda: ohem_cross_entropy(X, T, class_weight=[1.0, float("inf"), 1.0]), ValueError, "class_weight"),
+        # -1 is not a uint8 value: torch's `target != -1` would wrap it to 255 and pass class 255
+        (lambda: ohem_cross_entropy(X, (T + 255).to(torch.uint8), ignore_index=-1), ValueError, "target"),
+        (lambda: ohem_cross_entropy(X[0, 0, 0], T), ValueError, "logits"),
+    ],
+)
 def test_bad_input_names_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()
@@ -219,9 +242,16 @@ def test_ignore_index_outside_int32_reads_in_bounds():
         "t[0, 0] = 3 * 2**30\n"
         "for thresh in (None, 0.7):\n"
         "    loss = ohem_cross_entropy(x, t, thresh=thresh, min_kept=5, ignore_index=3 * 2**30)\n"
-        "    assert torch.isfinite(loss), loss\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "TRITON_INTERPRET": "1"})
+        "    assert torch.isfinite(loss), loss\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -262,7 +292,7 @@ def test_non_finite_logits_give_non_finite_loss_and_gradient(gen, monkeypatch, b
             loss = ohem_cross_entropy(xs, t.to(DEVICE), thresh=thresh, reduction=reduction, **kw)
             per_pixel = loss.detach().cpu() if reduction == "none" else None
             assert not torch.isfinite(loss[0, 1, 2] if reduction == "none" else loss), (kind, kw)
-            grad, = torch.autograd.grad(loss.sum(), xs)
+            (grad,) = torch.autograd.grad(loss.sum(), xs)
             assert not torch.isfinite(grad[0, :, 1, 2]).any(), (kind, kw)  # not 0 * (finite) either
             if kind != "all nan":
                 # the other pixels are untouched: finite gradient, and the map of the others
@@ -287,8 +317,8 @@ def test_non_finite_logits_of_ignored_pixels_change_nothing(gen, monkeypatch, ba
         got = ohem_cross_entropy(xs, t.to(DEVICE), thresh=thresh, min_kept=5)
         expect = ohem_cross_entropy(xc, t.to(DEVICE), thresh=thresh, min_kept=5)
         assert torch.isfinite(got) and got.item() == expect.item()
-        g_got, = torch.autograd.grad(got, xs)
-        g_expect, = torch.autograd.grad(expect, xc)
+        (g_got,) = torch.autograd.grad(got, xs)
+        (g_expect,) = torch.autograd.grad(expect, xc)
         assert torch.equal(g_got, g_expect)
 
 
@@ -389,8 +419,14 @@ def test_launches_run_on_the_inputs_device(gen, monkeypatch):
         ohem_cross_entropy(x.to(DEVICE).requires_grad_(), t.to(DEVICE), thresh=thresh, min_kept=5).backward()
     select_kept_fused(x[:, 0].flatten(), x[:, 1].flatten(), t.flatten() != 255, None, 5)
     names = {launch.kernel for launch in launches.launches}
-    assert names == {"ohem_forward_kernel", "radix_histogram_kernel", "radix_pick_kernel", "ohem_finish_kernel",
-                     "ohem_backward_kernel", "radix_kept_kernel"}
+    assert names == {
+        "ohem_forward_kernel",
+        "radix_histogram_kernel",
+        "radix_pick_kernel",
+        "ohem_finish_kernel",
+        "ohem_backward_kernel",
+        "radix_kept_kernel",
+    }
     assert all(launch.guarded_device == x.to(DEVICE).device for launch in launches.launches)
 
 

@@ -3,8 +3,17 @@ import pytest
 import torch
 
 import segfast
-from segfast.ops import (_reference, mask_area, mask_intersection, mask_iop, mask_iou, mask_nms, overlap, pack_masks,
-                         unpack_masks)
+from segfast.ops import (
+    _reference,
+    mask_area,
+    mask_intersection,
+    mask_iop,
+    mask_iou,
+    mask_nms,
+    overlap,
+    pack_masks,
+    unpack_masks,
+)
 from tests.allocations import Allocations
 
 HAS_EXT = segfast.build_info()["extension"]
@@ -83,8 +92,10 @@ def test_misaligned_packed_views(gen):
     assert torch.equal(mask_intersection(pa, pb), plain_counts(a, b))
     assert torch.equal(mask_area(pa), a.flatten(1).sum(1))
     assert torch.equal(unpack_masks(pa, 70), a)
-    for call in (lambda: torch.ops.segfast.mask_intersections(pa, pack_masks(b), False),
-                 lambda: torch.ops.segfast.unpack_masks(pa, 70)):
+    for call in (
+        lambda: torch.ops.segfast.mask_intersections(pa, pack_masks(b), False),
+        lambda: torch.ops.segfast.unpack_masks(pa, 70),
+    ):
         with pytest.raises(RuntimeError, match="8-byte boundary"):
             call()
 
@@ -170,21 +181,62 @@ def test_nms_batched_only_within_groups(gen):
     assert [float(scores[k]) for k in kept] == sorted((float(scores[k]) for k in kept), reverse=True)
 
 
-@pytest.mark.parametrize("call, error, name", [
-    (lambda: mask_iou(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4, dtype=torch.bool)), TypeError, "a"),
-    (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 5, dtype=torch.bool)), ValueError, "same mask size"),
-    (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 4, 8, dtype=torch.uint8)), ValueError, "same mask size"),
-    (lambda: mask_iou(torch.zeros(3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool)), ValueError, "a"),
-    (lambda: mask_iop(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 5, dtype=torch.uint8)), ValueError, "gt"),
-    (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(3, 3, 4, dtype=torch.bool), matched=True), ValueError, "matched"),
-    (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool), iscrowd=[0, 1]), ValueError, "iscrowd"),
-    (lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool), coco=True, iscrowd=[0]), ValueError, "iscrowd"),
-    (lambda: mask_nms(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(3), 0.5), ValueError, "scores"),
-    (lambda: mask_nms(torch.zeros(2, 3, 4, dtype=torch.bool), torch.tensor([0.1, float("nan")]), 0.5), ValueError, "NaN"),
-    (lambda: mask_nms(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2), "0.5"), TypeError, "iou_threshold"),
-    (lambda: unpack_masks(torch.zeros(2, 3, 8, dtype=torch.uint8), 65), ValueError, "packed"),
-    (lambda: pack_masks(torch.zeros(4, dtype=torch.bool)), ValueError, "masks"),
-])
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: mask_iou(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4, dtype=torch.bool)), TypeError, "a"),
+        (
+            lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 5, dtype=torch.bool)),
+            ValueError,
+            "same mask size",
+        ),
+        (
+            lambda: mask_iou(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 4, 8, dtype=torch.uint8)),
+            ValueError,
+            "same mask size",
+        ),
+        (
+            lambda: mask_iou(torch.zeros(3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool)),
+            ValueError,
+            "a",
+        ),
+        (
+            lambda: mask_iop(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 5, dtype=torch.uint8)),
+            ValueError,
+            "gt",
+        ),
+        (
+            lambda: mask_iou(
+                torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(3, 3, 4, dtype=torch.bool), matched=True
+            ),
+            ValueError,
+            "matched",
+        ),
+        (
+            lambda: mask_iou(
+                torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool), iscrowd=[0, 1]
+            ),
+            ValueError,
+            "iscrowd",
+        ),
+        (
+            lambda: mask_iou(
+                torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool), coco=True, iscrowd=[0]
+            ),
+            ValueError,
+            "iscrowd",
+        ),
+        (lambda: mask_nms(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(3), 0.5), ValueError, "scores"),
+        (
+            lambda: mask_nms(torch.zeros(2, 3, 4, dtype=torch.bool), torch.tensor([0.1, float("nan")]), 0.5),
+            ValueError,
+            "NaN",
+        ),
+        (lambda: mask_nms(torch.zeros(2, 3, 4, dtype=torch.bool), torch.zeros(2), "0.5"), TypeError, "iou_threshold"),
+        (lambda: unpack_masks(torch.zeros(2, 3, 8, dtype=torch.uint8), 65), ValueError, "packed"),
+        (lambda: pack_masks(torch.zeros(4, dtype=torch.bool)), ValueError, "masks"),
+    ],
+)
 def test_bad_input_names_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()
@@ -269,6 +321,8 @@ def test_cuda_overlap_matches_cpu(gen):
         assert torch.equal(pa.cpu(), pack_masks(a))
         assert torch.equal(unpack_masks(pa, w).cpu(), a)
         assert torch.equal(mask_intersection(pa, pb).cpu(), mask_intersection(a, b))
-        assert torch.equal(mask_intersection(pa[:67], pb, matched=True).cpu(), mask_intersection(a[:67], b, matched=True))
+        assert torch.equal(
+            mask_intersection(pa[:67], pb, matched=True).cpu(), mask_intersection(a[:67], b, matched=True)
+        )
         assert torch.equal(mask_iou(a.cuda(), b.cuda()).cpu(), mask_iou(a, b))
     torch.library.opcheck(torch.ops.segfast.mask_intersections.default, (pa, pb, False))

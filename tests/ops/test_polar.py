@@ -27,8 +27,10 @@ def supersampled(mask, centre, theta, step=1e-3):
 def blobs(gen, n, h, w):
     angle = torch.sort(torch.rand(n, 9, generator=gen, dtype=torch.float64) * 2 * math.pi, 1).values
     radius = torch.rand(n, 9, generator=gen, dtype=torch.float64) * min(h, w) * 0.35 + 2
-    centre = torch.rand(n, 1, 2, generator=gen, dtype=torch.float64) * torch.tensor([w, h]) * 0.6 + \
-        torch.tensor([w, h]) * 0.2
+    centre = (
+        torch.rand(n, 1, 2, generator=gen, dtype=torch.float64) * torch.tensor([w, h]) * 0.6
+        + torch.tensor([w, h]) * 0.2
+    )
     return rasterize_polygons(centre + torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1), h, w)
 
 
@@ -50,7 +52,9 @@ def test_square_and_definitions():
     mask = torch.zeros(1, 10, 10, dtype=torch.bool)
     mask[0, 2:8, 2:8] = True  # centre (5, 5), half-width 3
     polys = mask_to_polar_polygons(mask, num_vertices=4)[0]
-    expect = torch.tensor([[8.0, 5.0], [5.0, 8.0], [2.0, 5.0], [5.0, 2.0]], dtype=torch.float64)  # right, down, left, up
+    expect = torch.tensor(
+        [[8.0, 5.0], [5.0, 8.0], [2.0, 5.0], [5.0, 2.0]], dtype=torch.float64
+    )  # right, down, left, up
     torch.testing.assert_close(polys, expect)
     diag = mask_to_polar_polygons(mask, num_vertices=8)[0, 1]  # 45 degrees: the corner (8, 8)
     torch.testing.assert_close(diag, torch.tensor([8.0, 8.0], dtype=torch.float64))

@@ -87,8 +87,12 @@ def test_weights_equal_torch_resizes(gen):
 def test_llmseg_helper_equals_grid_path(gen):
     feats = torch.randn(1, 7, 16, 16, generator=gen, dtype=torch.float64)
     masks = random_masks(1, 5, 128, 128, gen)
-    torch.testing.assert_close(mask_pool(feats, masks, weights="bilinear", grid=(64, 64)),
-                               llmseg_pool_reference(feats, masks, (64, 64)), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        mask_pool(feats, masks, weights="bilinear", grid=(64, 64)),
+        llmseg_pool_reference(feats, masks, (64, 64)),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 @needs_ext
@@ -162,17 +166,20 @@ def test_opcheck(gen):
 TINY = torch.zeros(1, 2, 8, 8)
 
 
-@pytest.mark.parametrize("call, error, name", [
-    (lambda: mask_pool(TINY.long(), torch.zeros(1, 1, 8, 8, dtype=torch.bool)), TypeError, "features"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 8, 8, dtype=torch.bool)), ValueError, "masks"),
-    (lambda: mask_pool(TINY, torch.zeros(2, 1, 8, 8, dtype=torch.bool)), ValueError, "batch"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 1, 4, 8, dtype=torch.bool)), ValueError, "smaller"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.uint8)), ValueError, "width"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.int32)), TypeError, "masks"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.bool), weights="max"), ValueError, "weights"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.bool), grid=(16, 16)), ValueError, "grid"),
-    (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.bool), eps=-1.0), ValueError, "eps"),
-])
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: mask_pool(TINY.long(), torch.zeros(1, 1, 8, 8, dtype=torch.bool)), TypeError, "features"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 8, 8, dtype=torch.bool)), ValueError, "masks"),
+        (lambda: mask_pool(TINY, torch.zeros(2, 1, 8, 8, dtype=torch.bool)), ValueError, "batch"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 1, 4, 8, dtype=torch.bool)), ValueError, "smaller"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.uint8)), ValueError, "width"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.int32)), TypeError, "masks"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.bool), weights="max"), ValueError, "weights"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.bool), grid=(16, 16)), ValueError, "grid"),
+        (lambda: mask_pool(TINY, torch.zeros(1, 1, 8, 8, dtype=torch.bool), eps=-1.0), ValueError, "eps"),
+    ],
+)
 def test_bad_input_names_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()

@@ -58,9 +58,10 @@ def test_pack_roundtrip(gen):
         masks = torch.rand(3, h, w, generator=gen) < 0.5
         packed = pack_masks(masks)
         assert packed.shape == (3, h, 8 * ((w + 63) // 64)) and packed.dtype == torch.uint8
-        np.testing.assert_array_equal(packed[..., : (w + 7) // 8].numpy(),
-                                      np.packbits(masks.numpy(), axis=-1, bitorder="little"))
-        assert not packed[..., (w + 7) // 8:].any()  # padding is zero
+        np.testing.assert_array_equal(
+            packed[..., : (w + 7) // 8].numpy(), np.packbits(masks.numpy(), axis=-1, bitorder="little")
+        )
+        assert not packed[..., (w + 7) // 8 :].any()  # padding is zero
         assert torch.equal(unpack_masks(packed, w), masks)
 
 
@@ -181,31 +182,34 @@ def test_empty_and_zero_sizes():
 TRI = torch.tensor([[[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]])
 
 
-@pytest.mark.parametrize("call, error, name", [
-    (lambda: rasterize_polygons(TRI.tolist(), 5, 5), TypeError, "vertices"),
-    (lambda: rasterize_polygons(TRI.long(), 5, 5), TypeError, "vertices"),
-    (lambda: rasterize_polygons(TRI[0], 5, 5), ValueError, "vertices"),
-    (lambda: rasterize_polygons(TRI[:, :, :1], 5, 5), ValueError, "vertices"),
-    (lambda: rasterize_polygons(TRI[:, :2], 5, 5), ValueError, "vertices"),
-    (lambda: rasterize_polygons(TRI * float("nan"), 5, 5), ValueError, "vertices"),
-    (lambda: rasterize_polygons(TRI * float("inf"), 5, 5), ValueError, "vertices"),
-    (lambda: rasterize_polygons(TRI * 1e7, 5, 5), ValueError, "vertices"),
-    (lambda: rasterize_polygons(TRI, -1, 5), ValueError, "height"),
-    (lambda: rasterize_polygons(TRI, 5, -2), ValueError, "width"),
-    (lambda: rasterize_polygons(TRI, 5.0, 5), TypeError, "height"),
-    (lambda: rasterize_polygons(TRI, 5, True), TypeError, "width"),
-    (lambda: rasterize_polygons(TRI, 5, 5, rule="evenodd"), ValueError, "rule"),
-    (lambda: rasterize_polygons(TRI, 5, 5, packed=1), TypeError, "packed"),
-    (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([2])), ValueError, "lengths"),
-    (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([4])), ValueError, "lengths"),
-    (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([3.0])), TypeError, "lengths"),
-    (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([3, 3])), ValueError, "lengths"),
-    (lambda: rasterize_polygons(TRI, 5, 5, groups=torch.tensor([-1])), ValueError, "groups"),
-    (lambda: rasterize_polygons(TRI, 5, 5, groups=torch.tensor([2]), num_masks=2), ValueError, "groups"),
-    (lambda: rasterize_polygons(TRI, 5, 5, groups=torch.tensor([0.0])), TypeError, "groups"),
-    (lambda: rasterize_polygons(TRI, 5, 5, num_masks=3), ValueError, "num_masks"),
-    (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([3], device="meta")), ValueError, "lengths"),
-])
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: rasterize_polygons(TRI.tolist(), 5, 5), TypeError, "vertices"),
+        (lambda: rasterize_polygons(TRI.long(), 5, 5), TypeError, "vertices"),
+        (lambda: rasterize_polygons(TRI[0], 5, 5), ValueError, "vertices"),
+        (lambda: rasterize_polygons(TRI[:, :, :1], 5, 5), ValueError, "vertices"),
+        (lambda: rasterize_polygons(TRI[:, :2], 5, 5), ValueError, "vertices"),
+        (lambda: rasterize_polygons(TRI * float("nan"), 5, 5), ValueError, "vertices"),
+        (lambda: rasterize_polygons(TRI * float("inf"), 5, 5), ValueError, "vertices"),
+        (lambda: rasterize_polygons(TRI * 1e7, 5, 5), ValueError, "vertices"),
+        (lambda: rasterize_polygons(TRI, -1, 5), ValueError, "height"),
+        (lambda: rasterize_polygons(TRI, 5, -2), ValueError, "width"),
+        (lambda: rasterize_polygons(TRI, 5.0, 5), TypeError, "height"),
+        (lambda: rasterize_polygons(TRI, 5, True), TypeError, "width"),
+        (lambda: rasterize_polygons(TRI, 5, 5, rule="evenodd"), ValueError, "rule"),
+        (lambda: rasterize_polygons(TRI, 5, 5, packed=1), TypeError, "packed"),
+        (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([2])), ValueError, "lengths"),
+        (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([4])), ValueError, "lengths"),
+        (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([3.0])), TypeError, "lengths"),
+        (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([3, 3])), ValueError, "lengths"),
+        (lambda: rasterize_polygons(TRI, 5, 5, groups=torch.tensor([-1])), ValueError, "groups"),
+        (lambda: rasterize_polygons(TRI, 5, 5, groups=torch.tensor([2]), num_masks=2), ValueError, "groups"),
+        (lambda: rasterize_polygons(TRI, 5, 5, groups=torch.tensor([0.0])), TypeError, "groups"),
+        (lambda: rasterize_polygons(TRI, 5, 5, num_masks=3), ValueError, "num_masks"),
+        (lambda: rasterize_polygons(TRI, 5, 5, lengths=torch.tensor([3], device="meta")), ValueError, "lengths"),
+    ],
+)
 def test_bad_input_names_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()

@@ -16,8 +16,16 @@ def base_config(out, **run):
         "model": {"name": "toy-llm", "lora": {"dropout": 0.0, "r": 8}},
         "data": {"name": "toy-tokens", "options": {"seq_len": 16, "min_len": 16, "vocab_size": 64, "size": 512}},
         "optim": {"lr": 5e-3, "warmup_steps": 2},
-        "run": {"output_dir": str(out), "total_steps": 8, "global_batch_size": 8, "micro_batch_size": 2,
-                "save_every": 4, "log_every": 1, "device": "cpu", **run},  # CPU even on GPU machines: exact comparisons
+        "run": {
+            "output_dir": str(out),
+            "total_steps": 8,
+            "global_batch_size": 8,
+            "micro_batch_size": 2,
+            "save_every": 4,
+            "log_every": 1,
+            "device": "cpu",
+            **run,
+        },  # CPU even on GPU machines: exact comparisons
     }
 
 
@@ -36,8 +44,19 @@ def torchrun(config: dict, path: Path, nproc: int = 2, *args) -> str:
     """Runs `segfast train --config path` (config written there) under torchrun; its output."""
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "segfast", "train", "--config", str(path), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "segfast",
+        "train",
+        "--config",
+        str(path),
+        *args,
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr

@@ -6,20 +6,23 @@ import segfast
 from segfast.train import ConfigError, load_config
 
 
-@pytest.mark.parametrize("override, key", [
-    ("run.save_every=0", "run.save_every"),          # was a ZeroDivisionError after the first step
-    ("run.log_every=0", "run.log_every"),
-    ("run.eval_every=-1", "run.eval_every"),        # was accepted
-    ("run.eval_batches=-2", "run.eval_batches"),
-    ("data.num_workers=-1", "data.num_workers"),
-    ("optim.lr=0", "optim.lr"),
-    ("optim.warmup_steps=-5", "optim.warmup_steps"),
-    ("optim.min_lr_ratio=2", "optim.min_lr_ratio"),
-    ("optim.betas=[0.9", "optim.betas"),             # was a raw YAML traceback
-    ("optim.betas=abc", "optim.betas"),
-    ("optim.betas=[0.9, 1.5]", "optim.betas"),
-    ("optim.betas=[0.9]", "optim.betas"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("run.save_every=0", "run.save_every"),  # was a ZeroDivisionError after the first step
+        ("run.log_every=0", "run.log_every"),
+        ("run.eval_every=-1", "run.eval_every"),  # was accepted
+        ("run.eval_batches=-2", "run.eval_batches"),
+        ("data.num_workers=-1", "data.num_workers"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.warmup_steps=-5", "optim.warmup_steps"),
+        ("optim.min_lr_ratio=2", "optim.min_lr_ratio"),
+        ("optim.betas=[0.9", "optim.betas"),  # was a raw YAML traceback
+        ("optim.betas=abc", "optim.betas"),
+        ("optim.betas=[0.9, 1.5]", "optim.betas"),
+        ("optim.betas=[0.9]", "optim.betas"),
+    ],
+)
 def test_bad_values_are_refused_up_front_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(overrides=[override])
@@ -46,7 +49,7 @@ def test_unknown_model_and_dataset_names_suggest_the_closest():
 
 
 def test_a_config_built_in_code_is_validated_too(tmp_path):
-    from segfast.train.config import TrainConfig
+    from segfast.config import TrainConfig
 
     cfg = TrainConfig()
     cfg.run.output_dir, cfg.run.save_every = str(tmp_path), 0

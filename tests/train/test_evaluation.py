@@ -37,7 +37,7 @@ class Scoring(torch.nn.Module):
 
 
 def _config(micro: int):
-    from segfast.train.config import load_config
+    from segfast.config import load_config
 
     return load_config(overrides=[f"run.micro_batch_size={micro}", "run.global_batch_size=6", "run.device=cpu"])
 
@@ -51,8 +51,14 @@ def _dataset(size: int):
 def _worker(rank: int, world: int, port: int, size: int, micro: int, out: str):
     from segfast.train.distributed import init_distributed, shutdown
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     env = init_distributed("cpu")
     try:
         torch.manual_seed(0)

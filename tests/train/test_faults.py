@@ -75,12 +75,15 @@ def test_metrics_hold_each_step_once_after_a_resume(tmp_path):
     assert sorted(losses_by_step(tmp_path / "run")) == list(range(1, 11))  # steps 5-6 were there twice
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda d: (d / "state.pt").write_bytes((d / "state.pt").read_bytes()[:100]), "state.pt has 100 bytes"),
-    (lambda d: _flip_last_byte(d / "trainable.safetensors"), "trainable.safetensors does not match its checksum"),
-    (lambda d: (d / "manifest.json").unlink(), "no manifest.json"),
-    (lambda d: (d / "rng-0.pt").unlink(), "rng-0.pt is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda d: (d / "state.pt").write_bytes((d / "state.pt").read_bytes()[:100]), "state.pt has 100 bytes"),
+        (lambda d: _flip_last_byte(d / "trainable.safetensors"), "trainable.safetensors does not match its checksum"),
+        (lambda d: (d / "manifest.json").unlink(), "no manifest.json"),
+        (lambda d: (d / "rng-0.pt").unlink(), "rng-0.pt is missing"),
+    ],
+)
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_valid_one(tmp_path, caplog, damage, why):
     full = segfast.train(epochs_config(tmp_path / "full", total_steps=10))["losses"]
     ckpts = _killed_run(tmp_path / "run")
@@ -138,5 +141,7 @@ def test_checkpoint_manifest_lists_every_file(tmp_path):
     segfast.train(base_config(tmp_path / "run", total_steps=2, save_every=2))
     d = tmp_path / "run" / "checkpoints" / "step-000002"
     files = json.loads((d / "manifest.json").read_text())["files"]
-    assert {"trainable.safetensors", "state.pt", "rng-0.pt", "config.yaml", "adapter/adapter_model.safetensors"} <= set(files)
+    assert {"trainable.safetensors", "state.pt", "rng-0.pt", "config.yaml", "adapter/adapter_model.safetensors"} <= set(
+        files
+    )
     assert all(v["size"] == (d / k).stat().st_size and len(v["sha256"]) == 64 for k, v in files.items())

@@ -25,8 +25,12 @@ def test_stage_two_starts_from_stage_one_weights(tmp_path, capsys):
     source = _stage1(tmp_path)
     # a learning rate so small that one step leaves the weights where they started
     tiny_step = {"optim": {"lr": 1e-12, "warmup_steps": 0}}
-    segfast.train({**base_config(tmp_path / "stage2", total_steps=1, save_every=1, init_from=str(tmp_path / "stage1")),
-                   **tiny_step})
+    segfast.train(
+        {
+            **base_config(tmp_path / "stage2", total_steps=1, save_every=1, init_from=str(tmp_path / "stage1")),
+            **tiny_step,
+        }
+    )
     assert f"initialised from {source}" in capsys.readouterr().out  # a run directory: its newest checkpoint
     segfast.train({**base_config(tmp_path / "scratch", total_steps=1, save_every=1), **tiny_step})
     before, after = _weights(source), _weights(tmp_path / "stage2" / "checkpoints" / "step-000001")
@@ -41,7 +45,9 @@ def test_a_checkpoint_that_does_not_fit_is_refused_listing_the_keys(tmp_path, ca
     source = _stage1(tmp_path)
     cfg = base_config(tmp_path / "stage2", total_steps=1, init_from=str(source))
     cfg["model"]["lora"]["r"] = 4
-    with pytest.raises(CheckpointError, match=r"does not fit this model: shape mismatch \(\d+\): .*lora_A.*\(8, 64\) vs \(4, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"does not fit this model: shape mismatch \(\d+\): .*lora_A.*\(8, 64\) vs \(4, 64\)"
+    ):
         segfast.train(cfg)
     cfg["model"]["lora"] = {"enabled": False}
     with pytest.raises(CheckpointError, match=r"missing \(\d+\): .*embed_tokens.*; unexpected \(\d+\): .*lora_"):

@@ -12,9 +12,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # SDPA fallba
 
 
 def _toy():
+    from segfast.config import ModelConfig
     from segfast.data.toy import ToyTokens
-    from segfast.models.toy import ToyLLM
-    from segfast.train.config import ModelConfig
+    from segfast.models.toy.model import ToyLLM
 
     torch.manual_seed(0)
     return ToyLLM(ModelConfig()), collate([ToyTokens(size=4, seq_len=12, min_len=3)[i] for i in range(4)]), "loss_text"

@@ -3,25 +3,24 @@ or <NEG> (absent, no mask); training is LISA's loss over the <SEG> masks. Semant
 segmentation at inference asks for the dataset's classes in chunks (segfast.models.lasagna
 .sequence) and gives each pixel the class of the highest mask logit above 0 (else ignore).
 
-model.options: LISA's (segfast.models.lisa.model) with seg_token <SEG>, plus neg_token and
+model.options: LaSagnAOptions (options.py): LISA's with seg_token <SEG>, plus neg_token and
 chunk_size.
 """
 
 import torch
 
-from segfast.models.lasagna.sequence import NEG, SEG, chunks, parse, question
-from segfast.models.lisa.model import DEFAULTS as LISA_DEFAULTS
+from segfast.models.lasagna.options import LaSagnAOptions
 from segfast.models.lisa.model import LISA
+from segfast.text.lasagna import chunks, parse, question
 
 IGNORE = 255
-DEFAULTS = {**LISA_DEFAULTS, "seg_token": SEG, "neg_token": NEG, "chunk_size": 20, "max_new_tokens": 96}
 
 
 class LaSagnA(LISA):
-    NAME, DEFAULTS = "lasagna", DEFAULTS
+    OPTIONS = LaSagnAOptions
 
     def tokens(self) -> list:
-        return [self.seg_token, self.options["neg_token"]]
+        return [self.seg_token, self.options.neg_token]
 
     @torch.no_grad()
     def segment(self, batch: dict, classes: list, chunk_size: int | None = None, **generate_kwargs) -> torch.Tensor:
@@ -31,11 +30,12 @@ class LaSagnA(LISA):
         best = torch.full((b, s, s), float("-inf"), device=batch["image"].device)
         label = torch.full((b, s, s), IGNORE, dtype=torch.long, device=best.device)
         images = self.encode_images(batch)  # CLIP and SAM's encoder once, not once per chunk
-        for chunk in chunks(classes, int(chunk_size or self.options["chunk_size"])):
+        for chunk in chunks(classes, int(chunk_size or self.options.chunk_size)):
             names = [classes[c] for c in chunk]
             asked = {**batch, "conversation": [[{"question": question(names), "answer": None}]] * b}
-            for i, result in enumerate(self.generate(asked, return_logits=True, warn=False, images=images,
-                                                      **generate_kwargs)):
+            for i, result in enumerate(
+                self.generate(asked, return_logits=True, warn=False, images=images, **generate_kwargs)
+            ):
                 fired = [name for name, present in parse(result["text"], names) if present]
                 for name, logits in zip(fired, result["logits"]):  # one mask per <SEG>, in order
                     if name is None:

@@ -16,9 +16,9 @@ TEXT, IMAGE_SLOT, MEMORY_SLOT = 0, 1, 2
 
 @dataclass
 class Encoded:
-    ids: list = field(default_factory=list)      # token ids; slots hold the pad id
+    ids: list = field(default_factory=list)  # token ids; slots hold the pad id
     labels: list = field(default_factory=list)
-    kinds: list = field(default_factory=list)    # TEXT, IMAGE_SLOT or MEMORY_SLOT per position
+    kinds: list = field(default_factory=list)  # TEXT, IMAGE_SLOT or MEMORY_SLOT per position
 
     def extend(self, ids, labelled: bool, kind: int = TEXT):
         self.ids += ids
@@ -31,8 +31,16 @@ def round_text(question: str, answer: str | None, system: str = "") -> tuple[str
     return f"{system}USER: {question} ASSISTANT:", None if answer is None else f" {answer}"
 
 
-def encode(tokenizer, rounds: list, *, image_token_id: int, image_slots: int, memory_after=(), memory_slots: int = 0,
-           system: str = "") -> Encoded:
+def encode(
+    tokenizer,
+    rounds: list,
+    *,
+    image_token_id: int,
+    image_slots: int,
+    memory_after=(),
+    memory_slots: int = 0,
+    system: str = "",
+) -> Encoded:
     if not rounds:
         raise ValueError("conversation: at least one round is required")
     out = Encoded()

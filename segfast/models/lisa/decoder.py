@@ -42,8 +42,10 @@ class PromptedSam(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) image embeddings of SAM-normalised, padded (B, 3, S, S) images."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise ValueError(f"image: SAM expects {self.image_size}x{self.image_size} inputs, got "
-                             f"{tuple(images.shape[-2:])}; set the dataset's image_size to {self.image_size}")
+            raise ValueError(
+                f"image: SAM expects {self.image_size}x{self.image_size} inputs, got "
+                f"{tuple(images.shape[-2:])}; set the dataset's image_size to {self.image_size}"
+            )
         with torch.no_grad():
             encoder = self.sam.image_encoder
             return encoder(images.to(next(encoder.parameters()).dtype))
@@ -55,8 +57,12 @@ class PromptedSam(nn.Module):
         pe = self.sam.prompt_encoder
         sparse, dense = pe(points=None, boxes=None, masks=None)
         sparse = torch.cat([sparse.expand(len(queries), -1, -1), queries.to(sparse.dtype)], dim=1)
-        low, _ = self.sam.mask_decoder(image_embeddings=embedding[None], image_pe=pe.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
+        low, _ = self.sam.mask_decoder(
+            image_embeddings=embedding[None],
+            image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
         size = (self.image_size, self.image_size)
         return F.interpolate(low.float(), size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -11,7 +11,7 @@ Batches (segfast.data.conversations): image (B, 3, S, S) SAM-normalised and padd
 rounds, see segfast.models.lisa.conversation); masks (B tensors (n_b, S, S) bool, one per
 [SEG] in answer order).
 
-model.options (DEFAULTS): sam_type (vit_h | vit_l | vit_b | tiny), sam_checkpoint, sam_image_size
+model.options (LISAOptions, options.py): sam_type (vit_h | vit_l | vit_b | tiny), sam_checkpoint, sam_image_size
 (tiny only), llava (tiny LLaVA fields {text, vision} when model.path is empty), lambda_text,
 lambda_bce, lambda_dice, seg_token, max_new_tokens, system.
 """
@@ -21,30 +21,34 @@ import warnings
 import torch
 from torch import nn
 
-from segfast.data.frames import score_at_original
+from segfast.config import ModelConfig, build_options
+from segfast.frames import score_at_original
 from segfast.models.lisa.conversation import Encoded, encode, predicting
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
-from segfast.models.llava import (IMAGE, build_llava, conversation_embeds, greedy_answers, image_features,
-                                  image_token_count)
-from segfast.models.llm import LLMHooks, count_labelled, model_options, token_mean_kwargs
+from segfast.models.lisa.options import LISAOptions
+from segfast.models.llava import (
+    IMAGE,
+    build_llava,
+    conversation_embeds,
+    greedy_answers,
+    image_features,
+    image_token_count,
+)
+from segfast.models.llm import LLMHooks, count_labelled, token_mean_kwargs
 from segfast.nn.losses import framed_mask_losses
-from segfast.train.config import ModelConfig
-
-DEFAULTS = dict(sam_type="tiny", sam_checkpoint="", sam_image_size=64,
-                llava=dict(text=dict(max_position_embeddings=512), vision={}),
-                lambda_text=1.0, lambda_bce=2.0, lambda_dice=0.5, seg_token="[SEG]", max_new_tokens=32, system="")
+from segfast.text.lisa import vocabulary
 
 
 class LISA(LLMHooks, nn.Module):
-    NAME, DEFAULTS = "lisa", DEFAULTS
+    OPTIONS = LISAOptions
     memory_slots = 0  # SegLLM feeds mask encodings back after each [SEG]
 
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
-        o = self.options = model_options(self.NAME, cfg.options, self.DEFAULTS)
-        self.decoder = PromptedSam(load_prompted_sam(o["sam_type"], o["sam_checkpoint"], int(o["sam_image_size"])))
-        self.seg_token = o["seg_token"]
-        self.lm, self.tokenizer = build_llava(cfg, o["llava"], self.words(), self.tokens(), device)
+        o = self.options = build_options(self.OPTIONS, cfg.options)
+        self.decoder = PromptedSam(load_prompted_sam(o.sam_type, o.sam_checkpoint, int(o.sam_image_size)))
+        self.seg_token = o.seg_token
+        self.lm, self.tokenizer = build_llava(cfg, o.llava, self.words(), self.tokens(), device)
         d = self.lm.get_input_embeddings().embedding_dim
         # LISA's text_hidden_fcs
         self.text_fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, self.decoder.dim))
@@ -58,15 +62,19 @@ class LISA(LLMHooks, nn.Module):
         return [self.seg_token]
 
     def words(self) -> list:
-        from segfast.data.conversations import vocabulary
-
         return vocabulary()
 
     # ---- sequences -----------------------------------------------------------------------------
     def encode(self, rounds: list) -> Encoded:
-        return encode(self.tokenizer, rounds, image_token_id=self.image_token_id, image_slots=self.image_slots,
-                      memory_after={self.seg_id} if self.memory_slots else (), memory_slots=self.memory_slots,
-                      system=self.options["system"])
+        return encode(
+            self.tokenizer,
+            rounds,
+            image_token_id=self.image_token_id,
+            image_slots=self.image_slots,
+            memory_after={self.seg_id} if self.memory_slots else (),
+            memory_slots=self.memory_slots,
+            system=self.options.system,
+        )
 
     def encode_images(self, batch: dict) -> tuple:
         """(LLaVA image features (B, n, d), SAM image embeddings (B, C, h, w)): computed once per
@@ -75,8 +83,9 @@ class LISA(LLMHooks, nn.Module):
 
     def embed(self, encoded: list, feats: torch.Tensor, memory: list | None = None, left: bool = False):
         """conversation_embeds with this model's LLM; counts the tokens for the engine."""
-        embeds, attention, labels, ids = conversation_embeds(self.lm, self.tokenizer.pad_token_id, encoded, feats,
-                                                             memory, left)
+        embeds, attention, labels, ids = conversation_embeds(
+            self.lm, self.tokenizer.pad_token_id, encoded, feats, memory, left
+        )
         self._tokens = int(attention.sum())
         return embeds, attention, labels, ids
 
@@ -100,14 +109,16 @@ class LISA(LLMHooks, nn.Module):
         """λ_bce BCE + λ_dice DICE averaged over every mask of the batch, on the unpadded region."""
         for b, (pred, gt) in enumerate(zip(logits, targets)):
             if len(pred) != len(gt):
-                raise ValueError(f"masks: sample {b} has {len(gt)} target masks but its answer has {len(pred)} "
-                                 f"{self.seg_token} tokens")
+                raise ValueError(
+                    f"masks: sample {b} has {len(gt)} target masks but its answer has {len(pred)} "
+                    f"{self.seg_token} tokens"
+                )
         bce, dice = framed_mask_losses(logits, targets, valid_size)
         o = self.options
         if not len(bce):  # text-only batch: zero, but still connected to the trainable decoder path
             zero = sum(p.sum() for p in self.text_fc.parameters()) * 0.0
             return {"bce": zero, "dice": zero}
-        return {"bce": o["lambda_bce"] * bce.mean(), "dice": o["lambda_dice"] * dice.mean()}
+        return {"bce": o.lambda_bce * bce.mean(), "dice": o.lambda_dice * dice.mean()}
 
     def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
         """Teacher-forced pass: (LM output, mask logits per sample (n_b, S, S)); `images` from
@@ -115,22 +126,36 @@ class LISA(LLMHooks, nn.Module):
         feats, image_emb = images or self.encode_images(batch)
         encoded = [self.encode(c) for c in batch["conversation"]]
         embeds, attention, labels, ids = self.embed(encoded, feats, memory)
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True,
-                      **token_mean_kwargs(batch))
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=attention,
+            labels=labels,
+            output_hidden_states=True,
+            **token_mean_kwargs(batch),
+        )
         hidden = out.hidden_states[-1]
         logits = [self.decode(image_emb[b], self.queries(hidden[b], ids[b].tolist())) for b in range(len(encoded))]
         return out, logits
 
     def forward(self, batch: dict) -> dict:
         out, logits = self.run(batch)
-        return {"text": self.options["lambda_text"] * out.loss,
-                **self.mask_losses(logits, batch["masks"], batch["valid_size"])}
+        return {
+            "text": self.options.lambda_text * out.loss,
+            **self.mask_losses(logits, batch["masks"], batch["valid_size"]),
+        }
 
     # ---- inference -----------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int | None = None, return_logits: bool = False,
-                 memory: list | None = None, warn: bool = True, images: tuple | None = None,
-                 **generate_kwargs) -> list:
+    def generate(
+        self,
+        batch: dict,
+        max_new_tokens: int | None = None,
+        return_logits: bool = False,
+        memory: list | None = None,
+        warn: bool = True,
+        images: tuple | None = None,
+        **generate_kwargs,
+    ) -> list:
         """Answers the last question of each conversation (its answer, if any, is ignored) by
         batched greedy generation; then one pass over prompt + answer gives a mask per generated
         [SEG]. Returns per sample {"text", "masks" (n, h, w) bool on the unpadded frame, and with
@@ -143,8 +168,14 @@ class LISA(LLMHooks, nn.Module):
         encoded = [self.encode(p) for p in prompts]
         feats, image_emb = images or self.encode_images(batch)
         embeds, attention, _, _ = self.embed(encoded, feats, memory, left=True)
-        answers = greedy_answers(self.lm, self.tokenizer, embeds, attention,
-                                 max_new_tokens or int(self.options["max_new_tokens"]), **generate_kwargs)
+        answers = greedy_answers(
+            self.lm,
+            self.tokenizer,
+            embeds,
+            attention,
+            max_new_tokens or int(self.options.max_new_tokens),
+            **generate_kwargs,
+        )
         full = []
         for enc, answer in zip(encoded, answers):
             e = Encoded(list(enc.ids), list(enc.labels), list(enc.kinds))
@@ -157,10 +188,14 @@ class LISA(LLMHooks, nn.Module):
             text = self.tokenizer.decode(answer, skip_special_tokens=False)
             logits = self.decode(image_emb[b], self.queries(hidden[b], ids[b].tolist(), len(encoded[b].ids)))
             if len(logits) == 0 and warn:
-                warnings.warn(f"sample {b}: no {self.seg_token} token was generated (answer {text!r}); it gets no mask",
-                              stacklevel=2)
+                warnings.warn(
+                    f"sample {b}: no {self.seg_token} token was generated (answer {text!r}); it gets no mask",
+                    stacklevel=2,
+                )
             h, w = (int(x) for x in batch["valid_size"][b])
-            results.append({"text": text, "masks": logits[:, :h, :w] > 0, **({"logits": logits} if return_logits else {})})
+            results.append(
+                {"text": text, "masks": logits[:, :h, :w] > 0, **({"logits": logits} if return_logits else {})}
+            )
         return results
 
     @torch.no_grad()

@@ -45,15 +45,16 @@ def format_answer(polygons, width: float, height: float) -> str:
     return ",".join(parts)
 
 
-def parse_answer(text: str, width: float, height: float, num_vertices: int = 16,
-                 bins: int = COORDINATE_BINS) -> list[torch.Tensor]:
+def parse_answer(
+    text: str, width: float, height: float, num_vertices: int = 16, bins: int = COORDINATE_BINS
+) -> list[torch.Tensor]:
     """Answer text -> list of (num_vertices, 2) float64 polygons (bin centres, pixel units).
     Raises AnswerError naming the position and what was expected."""
     s = re.sub(r"\s+", "", text)
     pos = 0
 
     def fail(expected):
-        found = s[pos:pos + 12] or "end of text"
+        found = s[pos : pos + 12] or "end of text"
         raise AnswerError(f"answer {text!r}: expected {expected} at character {pos}, found {found!r}")
 
     def take(literal):
@@ -92,8 +93,9 @@ def parse_answer(text: str, width: float, height: float, num_vertices: int = 16,
             break
         take(")")
         if len(points) != num_vertices:
-            raise AnswerError(f"answer {text!r}: object {len(polygons) + 1} has {len(points)} vertices, "
-                              f"expected {num_vertices}")
+            raise AnswerError(
+                f"answer {text!r}: object {len(polygons) + 1} has {len(points)} vertices, expected {num_vertices}"
+            )
         pts = torch.tensor(points)
         polygons.append(torch.stack([dequantize(pts[:, 0], width, bins), dequantize(pts[:, 1], height, bins)], 1))
         if pos == len(s):

@@ -17,8 +17,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _stage(cin, cout):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(4, cout), nn.ReLU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=2, padding=1),
+        nn.GroupNorm(4, cout),
+        nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.GroupNorm(4, cout),
+        nn.ReLU(),
+    )
 
 
 class ImageEncoder(nn.Module):
@@ -67,5 +73,6 @@ class ImageEncoder(nn.Module):
             x = stage(x)
             feats.append(x)
         size = feats[0].shape[-2:]
-        return torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                                       for f in feats[1:]], 1)
+        return torch.cat(
+            [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]], 1
+        )

@@ -14,7 +14,7 @@ def linear_assignment(cost: torch.Tensor) -> list[tuple[int, int]]:
     n, m = len(c), len(c[0]) if c else 0
     inf = float("inf")
     u, v = [0.0] * (n + 1), [0.0] * (m + 1)
-    owner, way = [0] * (m + 1), [0] * (m + 1)   # owner[j]: row matched to column j (1-based, 0 = none)
+    owner, way = [0] * (m + 1), [0] * (m + 1)  # owner[j]: row matched to column j (1-based, 0 = none)
     for i in range(1, n + 1):
         owner[0], j0 = i, 0
         minv, used = [inf] * (m + 1), [False] * (m + 1)

@@ -11,7 +11,7 @@ predicts (Hungarian matching on teacher-forced predictions, done only when a sam
 objects), then cross-entropy over the answer's tokens. L_ref: OHEM cross-entropy of the refined
 mask, whose prior is the rasterized teacher-forced prediction (at inference: the generated one).
 
-model.options (defaults in DEFAULTS): image_size, encoder (tiny | resnet50), encoder_path,
+model.options (LLaFSOptions, options.py): image_size, encoder (tiny | resnet50), encoder_path,
 encoder_widths, freeze_encoder (the paper freezes its pretrained encoder; the offline demo's
 random-init one must learn), qformer (Blip2QFormerConfig fields) or qformer_path, num_query_tokens, llm
 (tiny Llama fields when model.path is empty), refine_dim, refine_queries, refine_layers,
@@ -24,44 +24,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfast.config import ModelConfig, build_options
+from segfast.metrics import FoldIoU
 from segfast.models.llafs.answer import AnswerError, coordinate_tokens, dequantize, format_answer, parse_answer
 from segfast.models.llafs.encoder import ImageEncoder
 from segfast.models.llafs.matching import reorder_ground_truth
-from segfast.models.llafs.prompts import (IMAGE_TOKEN, pretrain_instruction, special_tokens, task_instruction,
-                                         template_words)
+from segfast.models.llafs.options import LLaFSOptions
+from segfast.models.llafs.prompts import IMAGE, pretrain_instruction, special_tokens, task_instruction, template_words
 from segfast.models.llafs.refine import RefinementNetwork, sine_position
-from segfast.models.llm import LLMHooks, build_llm, model_options, token_mean_kwargs
+from segfast.models.llm import LLMHooks, build_llm, token_mean_kwargs
 from segfast.ops import ohem_cross_entropy, rasterize_polygons
-from segfast.train.config import ModelConfig
 
 log = logging.getLogger("segfast")
 IGNORE = -100
-
-DEFAULTS = dict(image_size=64, encoder="tiny", encoder_path="", encoder_widths=[16, 32, 64, 64], freeze_encoder=True,
-                qformer=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
-                qformer_path="", num_query_tokens=100,
-                llm=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, max_position_embeddings=1024),
-                refine_dim=64, refine_queries=8, refine_layers=3, ohem_thresh=0.7, ohem_min_kept=1024,
-                max_objects=4)
 
 
 class LLaFS(LLMHooks, nn.Module):
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
-        o = self.options = model_options("llafs", cfg.options, DEFAULTS)
-        self.image_size = int(o["image_size"])
-        self.encoder = ImageEncoder(o["encoder"], o["encoder_path"], tuple(o["encoder_widths"]), o["freeze_encoder"])
+        o = self.options = build_options(LLaFSOptions, cfg.options)
+        self.image_size = int(o.image_size)
+        self.encoder = ImageEncoder(o.encoder, o.encoder_path, tuple(o.encoder_widths), o.freeze_encoder)
         channels = self.encoder.out_channels
         self.support_mask_embed = nn.Parameter(torch.zeros(channels))
         self.prior_embed = nn.Parameter(torch.zeros(channels))
         self.qformer = self._qformer(o, channels)
         hidden_q = self.qformer.config.hidden_size
-        self.query_tokens = nn.Parameter(torch.randn(1, int(o["num_query_tokens"]), hidden_q) * 0.02)
-        self.lm, self.tokenizer = build_llm(cfg, o["llm"], template_words(), special_tokens(), device)
+        self.query_tokens = nn.Parameter(torch.randn(1, int(o.num_query_tokens), hidden_q) * 0.02)
+        self.lm, self.tokenizer = build_llm(cfg, o.llm, template_words(), special_tokens(), device)
         self.project = nn.Linear(hidden_q, self.lm.get_input_embeddings().embedding_dim)
-        self.refine = RefinementNetwork(channels + 1, o["refine_dim"], o["refine_queries"], o["refine_layers"])
-        self.image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.refine = RefinementNetwork(channels + 1, o.refine_dim, o.refine_queries, o.refine_layers)
+        self.image_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
         coord = self.tokenizer.convert_tokens_to_ids(coordinate_tokens())
         self.register_buffer("coord_ids", torch.tensor(coord), persistent=False)
         self._tokens = 0
@@ -71,13 +64,15 @@ class LLaFS(LLMHooks, nn.Module):
     def _qformer(o, channels):
         from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-        if o["qformer_path"]:
-            model = Blip2QFormerModel.from_pretrained(o["qformer_path"])
+        if o.qformer_path:
+            model = Blip2QFormerModel.from_pretrained(o.qformer_path)
             if model.config.encoder_hidden_size != channels:
-                raise ValueError(f"the Q-Former at {o['qformer_path']} expects {model.config.encoder_hidden_size} "
-                                 f"encoder channels; the image encoder gives {channels}")
+                raise ValueError(
+                    f"the Q-Former at {o['qformer_path']} expects {model.config.encoder_hidden_size} "
+                    f"encoder channels; the image encoder gives {channels}"
+                )
             return model
-        return Blip2QFormerModel(Blip2QFormerConfig(**{**o["qformer"], "encoder_hidden_size": channels}))
+        return Blip2QFormerModel(Blip2QFormerConfig(**{**o.qformer, "encoder_hidden_size": channels}))
 
     # ---- visual tokens -----------------------------------------------------------------------
     def visual_tokens(self, feats: torch.Tensor, cue: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
@@ -98,11 +93,12 @@ class LLaFS(LLMHooks, nn.Module):
         (PFENet's training-free prior). It tells the LLM and the refinement which colours and
         textures the target has; LLaFS's paper leaves this comparison to the LLM alone."""
         b, k = support_masks.shape[:2]
-        weights = F.interpolate(support_masks.flatten(0, 1)[:, None].float(), size=support_feats.shape[-2:],
-                                mode="area").view(b, k, 1, *support_feats.shape[-2:])
+        weights = F.interpolate(
+            support_masks.flatten(0, 1)[:, None].float(), size=support_feats.shape[-2:], mode="area"
+        ).view(b, k, 1, *support_feats.shape[-2:])
         feats = support_feats.view(b, k, *support_feats.shape[1:])
-        prototype = (feats * weights).sum((1, 3, 4)) / weights.sum((1, 3, 4)).clamp(min=1e-6)   # (B, C)
-        sim = F.cosine_similarity(query_feats, prototype[:, :, None, None], dim=1)             # (B, h, w)
+        prototype = (feats * weights).sum((1, 3, 4)) / weights.sum((1, 3, 4)).clamp(min=1e-6)  # (B, C)
+        sim = F.cosine_similarity(query_feats, prototype[:, :, None, None], dim=1)  # (B, h, w)
         lo, hi = sim.flatten(1).min(1).values, sim.flatten(1).max(1).values
         return (sim - lo[:, None, None]) / (hi - lo).clamp(min=1e-6)[:, None, None]
 
@@ -128,8 +124,9 @@ class LLaFS(LLMHooks, nn.Module):
         if "hints" in batch:
             return pretrain_instruction(supports, batch["query_polygons"][i][0], batch["hints"][i], size, size)
         names, attributes = batch.get("class_names"), batch.get("attributes")
-        return task_instruction(supports, size, size, names[i] if names else None,
-                                attributes[i] if attributes else None)
+        return task_instruction(
+            supports, size, size, names[i] if names else None, attributes[i] if attributes else None
+        )
 
     def _embed(self, text: str, visual: list, answer: str | None):
         """(embeddings (L, D), labels (L,)) for one sample: the prompt's IMAGE_TOKENs replaced by
@@ -139,7 +136,7 @@ class LLaFS(LLMHooks, nn.Module):
         if tok.bos_token_id is not None:
             ids = [tok.bos_token_id] + ids
         if ids.count(self.image_id) != len(visual):
-            raise ValueError(f"the instruction has {ids.count(self.image_id)} {IMAGE_TOKEN} tokens for {len(visual)} images")
+            raise ValueError(f"the instruction has {ids.count(self.image_id)} {IMAGE} tokens for {len(visual)} images")
         embed = self.lm.get_input_embeddings()
         dev = embed.weight.device
         ids_t = torch.tensor(ids, device=dev)
@@ -153,8 +150,9 @@ class LLaFS(LLMHooks, nn.Module):
                 v += 1
             start = pos + 1
         if answer is not None:
-            answer_ids = torch.tensor(tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
-                                      device=dev)
+            answer_ids = torch.tensor(
+                tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], device=dev
+            )
             parts.append(embed(answer_ids))
             labels.append(answer_ids)
         return torch.cat(parts), torch.cat(labels)
@@ -185,8 +183,15 @@ class LLaFS(LLMHooks, nn.Module):
         """Engine hook: the answer tokens L_llm is taken over (an answer's length depends only on
         its number of polygons, so the matching that reorders them does not change it)."""
         size, tok = self.image_size, self.tokenizer
-        return sum(len(tok(format_answer(torch.as_tensor(p, dtype=torch.float64).cpu(), size, size),
-                           add_special_tokens=False)["input_ids"]) + 1 for p in batch["query_polygons"])
+        return sum(
+            len(
+                tok(format_answer(torch.as_tensor(p, dtype=torch.float64).cpu(), size, size), add_special_tokens=False)[
+                    "input_ids"
+                ]
+            )
+            + 1
+            for p in batch["query_polygons"]
+        )
 
     def _predicted_polygons(self, logits, targets):
         """Per sample (n, V, 2): the coordinate bins the model ranks first where the answer has
@@ -213,8 +218,12 @@ class LLaFS(LLMHooks, nn.Module):
         loss_llm, preds = self._teacher_forced(batch, visual, answers)
         prior = self.rasterize(preds, query_feats.device)
         refined = self.refine(query_feats, prior, (size, size))["logits"]
-        loss_ref = ohem_cross_entropy(refined.float(), batch["query_mask"].long(), thresh=self.options["ohem_thresh"],
-                                      min_kept=self.options["ohem_min_kept"])
+        loss_ref = ohem_cross_entropy(
+            refined.float(),
+            batch["query_mask"].long(),
+            thresh=self.options.ohem_thresh,
+            min_kept=self.options.ohem_min_kept,
+        )
         return {"loss_llm": loss_llm, "loss_ref": loss_ref}
 
     def rasterize(self, polygons: list, device) -> torch.Tensor:
@@ -235,12 +244,18 @@ class LLaFS(LLMHooks, nn.Module):
         visual, query_feats = self._visual_lists(batch)
         items = [self._embed(self.instruction(batch, i), visual[i], None) for i in range(len(visual))]
         embeds, _, attention = self._pad(items, left=True)
-        per_object = len(self.tokenizer(format_answer(torch.zeros(1, 16, 2), size, size),
-                                        add_special_tokens=False)["input_ids"])
+        per_object = len(
+            self.tokenizer(format_answer(torch.zeros(1, 16, 2), size, size), add_special_tokens=False)["input_ids"]
+        )
         tok = self.tokenizer
-        generated = self.lm.generate(inputs_embeds=embeds, attention_mask=attention, do_sample=False,
-                                     max_new_tokens=per_object * self.options["max_objects"] + 8,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        generated = self.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention,
+            do_sample=False,
+            max_new_tokens=per_object * self.options.max_objects + 8,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         texts = tok.batch_decode(generated, skip_special_tokens=False)
         polygons, errors = [], []
         for text in texts:
@@ -254,14 +269,18 @@ class LLaFS(LLMHooks, nn.Module):
                 errors.append(str(exc))
         prior = self.rasterize(polygons, query_feats.device)
         refined = self.refine(query_feats, prior, (size, size))["logits"]
-        return {"polygons": polygons, "texts": texts, "errors": errors, "polygon_masks": prior,
-                "masks": refined.argmax(1).bool()}
+        return {
+            "polygons": polygons,
+            "texts": texts,
+            "errors": errors,
+            "polygon_masks": prior,
+            "masks": refined.argmax(1).bool(),
+        }
 
     def evaluate(self, batch: dict, meters: dict) -> None:
         """Engine hook: foreground IoU of the refined masks ("iou") and of the LLM's polygons; with
         few-shot episodes (class_ids) also the papers' metric, the mean over classes of summed
         intersections over unions ("fold", HSNet's; PASCAL's 255 pixels ignored)."""
-        from segfast.data.fewshot import FoldIoU
         from segfast.metrics import IoUMeter
 
         out = self.predict(batch)
@@ -270,5 +289,5 @@ class LLaFS(LLMHooks, nn.Module):
         meters.setdefault("polygon_iou", IoUMeter()).update(out["polygon_masks"], gt)
         if "class_ids" in batch:  # COCO-20i's 80 classes hold PASCAL-5i's 20
             meters.setdefault("fold", FoldIoU(range(1, 81))).update(
-                out["masks"].cpu(), gt.cpu(), batch["class_ids"], batch["query_ignore"].cpu())
-
+                out["masks"].cpu(), gt.cpu(), batch["class_ids"], batch["query_ignore"].cpu()
+            )

@@ -1,6 +1,6 @@
 """LLaFS instructions: the segmentation task instruction and the pretraining instruction.
 
-Each image enters the text as IMAGE_TOKEN, which the model replaces with that image's Q-Former
+Each image enters the text as IMAGE, which the model replaces with that image's Q-Former
 tokens. Support masks enter twice: through the image path (a learned embedding added to the
 features inside the mask) and as text, each support object's polygon in the answer format.
 
@@ -15,37 +15,44 @@ phrases, e.g. {"dog": ["four legs", "furry coat", "a tail"]}; they are joined wi
 """
 
 from segfast.models.llafs.answer import coordinate_tokens, format_answer, quantize
+from segfast.text.tokens import IMAGE
 
-IMAGE_TOKEN = "<image>"
 MASK_TOKEN = "[mask]"
 
 SUPPORT = "Support image {index}: {image} Its target objects: {polygons}."
 ATTRIBUTES = "The target class is {name}, described by: {attributes}."
-TASK = ("{supports} {attributes}Query image: {image} Segment every object of the target class in the query "
-        "image and answer with a 16-vertex polygon for each.")
-PRETRAIN = ("{supports} Query image: {image} Some vertices of the query object are given and the others are "
-            "[mask]: {hints}. Answer with all 16 vertices of the query object.")
+TASK = (
+    "{supports} {attributes}Query image: {image} Segment every object of the target class in the query "
+    "image and answer with a 16-vertex polygon for each."
+)
+PRETRAIN = (
+    "{supports} Query image: {image} Some vertices of the query object are given and the others are "
+    "[mask]: {hints}. Answer with all 16 vertices of the query object."
+)
 
 
 def special_tokens() -> list[str]:
     """Tokens added to the LLM's vocabulary as single ids."""
-    return [IMAGE_TOKEN, MASK_TOKEN, *coordinate_tokens()]
+    return [IMAGE, MASK_TOKEN, *coordinate_tokens()]
 
 
 def _supports(support_polygons, width, height) -> str:
-    return " ".join(SUPPORT.format(index=i + 1, image=IMAGE_TOKEN, polygons=format_answer(p, width, height))
-                    for i, p in enumerate(support_polygons))
+    return " ".join(
+        SUPPORT.format(index=i + 1, image=IMAGE, polygons=format_answer(p, width, height))
+        for i, p in enumerate(support_polygons)
+    )
 
 
-def task_instruction(support_polygons, width: float, height: float, class_name: str | None = None,
-                     attributes=None) -> str:
+def task_instruction(
+    support_polygons, width: float, height: float, class_name: str | None = None, attributes=None
+) -> str:
     """support_polygons: per support image, its (n_objects, V, 2) polygons; attributes: the
     region-attribute phrases of the target class, or None."""
     described = ""
     if attributes:
         phrases = [attributes] if isinstance(attributes, str) else list(attributes)
         described = ATTRIBUTES.format(name=class_name or "the target", attributes="; ".join(phrases)) + " "
-    return TASK.format(supports=_supports(support_polygons, width, height), attributes=described, image=IMAGE_TOKEN)
+    return TASK.format(supports=_supports(support_polygons, width, height), attributes=described, image=IMAGE)
 
 
 def hint_text(polygon, hints, width: float, height: float) -> str:
@@ -56,8 +63,11 @@ def hint_text(polygon, hints, width: float, height: float) -> str:
 
 
 def pretrain_instruction(support_polygons, query_polygon, hints, width: float, height: float) -> str:
-    return PRETRAIN.format(supports=_supports(support_polygons, width, height), image=IMAGE_TOKEN,
-                           hints=hint_text(query_polygon, hints, width, height))
+    return PRETRAIN.format(
+        supports=_supports(support_polygons, width, height),
+        image=IMAGE,
+        hints=hint_text(query_polygon, hints, width, height),
+    )
 
 
 def template_words() -> list[str]:

@@ -19,12 +19,15 @@ from segfast.ops import pack_masks
 
 def sine_position(h: int, w: int, dim: int, device=None) -> torch.Tensor:
     """Fixed 2-D sine position encoding, (h * w, dim); zero-padded when dim is not a multiple of 4."""
-    y, x = torch.meshgrid(torch.linspace(0, 1, h, device=device), torch.linspace(0, 1, w, device=device),
-                          indexing="ij")
+    y, x = torch.meshgrid(torch.linspace(0, 1, h, device=device), torch.linspace(0, 1, w, device=device), indexing="ij")
     freqs = torch.arange(dim // 4, device=device, dtype=torch.float32)
     freqs = 10000 ** (-freqs / max(1, dim // 4)) * torch.pi * 8
-    enc = [torch.sin(x[..., None] * freqs), torch.cos(x[..., None] * freqs),
-           torch.sin(y[..., None] * freqs), torch.cos(y[..., None] * freqs)]
+    enc = [
+        torch.sin(x[..., None] * freqs),
+        torch.cos(x[..., None] * freqs),
+        torch.sin(y[..., None] * freqs),
+        torch.cos(y[..., None] * freqs),
+    ]
     enc = torch.cat(enc, -1).reshape(h * w, -1)
     return torch.nn.functional.pad(enc, (0, dim - enc.shape[1]))
 
@@ -49,10 +52,15 @@ class RefinementNetwork(nn.Module):
     def __init__(self, in_channels: int, dim: int = 64, num_queries: int = 8, num_layers: int = 3, heads: int = 4):
         super().__init__()
         self.pixel_decoder = nn.Sequential(
-            nn.Conv2d(in_channels + 1, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.ReLU(),
+            nn.Conv2d(in_channels + 1, dim, 3, padding=1),
+            nn.GroupNorm(8, dim),
+            nn.ReLU(),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.ReLU(),
-            nn.Conv2d(dim, dim, 1))
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.GroupNorm(8, dim),
+            nn.ReLU(),
+            nn.Conv2d(dim, dim, 1),
+        )
         self.queries = nn.Embedding(num_queries, dim)
         self.query_pos = nn.Embedding(num_queries, dim)
         self.layers = nn.ModuleList(_Block(dim, heads) for _ in range(num_layers))
@@ -62,9 +70,9 @@ class RefinementNetwork(nn.Module):
 
     def _predict(self, queries, pixels):
         """Foreground logits (B, h, w) from queries (Q, B, dim) and pixel features (B, dim, h, w)."""
-        embed = self.mask_embed(queries)                                      # (Q, B, dim)
+        embed = self.mask_embed(queries)  # (Q, B, dim)
         per_query = torch.einsum("qbd,bdhw->bqhw", embed, pixels)
-        weights = torch.softmax(self.query_weight(queries)[..., 0], dim=0)    # (Q, B)
+        weights = torch.softmax(self.query_weight(queries)[..., 0], dim=0)  # (Q, B)
         return torch.einsum("qb,bqhw->bhw", weights, per_query)
 
     def forward(self, features: torch.Tensor, polygon_masks: torch.Tensor, out_size: tuple) -> dict:
@@ -72,9 +80,9 @@ class RefinementNetwork(nn.Module):
         answer); returns {"logits": (B, 2, *out_size), "layer_logits": [(B, h', w')...]}."""
         b = features.shape[0]
         prior = F.interpolate(polygon_masks[:, None].float(), size=features.shape[-2:], mode="area")
-        pixels = self.pixel_decoder(torch.cat([features, prior], 1))          # (B, dim, h', w')
+        pixels = self.pixel_decoder(torch.cat([features, prior], 1))  # (B, dim, h', w')
         h, w = pixels.shape[-2:]
-        memory = pixels.flatten(2).permute(2, 0, 1)                            # (hw, B, dim)
+        memory = pixels.flatten(2).permute(2, 0, 1)  # (hw, B, dim)
         pos = sine_position(h, w, memory.shape[-1], memory.device)[:, None].expand(-1, b, -1)
         queries = self.queries.weight[:, None].expand(-1, b, -1)
         query_pos = self.query_pos.weight[:, None].expand(-1, b, -1)

@@ -60,8 +60,10 @@ class LanguageAdapters(nn.Module):
         depth = len(encoder.blocks)
         layers = global_layers(encoder) if layers == "global" else sorted({int(i) for i in layers})
         if not layers or any(not 0 <= i < depth for i in layers):
-            raise ValueError(f"model.options.adapter_layers must name blocks 0..{depth - 1} of the image encoder "
-                             f"(or 'global'), got {layers}")
+            raise ValueError(
+                f"model.options.adapter_layers must name blocks 0..{depth - 1} of the image encoder "
+                f"(or 'global'), got {layers}"
+            )
         dim = encoder.blocks[0].norm1.normalized_shape[0]
         self.layers = layers
         self.adapters = nn.ModuleDict({str(i): LanguageAwareAdapter(dim, text_dim, inner, heads) for i in layers})
@@ -75,7 +77,7 @@ class LanguageAdapters(nn.Module):
             x = encoder.patch_embed(images.to(encoder.patch_embed.proj.weight.dtype))
             if encoder.pos_embed is not None:
                 x = x + encoder.pos_embed
-            for block in encoder.blocks[:first + 1]:
+            for block in encoder.blocks[: first + 1]:
                 x = block(x)
         for i in range(first, len(encoder.blocks)):
             if i > first:

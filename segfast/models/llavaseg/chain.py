@@ -13,36 +13,53 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from segfast.config import ConfigError, LoraConfig, ModelConfig
 from segfast.models.lisa.conversation import encode
-from segfast.models.llava import (IMAGE, base_model, build_llava, conversation_embeds, greedy_answers,
-                                  image_features, image_token_count)
-from segfast.models.llavaseg.prompts import (REASONING, Templates, fallback_target, first_rounds, parse_attributes,
-                                             parse_merged, parse_target)
-from segfast.train.config import ConfigError, LoraConfig, ModelConfig
+from segfast.models.llava import (
+    IMAGE,
+    base_model,
+    build_llava,
+    conversation_embeds,
+    greedy_answers,
+    image_features,
+    image_token_count,
+)
+from segfast.models.llavaseg.prompts import (
+    REASONING,
+    Templates,
+    fallback_target,
+    first_rounds,
+    parse_attributes,
+    parse_merged,
+    parse_target,
+)
 
 PROMPT_FEATURES = ("hidden", "input")
 
 
 class ChainOfThought(nn.Module):
-    """options: templates (Templates fields to override), merged, max_new_tokens, system,
+    """options (LLaVASegOptions): templates (Templates fields to override), merged, max_new_tokens, system,
     prompt_features ("hidden": the MLLM's last-layer states of the prompt text read alone;
     "input": its input token embeddings), llava (tiny LLaVA fields when model.path is empty)."""
 
-    def __init__(self, cfg: ModelConfig, options: dict, words, device=None):
+    def __init__(self, cfg: ModelConfig, options, words, device=None):
         super().__init__()
         if cfg.lora.enabled:
-            raise ConfigError("model.lora.enabled: LLaVASeg keeps the MLLM frozen (its dialogue ability is the point); "
-                              "set model.lora.enabled=false")
-        if options["prompt_features"] not in PROMPT_FEATURES:
-            raise ValueError(f"model.options.prompt_features must be one of {PROMPT_FEATURES}, "
-                             f"got {options['prompt_features']!r}")
-        self.templates = Templates.of(options["templates"])
-        self.merged, self.system = bool(options["merged"]), options["system"]
-        self.max_new_tokens, self.features = int(options["max_new_tokens"]), options["prompt_features"]
+            raise ConfigError(
+                "model.lora.enabled: LLaVASeg keeps the MLLM frozen (its dialogue ability is the point); "
+                "set model.lora.enabled=false"
+            )
+        if options.prompt_features not in PROMPT_FEATURES:
+            raise ValueError(
+                f"model.options.prompt_features must be one of {PROMPT_FEATURES}, got {options.prompt_features!r}"
+            )
+        self.templates = Templates.of(options.templates)
+        self.merged, self.system = bool(options.merged), options.system
+        self.max_new_tokens, self.features = int(options.max_new_tokens), options.prompt_features
         frozen = ModelConfig(**{**cfg.__dict__, "lora": LoraConfig(enabled=False)})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # a tiny random MLLM is the same one wherever it is built (cache, training)
-            self.lm, self.tokenizer = build_llava(frozen, options["llava"], list(words), [], device)
+            self.lm, self.tokenizer = build_llava(frozen, options.llava, list(words), [], device)
         self.lm.requires_grad_(False).eval()
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
         self.image_slots = image_token_count(self.lm)
@@ -60,16 +77,25 @@ class ChainOfThought(nn.Module):
 
     def _fingerprint(self) -> str:
         """What the cached answers depend on: the MLLM, the templates, merging, the length limit."""
-        what = {"model": self.source, "templates": asdict(self.templates), "merged": self.merged,
-                "system": self.system, "max_new_tokens": self.max_new_tokens}
+        what = {
+            "model": self.source,
+            "templates": asdict(self.templates),
+            "merged": self.merged,
+            "system": self.system,
+            "max_new_tokens": self.max_new_tokens,
+        }
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- generation ----------------------------------------------------------------------------
     def answer(self, conversations: list, feats: torch.Tensor) -> list:
         """The greedy answer (text) to the last question of each conversation, image features
         (B, slots, d) in its <image> slots."""
-        encoded = [encode(self.tokenizer, c, image_token_id=self.image_token_id, image_slots=self.image_slots,
-                          system=self.system) for c in conversations]
+        encoded = [
+            encode(
+                self.tokenizer, c, image_token_id=self.image_token_id, image_slots=self.image_slots, system=self.system
+            )
+            for c in conversations
+        ]
         embeds, attention, _, _ = conversation_embeds(self.lm, self.tokenizer.pad_token_id, encoded, feats, left=True)
         answers = greedy_answers(self.lm, self.tokenizer, embeds, attention, self.max_new_tokens)
         return [self.tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
@@ -80,8 +106,10 @@ class ChainOfThought(nn.Module):
         "attributes", "parsed" (False when a fallback name was used), "dialogue" (the rounds),
         "prompting" (a fingerprint of the MLLM and templates)}."""
         if not (len(queries) == len(kinds) == len(keys) == len(clip_images)):
-            raise ValueError(f"queries, kinds, keys and clip_images must have one entry per sample, got "
-                             f"{len(queries)}, {len(kinds)}, {len(keys)}, {len(clip_images)}")
+            raise ValueError(
+                f"queries, kinds, keys and clip_images must have one entry per sample, got "
+                f"{len(queries)}, {len(kinds)}, {len(keys)}, {len(clip_images)}"
+            )
         feats = image_features(self.lm, clip_images)
         dialogues = [first_rounds(q, k, key, self.templates, self.merged) for q, k, key in zip(queries, kinds, keys)]
         if self.merged:
@@ -114,8 +142,14 @@ class ChainOfThought(nn.Module):
         else:
             target, attributes = parse_target(dialogue[1]["answer"]), parse_attributes(dialogue[2]["answer"])
             ok = bool(target)
-        return {"reason": reason, "target": target if ok else fallback_target(query, kind, reason),
-                "attributes": attributes, "parsed": ok, "dialogue": dialogue, "prompting": self.prompting}
+        return {
+            "reason": reason,
+            "target": target if ok else fallback_target(query, kind, reason),
+            "attributes": attributes,
+            "parsed": ok,
+            "dialogue": dialogue,
+            "prompting": self.prompting,
+        }
 
     # ---- the segmentation prompt ---------------------------------------------------------------
     def prompt_text(self, record: dict) -> str:
@@ -136,11 +170,11 @@ class ChainOfThought(nn.Module):
         mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=device)
         for b, r in enumerate(rows):
             ids[b, : len(bos) + len(r)] = torch.tensor(bos + r)
-            mask[b, len(bos): len(bos) + len(r)] = True
+            mask[b, len(bos) : len(bos) + len(r)] = True
         if self.features == "input":
             states = self.lm.get_input_embeddings()(ids)
         else:
             language = base_model(self.lm).model.language_model
             states = language(input_ids=ids, attention_mask=mask | (torch.arange(longest, device=device) < len(bos)))
             states = states.last_hidden_state
-        return states[:, len(bos):].float(), mask[:, len(bos):]
+        return states[:, len(bos) :].float(), mask[:, len(bos) :]

@@ -13,7 +13,7 @@ Batches (segfast.data.queries): image, valid_size, clip_image, query, kind, key,
 and, with a chain-of-thought cache, cot (the cached records). Without one the chain runs on the
 fly under no_grad; its records are kept in the batch so the evaluate hook reuses them.
 
-model.options (DEFAULTS): sam_type, sam_checkpoint, sam_image_size (tiny only), llava (tiny
+model.options (LLaVASegOptions, options.py): sam_type, sam_checkpoint, sam_image_size (tiny only), llava (tiny
 LLaVA fields), templates, merged, max_new_tokens, system, prompt_features (see chain.py),
 adapter_layers ("global" = after SAM's global-attention blocks, or a list of block indices),
 adapter_dim, adapter_heads, lambda_bce, lambda_dice.
@@ -24,50 +24,43 @@ import re
 import torch
 from torch import nn
 
-from segfast.data.frames import score_at_original
+from segfast.config import ModelConfig, build_options
+from segfast.frames import score_at_original
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
 from segfast.models.llavaseg.adapters import LanguageAdapters
 from segfast.models.llavaseg.chain import ChainOfThought
-from segfast.models.llm import model_options
+from segfast.models.llavaseg.options import LLaVASegOptions
+from segfast.models.llavaseg.prompts import Templates
 from segfast.nn.losses import framed_mask_losses
-from segfast.train.config import ModelConfig
-
-DEFAULTS = dict(sam_type="tiny", sam_checkpoint="", sam_image_size=64,
-                llava=dict(text=dict(max_position_embeddings=512), vision={}), templates={}, merged=True,
-                max_new_tokens=64, system="", prompt_features="hidden", adapter_layers="global", adapter_dim=256,
-                adapter_heads=8, lambda_bce=1.0, lambda_dice=0.5)
+from segfast.text.lisa import vocabulary
+from segfast.text.synthetic import SYNTHETIC_REASONING
 
 
 def words() -> list:
     """The tiny tokenizer's vocabulary: the [SEG] family's plus the chain-of-thought templates'."""
-    from segfast.data.conversations import vocabulary
-    from segfast.data.queries import SYNTHETIC_REASONING
-    from segfast.models.llavaseg.prompts import Templates
-
     text = re.sub(r"\{\w+\}|[.,?:']", " ", Templates().words() + " " + SYNTHETIC_REASONING)
     return sorted(set(vocabulary()) | set(text.split()) | {"'", ":"})
 
 
 class LLaVASeg(nn.Module):
-    NAME, DEFAULTS = "llavaseg", DEFAULTS
+    OPTIONS = LLaVASegOptions
 
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
-        o = self.options = model_options(self.NAME, cfg.options, self.DEFAULTS)
-        self.decoder = PromptedSam(load_prompted_sam(o["sam_type"], o["sam_checkpoint"], int(o["sam_image_size"])))
+        o = self.options = build_options(self.OPTIONS, cfg.options)
+        self.decoder = PromptedSam(load_prompted_sam(o.sam_type, o.sam_checkpoint, int(o.sam_image_size)))
         self.chain = ChainOfThought(cfg, o, words(), device)
         encoder = self.decoder.sam.image_encoder
         width = encoder.blocks[0].norm1.normalized_shape[0]
         self.text_mlp = nn.Sequential(nn.Linear(self.chain.width, width), nn.GELU(), nn.Linear(width, width))
-        self.adapters = LanguageAdapters(encoder, o["adapter_layers"], width, int(o["adapter_dim"]),
-                                         int(o["adapter_heads"]))
+        self.adapters = LanguageAdapters(encoder, o.adapter_layers, width, int(o.adapter_dim), int(o.adapter_heads))
         self.to_prompt = nn.Linear(width, self.decoder.dim)
         self._tokens = 0
 
     @classmethod
     def build_chain(cls, cfg: ModelConfig, device=None) -> ChainOfThought:
         """The frozen MLLM and prompts alone (what caching the chain of thought needs)."""
-        return ChainOfThought(cfg, model_options(cls.NAME, cfg.options, cls.DEFAULTS), words(), device)
+        return ChainOfThought(cfg, build_options(cls.OPTIONS, cfg.options), words(), device)
 
     # ---- engine hooks --------------------------------------------------------------------------
     def enable_gradient_checkpointing(self) -> None:
@@ -84,9 +77,11 @@ class LLaVASeg(nn.Module):
             records = batch["cot"] = self.chain.run(batch["clip_image"], batch["query"], batch["kind"], batch["key"])
         stale = [r["key"] for r in records if r.get("prompting") != self.chain.prompting]
         if stale:
-            raise ValueError(f"the chain-of-thought cache holds answers from another MLLM or other templates "
-                             f"(e.g. {stale[0]!r}); point data.options.cot_cache at a new directory and rerun "
-                             "segfast cot-cache")
+            raise ValueError(
+                f"the chain-of-thought cache holds answers from another MLLM or other templates "
+                f"(e.g. {stale[0]!r}); point data.options.cot_cache at a new directory and rerun "
+                "segfast cot-cache"
+            )
         return records
 
     # ---- masks ---------------------------------------------------------------------------------
@@ -102,7 +97,7 @@ class LLaVASeg(nn.Module):
     def forward(self, batch: dict) -> dict:
         logits = self.mask_logits(batch, self.chain_of_thought(batch))
         bce, dice = framed_mask_losses(logits, batch["masks"], batch["valid_size"])
-        return {"bce": self.options["lambda_bce"] * bce.mean(), "dice": self.options["lambda_dice"] * dice.mean()}
+        return {"bce": self.options.lambda_bce * bce.mean(), "dice": self.options.lambda_dice * dice.mean()}
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
@@ -119,6 +114,14 @@ class LLaVASeg(nn.Module):
         out = []
         for b, (r, lg) in enumerate(zip(records, logits)):
             h, w = (int(x) for x in batch["valid_size"][b])
-            out.append({"answer": r["reason"], "target": r["target"], "attributes": r["attributes"],
-                        "prompt": self.chain.prompt_text(r), "mask": lg[0, :h, :w] > 0, "logits": lg[0]})
+            out.append(
+                {
+                    "answer": r["reason"],
+                    "target": r["target"],
+                    "attributes": r["attributes"],
+                    "prompt": self.chain.prompt_text(r),
+                    "mask": lg[0, :h, :w] > 0,
+                    "logits": lg[0],
+                }
+            )
         return out

@@ -18,20 +18,24 @@ import random
 import re
 from dataclasses import dataclass, field, fields
 
-IMAGE = "<image>"
+from segfast.text.tokens import IMAGE
+
 REASONING, SHORT = "reasoning", "short"  # query kinds: step 1 generated / simulated
 
 
 @dataclass
 class Templates:
     reason: str = "What is the object or part that is {query} in this image?"
-    extract: str = ("Then name the target after 'Target:' in a few words, and describe its color, shape and "
-                    "location in the image after 'Attributes:'.")
+    extract: str = (
+        "Then name the target after 'Target:' in a few words, and describe its color, shape and "
+        "location in the image after 'Attributes:'."
+    )
     target: str = "What is the name of the target in your answer? Answer in a few words."
     attributes: str = "Describe the color, shape and location of the {target} in the image in one sentence."
-    simulated: list = field(default_factory=lambda: ["It is the {query}.", "The {query}.",
-                                                     "That is the {query} in the image."])
-    prompt: str = "{target}. {attributes}"   # the text whose MLLM embeddings prompt the segmenter
+    simulated: list = field(
+        default_factory=lambda: ["It is the {query}.", "The {query}.", "That is the {query} in the image."]
+    )
+    prompt: str = "{target}. {attributes}"  # the text whose MLLM embeddings prompt the segmenter
 
     @classmethod
     def of(cls, overrides: dict | None) -> "Templates":
@@ -86,7 +90,7 @@ def parse_merged(answer: str) -> dict:
     when either marker is missing or the target is empty (the caller then falls back)."""
     parts, last, name = {"reason": "", "target": "", "attributes": ""}, 0, "reason"
     for m in MARKER.finditer(answer):
-        parts[name] += answer[last:m.start()]
+        parts[name] += answer[last : m.start()]
         last, name = m.end(), m.group(1).lower()
     parts[name] += answer[last:]
     found = {m.group(1).lower() for m in MARKER.finditer(answer)}

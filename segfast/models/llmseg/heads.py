@@ -16,8 +16,9 @@ class Fusion(nn.Module):
         super().__init__()
         from segment_anything.modeling.transformer import TwoWayAttentionBlock
 
-        self.blocks = nn.ModuleList(TwoWayAttentionBlock(dim, heads, mlp_dim, skip_first_layer_pe=i == 0)
-                                    for i in range(blocks))
+        self.blocks = nn.ModuleList(
+            TwoWayAttentionBlock(dim, heads, mlp_dim, skip_first_layer_pe=i == 0) for i in range(blocks)
+        )
 
     def forward(self, seg: torch.Tensor, proposals: torch.Tensor):
         """seg (B, D), proposals (B, K, D) -> the same, updated. Padded proposals must be zero
@@ -66,8 +67,9 @@ def iop_loss(pred: torch.Tensor, gt_iop: torch.Tensor, valid: torch.Tensor) -> t
     return per[valid].mean() if valid.any() else pred.sum() * 0
 
 
-def select(scores: torch.Tensor, iop: torch.Tensor, valid: torch.Tensor, strategy: str = "top1_iou",
-           iop_threshold: float = 0.5) -> torch.Tensor:
+def select(
+    scores: torch.Tensor, iop: torch.Tensor, valid: torch.Tensor, strategy: str = "top1_iou", iop_threshold: float = 0.5
+) -> torch.Tensor:
     """(B, K) bool: which proposals form each image's mask (their union).
 
     top1_iou                 the proposal most similar to [SEG]

@@ -15,7 +15,7 @@ The LLM sees the image as `visual_tokens`² DINOv2 patch tokens through a traina
 LLaVA's recipe with DINOv2 in place of CLIP, so one vision backbone serves both sides; a LLaVA
 checkpoint's language model loads through model.path (its CLIP tower is then unused).
 
-model.options (DEFAULTS): image_size, dinov2_path (local transformers Dinov2Model; empty = tiny
+model.options (LLMSegOptions, options.py): image_size, dinov2_path (local transformers Dinov2Model; empty = tiny
 random from `dinov2`), dim, fusion_heads, fusion_blocks, fusion_mlp, tau, normalize,
 lambda_text, lambda_iou, lambda_iop, visual_tokens, llm (tiny Llama fields when model.path is
 empty), selection, iop_threshold.
@@ -25,46 +25,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfast.models.llm import LLMHooks, build_llm, count_labelled, model_options, token_mean_kwargs
+from segfast.config import ModelConfig, build_options
+from segfast.models.llm import LLMHooks, build_llm, count_labelled, token_mean_kwargs
 from segfast.models.llmseg.heads import Fusion, iop_loss, iou_alignment_loss, mlp, select, similarity
+from segfast.models.llmseg.options import LLMSegOptions
 from segfast.ops import mask_iop, mask_iou, mask_pool, unpack_masks
-from segfast.train.config import ModelConfig
+from segfast.text.synthetic import SYNTHETIC_WORDS
+from segfast.text.tokens import SEG
 
-SEG = "[SEG]"
 IGNORE = -100
 PROMPT = "USER: {query} Please output the segmentation mask. ASSISTANT:"
 ANSWER = " Sure, it is [SEG] ."
-DEFAULTS = dict(image_size=56, dinov2_path="",
-                dinov2=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            patch_size=14),
-                dim=256, fusion_heads=8, fusion_blocks=2, fusion_mlp=1024, tau=0.05, normalize=True,
-                lambda_text=1.0, lambda_iou=1.0, lambda_iop=50.0, visual_tokens=4,
-                llm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, max_position_embeddings=256),
-                selection="top1_iou", iop_threshold=0.5)
 
 
 def prompt_words() -> list:
     """The words of the tiny tokenizer: the templates and the synthetic queries' vocabulary."""
-    from segfast.data.referring import SYNTHETIC_WORDS
-
     return sorted(set((PROMPT + ANSWER).replace("{query}", "").split()) | set(SYNTHETIC_WORDS) | {"."})
 
 
 class LLMSeg(LLMHooks, nn.Module):
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
-        o = self.options = model_options("llm-seg", cfg.options, DEFAULTS)
-        self.image_size = int(o["image_size"])
+        o = self.options = build_options(LLMSegOptions, cfg.options)
+        self.image_size = int(o.image_size)
         self.dinov2 = self._dinov2(o).requires_grad_(False).eval()
         width = self.dinov2.config.hidden_size
-        dim = int(o["dim"])
+        dim = int(o.dim)
         self.project = nn.Conv2d(width, dim, 1)
-        self.lm, self.tokenizer = build_llm(cfg, o["llm"], prompt_words(), [SEG], device)
+        self.lm, self.tokenizer = build_llm(cfg, o.llm, prompt_words(), [SEG], device)
         d_llm = self.lm.get_input_embeddings().embedding_dim
         self.visual = mlp([width, d_llm, d_llm])
         self.seg_fc = mlp([d_llm, d_llm, dim])
-        self.fusion = Fusion(dim, int(o["fusion_heads"]), int(o["fusion_blocks"]), int(o["fusion_mlp"]))
+        self.fusion = Fusion(dim, int(o.fusion_heads), int(o.fusion_blocks), int(o.fusion_mlp))
         self.iop_head = mlp([dim, 64, 1])
         self.seg_id = self.tokenizer.convert_tokens_to_ids(SEG)
         self._tokens = 0
@@ -73,9 +65,9 @@ class LLMSeg(LLMHooks, nn.Module):
     def _dinov2(self, o):
         from transformers import Dinov2Config, Dinov2Model
 
-        if o["dinov2_path"]:
-            return Dinov2Model.from_pretrained(o["dinov2_path"])
-        return Dinov2Model(Dinov2Config(**{**o["dinov2"], "image_size": o["image_size"]}))
+        if o.dinov2_path:
+            return Dinov2Model.from_pretrained(o.dinov2_path)
+        return Dinov2Model(Dinov2Config(**{**o.dinov2, "image_size": o.image_size}))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -111,7 +103,7 @@ class LLMSeg(LLMHooks, nn.Module):
 
     def _run_llm(self, feats, queries, loss_kwargs: dict):
         """Teacher-forced LLM pass; returns (text loss, [SEG] embeddings (B, dim))."""
-        n = int(self.options["visual_tokens"])
+        n = int(self.options.visual_tokens)
         visual = self.visual(F.adaptive_avg_pool2d(feats, n).flatten(2).transpose(1, 2))
         input_ids, labels, attention = self._sequences(queries, True, feats.device)
         text = self.lm.get_input_embeddings()(input_ids)
@@ -119,8 +111,13 @@ class LLMSeg(LLMHooks, nn.Module):
         b = len(feats)
         ones = torch.ones(b, n * n, dtype=attention.dtype, device=attention.device)
         labels = torch.cat([torch.full((b, n * n), IGNORE, device=labels.device), labels], dim=1)
-        out = self.lm(inputs_embeds=embeds, attention_mask=torch.cat([ones, attention], 1), labels=labels,
-                      output_hidden_states=True, **loss_kwargs)
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=torch.cat([ones, attention], 1),
+            labels=labels,
+            output_hidden_states=True,
+            **loss_kwargs,
+        )
         self._tokens = int(attention.sum()) + b * n * n
         is_seg = torch.cat([torch.zeros(b, n * n, dtype=torch.bool, device=feats.device), input_ids == self.seg_id], 1)
         first = is_seg.float().argmax(1)  # the first [SEG] of each answer
@@ -132,7 +129,7 @@ class LLMSeg(LLMHooks, nn.Module):
         proj = self.project(feats.to(self.project.weight.dtype))
         embeds = mask_pool(proj, proposals, weights="bilinear", width=self.image_size)
         seg, embeds = self.fusion(seg, embeds)
-        scores = similarity(embeds, seg, bool(self.options["normalize"]))
+        scores = similarity(embeds, seg, bool(self.options.normalize))
         iop = torch.sigmoid(self.iop_head(embeds)[..., 0])
         return scores, iop
 
@@ -143,9 +140,11 @@ class LLMSeg(LLMHooks, nn.Module):
         scores, iop = self.select_side(feats, proposals, valid, seg)
         gt_iou, gt_iop = ground_truth(proposals, batch["gt_mask"])
         o = self.options
-        return {"text": o["lambda_text"] * text_loss,
-                "iou": o["lambda_iou"] * iou_alignment_loss(scores, gt_iou, valid, float(o["tau"])),
-                "iop": o["lambda_iop"] * iop_loss(iop, gt_iop, valid)}
+        return {
+            "text": o.lambda_text * text_loss,
+            "iou": o.lambda_iou * iou_alignment_loss(scores, gt_iou, valid, float(o.tau)),
+            "iop": o.lambda_iop * iop_loss(iop, gt_iop, valid),
+        }
 
     @torch.no_grad()
     def predict(self, batch: dict, strategy: str | None = None) -> dict:
@@ -156,7 +155,7 @@ class LLMSeg(LLMHooks, nn.Module):
         _, seg = self._run_llm(feats, batch["query"], {})
         valid = batch["proposal_valid"]
         scores, iop = self.select_side(feats, batch["proposals"], valid, seg)
-        chosen = select(scores, iop, valid, strategy or self.options["selection"], float(self.options["iop_threshold"]))
+        chosen = select(scores, iop, valid, strategy or self.options.selection, float(self.options.iop_threshold))
         dense = unpack_masks(batch["proposals"], self.image_size)
         return {"masks": (dense & chosen[:, :, None, None]).any(1), "chosen": chosen, "scores": scores, "iop": iop}
 
@@ -166,7 +165,7 @@ class LLMSeg(LLMHooks, nn.Module):
         chosen = self.predict(batch)["chosen"].cpu()
         for b, proposals in enumerate(batch["original_proposals"]):
             target = batch["original_masks"][b]
-            pred = unpack_masks(proposals[chosen[b, :len(proposals)]], target.shape[-1]).any(0, keepdim=True)
+            pred = unpack_masks(proposals[chosen[b, : len(proposals)]], target.shape[-1]).any(0, keepdim=True)
             meters["iou"].update(pred, target.bool(), ignore=batch["original_ignore"][b].bool())
 
 

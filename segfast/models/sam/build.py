@@ -18,8 +18,10 @@ def _segment_anything():
     try:
         import segment_anything
     except ImportError as e:  # torchvision is what usually fails underneath
-        raise ImportError("segfast.models.sam needs segment-anything (pip install segment-anything; it imports "
-                          f"torchvision, which must match your torch): {e}") from e
+        raise ImportError(
+            "segfast.models.sam needs segment-anything (pip install segment-anything; it imports "
+            f"torchvision, which must match your torch): {e}"
+        ) from e
     return segment_anything
 
 
@@ -27,20 +29,38 @@ def tiny_sam(checkpoint: str | Path | None = None, *, image_size: int = 256, dim
     """A small random SAM: image_size input, 16-pixel patches, dim-wide encoder and decoder."""
     sa = _segment_anything()
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     grid = image_size // 16
     sam = sa.modeling.Sam(
-        image_encoder=ImageEncoderViT(img_size=image_size, patch_size=16, embed_dim=dim, depth=2, num_heads=2,
-                                      mlp_ratio=2, out_chans=dim, qkv_bias=True, use_rel_pos=True, window_size=4,
-                                      global_attn_indexes=(1,), norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(image_size, image_size), mask_in_chans=4),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=dim, iou_head_depth=3,
-                                 iou_head_hidden_dim=dim,
-                                 transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=2 * dim,
-                                                               num_heads=2)),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+        image_encoder=ImageEncoderViT(
+            img_size=image_size,
+            patch_size=16,
+            embed_dim=dim,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2,
+            out_chans=dim,
+            qkv_bias=True,
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1,),
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size), mask_in_chans=4
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=dim,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=2 * dim, num_heads=2),
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
     torch.random.set_rng_state(generator_state)
     if checkpoint is not None:
         sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))

@@ -33,13 +33,14 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle", "packed")
 @dataclass
 class Proposals:
     """One image's masks, in SamAutomaticMaskGenerator's order."""
-    packed: torch.Tensor      # (N, H, 8 * ceil(W / 64)) uint8
-    size: tuple               # (H, W)
-    boxes: torch.Tensor       # (N, 4) int64 XYXY, inclusive
-    area: torch.Tensor        # (N,) int64
-    iou_preds: torch.Tensor   # (N,) float32
-    stability: torch.Tensor   # (N,) float32
-    points: torch.Tensor      # (N, 2) float64, the prompt (x, y) in image pixels
+
+    packed: torch.Tensor  # (N, H, 8 * ceil(W / 64)) uint8
+    size: tuple  # (H, W)
+    boxes: torch.Tensor  # (N, 4) int64 XYXY, inclusive
+    area: torch.Tensor  # (N,) int64
+    iou_preds: torch.Tensor  # (N,) float32
+    stability: torch.Tensor  # (N,) float32
+    points: torch.Tensor  # (N, 2) float64, the prompt (x, y) in image pixels
     crop_boxes: torch.Tensor  # (N, 4) int64 XYXY
 
     def __len__(self) -> int:
@@ -72,9 +73,18 @@ class Proposals:
         crops = _xywh(self.crop_boxes).cpu().tolist()
         area, iou, stab = self.area.tolist(), self.iou_preds.tolist(), self.stability.tolist()
         points = self.points.cpu().tolist()
-        return [{"segmentation": s, "area": area[i], "bbox": xywh[i], "predicted_iou": iou[i],
-                 "point_coords": [points[i]], "stability_score": stab[i], "crop_box": crops[i]}
-                for i, s in enumerate(segmentations)]
+        return [
+            {
+                "segmentation": s,
+                "area": area[i],
+                "bbox": xywh[i],
+                "predicted_iou": iou[i],
+                "point_coords": [points[i]],
+                "stability_score": stab[i],
+                "crop_box": crops[i],
+            }
+            for i, s in enumerate(segmentations)
+        ]
 
 
 def _xywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -93,12 +103,24 @@ class ProposalGenerator:
     scores can differ in the last bits (and a mask whose score sits at a threshold can flip).
     A ViT-H encoder fills a GPU at batch 1; batching pays for small encoders."""
 
-    def __init__(self, model, points_per_side: int | None = 32, points_per_batch: int = 64,
-                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
-                 stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
-                 crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
-                 crop_n_points_downscale_factor: int = 1, point_grids: list | None = None,
-                 min_mask_region_area: int = 0, output_mode: str = "binary_mask", image_batch: int = 1):
+    def __init__(
+        self,
+        model,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        image_batch: int = 1,
+    ):
         from segment_anything.utils.amg import build_all_layer_point_grids
         from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -110,11 +132,15 @@ class ProposalGenerator:
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.model = model
-        self.point_grids = point_grids if point_grids is not None else build_all_layer_point_grids(
-            points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        self.point_grids = (
+            point_grids
+            if point_grids is not None
+            else build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        )
         if len(self.point_grids) < crop_n_layers + 1:
-            raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), "
-                             f"got {len(self.point_grids)}")
+            raise ValueError(
+                f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(self.point_grids)}"
+            )
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.points_per_batch, self.image_batch = int(points_per_batch), int(image_batch)
         self.pred_iou_thresh, self.stability_score_thresh = pred_iou_thresh, stability_score_thresh
@@ -140,21 +166,27 @@ class ProposalGenerator:
 
         jobs = []  # (image index, crop box, crop layer)
         for i, image in enumerate(images):
-            if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-                    and image.shape[2] == 3):
-                raise ValueError(f"images[{i}] must be an HWC uint8 RGB numpy array, got "
-                                 f"{getattr(image, 'dtype', type(image))} of shape {getattr(image, 'shape', None)}")
+            if not (
+                isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            ):
+                raise ValueError(
+                    f"images[{i}] must be an HWC uint8 RGB numpy array, got "
+                    f"{getattr(image, 'dtype', type(image))} of shape {getattr(image, 'shape', None)}"
+                )
             boxes, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
             jobs += [(i, box, layer) for box, layer in zip(boxes, layers)]
         per_image = [[] for _ in images]
         for start in range(0, len(jobs), self.image_batch):
-            chunk = jobs[start:start + self.image_batch]
+            chunk = jobs[start : start + self.image_batch]
             crops = [images[i][y0:y1, x0:x1] for i, (x0, y0, x1, y1), _ in chunk]
             inputs = [self._prepare(crop) for crop in crops]
             features = self.model.image_encoder(torch.cat([x for x, _ in inputs]))
             for j, (i, box, layer) in enumerate(chunk):
-                per_image[i].append(self._process_crop(features[j:j + 1], inputs[j][1], crops[j].shape[:2], box,
-                                                       layer, images[i].shape[:2]))
+                per_image[i].append(
+                    self._process_crop(
+                        features[j : j + 1], inputs[j][1], crops[j].shape[:2], box, layer, images[i].shape[:2]
+                    )
+                )
         return [self._merge(parts) for parts in per_image]
 
     def _prepare(self, crop: np.ndarray):
@@ -168,9 +200,12 @@ class ProposalGenerator:
 
         x0, y0 = crop_box[:2]
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        parts = [self._process_batch(features, points[s:s + self.points_per_batch], input_size, crop_size,
-                                     crop_box, image_size)
-                 for s in range(0, len(points), self.points_per_batch)]
+        parts = [
+            self._process_batch(
+                features, points[s : s + self.points_per_batch], input_size, crop_size, crop_box, image_size
+            )
+            for s in range(0, len(points), self.points_per_batch)
+        ]
         data = _cat(parts, parts[0])
         keep = batched_nms(data.boxes.float(), data.iou_preds, torch.zeros(len(data)), self.box_nms_thresh)
         data = data.select(keep)
@@ -182,9 +217,13 @@ class ProposalGenerator:
         coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.device)
         labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
         sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-        low_res, iou_preds = model.mask_decoder(image_embeddings=features, image_pe=model.prompt_encoder.get_dense_pe(),
-                                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                                multimask_output=True)
+        low_res, iou_preds = model.mask_decoder(
+            image_embeddings=features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
         low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)
         points = torch.as_tensor(points.repeat(3, axis=0))
         if self.pred_iou_thresh > 0.0:  # before upsampling: the predicted IoU does not depend on it
@@ -192,16 +231,29 @@ class ProposalGenerator:
             low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep.cpu()]
         logits = model.postprocess_masks(low_res[:, None], input_size, crop_size)[:, 0]
         x0, y0 = crop_box[:2]
-        out = binarize_logits(logits.float(), model.mask_threshold, stability_offset=self.stability_score_offset,
-                              canvas=image_size, origin=(y0, x0))
+        out = binarize_logits(
+            logits.float(),
+            model.mask_threshold,
+            stability_offset=self.stability_score_offset,
+            canvas=image_size,
+            origin=(y0, x0),
+        )
         keep = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
         if self.stability_score_thresh > 0.0:
             keep &= out.stability >= self.stability_score_thresh
         keep &= ~_near_crop_edge(out.boxes, crop_box, image_size)
         keep = keep.nonzero()[:, 0]
         crop_boxes = torch.tensor([crop_box], device=logits.device).expand(len(keep), 4)
-        return Proposals(out.packed[keep], tuple(image_size), out.boxes[keep], out.area[keep], iou_preds[keep],
-                         out.stability[keep], points[keep.cpu()], crop_boxes)
+        return Proposals(
+            out.packed[keep],
+            tuple(image_size),
+            out.boxes[keep],
+            out.area[keep],
+            iou_preds[keep],
+            out.stability[keep],
+            points[keep.cpu()],
+            crop_boxes,
+        )
 
     def _merge(self, parts: list) -> Proposals:
         from torchvision.ops.boxes import batched_nms, box_area
@@ -228,13 +280,21 @@ class ProposalGenerator:
             scores.append(float(not (holes or islands)))
         masks = torch.stack(cleaned)
         boxes = batched_mask_to_box(masks)
-        keep = batched_nms(boxes.float(), torch.as_tensor(scores), torch.zeros(len(boxes)),
-                           max(self.box_nms_thresh, self.crop_nms_thresh))
+        keep = batched_nms(
+            boxes.float(),
+            torch.as_tensor(scores),
+            torch.zeros(len(boxes)),
+            max(self.box_nms_thresh, self.crop_nms_thresh),
+        )
         changed = torch.as_tensor(scores) == 0.0
         device = data.packed.device
         packed = torch.where(changed.to(device)[:, None, None], pack_masks(masks.to(device)), data.packed)
-        data = replace(data, packed=packed, boxes=torch.where(changed[:, None], boxes, data.boxes.cpu()).to(device),
-                       area=torch.where(changed, masks.sum((1, 2)), data.area.cpu()).to(device))
+        data = replace(
+            data,
+            packed=packed,
+            boxes=torch.where(changed[:, None], boxes, data.boxes.cpu()).to(device),
+            area=torch.where(changed, masks.sum((1, 2)), data.area.cpu()).to(device),
+        )
         return data.select(keep)
 
 

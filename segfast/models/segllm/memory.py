@@ -12,10 +12,11 @@ import math
 import torch
 from torch import nn
 
-from segfast.data.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
+from segfast.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
 
-TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                 patch_size=8)
+TINY_CLIP = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+)
 
 
 def load_clip(path: str, tiny: dict):
@@ -23,7 +24,9 @@ def load_clip(path: str, tiny: dict):
     tiny random one from TINY_CLIP updated by `tiny`."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    model = CLIPVisionModel.from_pretrained(path) if path else CLIPVisionModel(CLIPVisionConfig(**{**TINY_CLIP, **tiny}))
+    model = (
+        CLIPVisionModel.from_pretrained(path) if path else CLIPVisionModel(CLIPVisionConfig(**{**TINY_CLIP, **tiny}))
+    )
     return model.requires_grad_(False).eval()
 
 
@@ -69,16 +72,19 @@ class MaskEncoder(nn.Module):
     def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
         size = self.clip.config.image_size
-        rgb = image.float() * torch.tensor(SAM_STD, device=image.device)[:, None, None] + \
-            torch.tensor(SAM_MEAN, device=image.device)[:, None, None]
+        rgb = (
+            image.float() * torch.tensor(SAM_STD, device=image.device)[:, None, None]
+            + torch.tensor(SAM_MEAN, device=image.device)[:, None, None]
+        )
         blacked = (rgb[None] / 255) * masks[:, None].float()
         boxes = mask_boxes(masks)
         from torchvision.ops import roi_align
 
         rois = torch.cat([torch.arange(len(masks), device=image.device, dtype=torch.float)[:, None], boxes], 1)
         crops = roi_align(blacked, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=False)
-        crops = (crops - torch.tensor(CLIP_MEAN, device=image.device)[:, None, None]) / \
-            torch.tensor(CLIP_STD, device=image.device)[:, None, None]
+        crops = (crops - torch.tensor(CLIP_MEAN, device=image.device)[:, None, None]) / torch.tensor(
+            CLIP_STD, device=image.device
+        )[:, None, None]
         with torch.no_grad():
             pooled = self.clip(pixel_values=crops.to(self.clip.dtype)).pooler_output
         s = masks.shape[-1]

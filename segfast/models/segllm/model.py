@@ -12,7 +12,7 @@
 
 Batches: LISA's plus refs (B tensors (n_b,), per round the referenced round or -1).
 
-model.options: LISA's plus clip_path (local CLIP vision model; empty = tiny from `clip`),
+model.options: SegLLMOptions (options.py): LISA's plus clip_path (local CLIP vision model; empty = tiny from `clip`),
 fourier_bands, max_rounds (rounds the per-round meter reports).
 """
 
@@ -20,24 +20,22 @@ import torch
 from torch import nn
 
 from segfast.models.lisa.conversation import predicting
-from segfast.models.lisa.model import DEFAULTS as LISA_DEFAULTS
 from segfast.models.lisa.model import LISA
 from segfast.models.llm import token_mean_kwargs
 from segfast.models.segllm.memory import MaskEncoder, load_clip
-
-REF = "[REF]"
-DEFAULTS = {**LISA_DEFAULTS, "clip_path": "", "clip": {}, "fourier_bands": 8, "max_rounds": 3}
+from segfast.models.segllm.options import SegLLMOptions
+from segfast.text.tokens import REF
 
 
 class SegLLM(LISA):
-    NAME, DEFAULTS = "segllm", DEFAULTS
+    OPTIONS = SegLLMOptions
     memory_slots = MaskEncoder.slots
 
     def __init__(self, cfg, device=None):
         super().__init__(cfg, device)
         o = self.options
         width = self.lm.get_input_embeddings().embedding_dim
-        self.memory = MaskEncoder(load_clip(o["clip_path"], o["clip"]), width, int(o["fourier_bands"]))
+        self.memory = MaskEncoder(load_clip(o.clip_path, o.clip), width, int(o.fourier_bands))
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
         self.ref_id = self.tokenizer.convert_tokens_to_ids(REF)
 
@@ -59,7 +57,7 @@ class SegLLM(LISA):
         seg_at = predicting(ids, self.seg_id)
         ref_at = predicting(ids, self.ref_id)
         h = self.text_fc(hidden[seg_at + ref_at].float())
-        seg_h, ref_h = h[: len(seg_at)], h[len(seg_at):]
+        seg_h, ref_h = h[: len(seg_at)], h[len(seg_at) :]
         targets, refs, start, pad = [], [], -1, self.pad_query[0]
         for i, p in enumerate(seg_at):
             mine = [j for j, r in enumerate(ref_at) if start < r < p]  # a [REF] of this answer
@@ -77,15 +75,25 @@ class SegLLM(LISA):
         feats, image_emb = images or self.encode_images(batch)
         encoded = [self.encode(c) for c in batch["conversation"]]
         embeds, attention, labels, ids = self.embed(encoded, feats, memory)
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, output_hidden_states=True,
-                      **token_mean_kwargs(batch))
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=attention,
+            labels=labels,
+            output_hidden_states=True,
+            **token_mean_kwargs(batch),
+        )
         results = []
         for b in range(len(encoded)):
             targets, refs = self.round_queries(out.hidden_states[-1][b], ids[b].tolist())
-            target_logits = self.decode(image_emb[b], torch.stack(targets)) if targets else self.decode(image_emb[b], [])
+            target_logits = (
+                self.decode(image_emb[b], torch.stack(targets)) if targets else self.decode(image_emb[b], [])
+            )
             which = [r for r, q in enumerate(refs) if q is not None]
-            ref_logits = self.decode(image_emb[b], torch.stack([refs[r] for r in which])) if which else \
-                self.decode(image_emb[b], [])
+            ref_logits = (
+                self.decode(image_emb[b], torch.stack([refs[r] for r in which]))
+                if which
+                else self.decode(image_emb[b], [])
+            )
             results.append((target_logits, ref_logits, which))
         return out, results
 
@@ -95,15 +103,16 @@ class SegLLM(LISA):
         for b, (target_logits, ref_logits, which) in enumerate(results):
             masks, refs = batch["masks"][b], batch["refs"][b]
             if len(target_logits) != len(masks):
-                raise ValueError(f"masks: sample {b} has {len(masks)} target masks but its answers have "
-                                 f"{len(target_logits)} {self.seg_token} tokens")
+                raise ValueError(
+                    f"masks: sample {b} has {len(masks)} target masks but its answers have "
+                    f"{len(target_logits)} {self.seg_token} tokens"
+                )
             for r in which:
                 if int(refs[r]) < 0:
                     raise ValueError(f"refs: sample {b} round {r} has {REF} in its answer but no reference round")
             logits.append(torch.cat([target_logits, ref_logits]))
             targets.append(torch.cat([masks, masks[[int(refs[r]) for r in which]]]) if which else masks)
-        return {"text": self.options["lambda_text"] * out.loss,
-                **self.mask_losses(logits, targets, batch["valid_size"])}
+        return {"text": self.options.lambda_text * out.loss, **self.mask_losses(logits, targets, batch["valid_size"])}
 
     @torch.no_grad()
     def converse(self, batch: dict, generate: bool = False, **generate_kwargs) -> list:
@@ -113,28 +122,39 @@ class SegLLM(LISA):
         generates each answer, and every generated [SEG] gets its mask encoded into the memory."""
         out = []
         for b in range(len(batch["image"])):
-            one = {k: v[b:b + 1] for k, v in batch.items() if k in ("image", "clip_image", "valid_size")}
+            one = {k: v[b : b + 1] for k, v in batch.items() if k in ("image", "clip_image", "valid_size")}
             rounds, replies, memory = [], [], []  # memory: the encodings of the history's [SEG] masks
             images = self.encode_images(one)  # once per conversation, not per round
             s = self.decoder.image_size
             for turn in batch["conversation"][b]:
                 history = torch.cat(memory) if memory else None
                 if generate:
-                    result = self.generate({**one, "conversation": [rounds + [turn]]}, memory=[history],
-                                           return_logits=True, images=images, **generate_kwargs)[0]
+                    result = self.generate(
+                        {**one, "conversation": [rounds + [turn]]},
+                        memory=[history],
+                        return_logits=True,
+                        images=images,
+                        **generate_kwargs,
+                    )[0]
                     text, logits = result["text"], result["logits"]
                     turn = {**turn, "answer": text}
                 else:  # the current round's memory slots come after its [SEG]: zeros do not matter
                     text = turn["answer"]
                     n = text.count(self.seg_token)
-                    current = one["image"].new_zeros(self.memory_slots * n, self.lm.get_input_embeddings().embedding_dim)
-                    _, results = self.run({**one, "conversation": [rounds + [turn]]},
-                                          memory=[current if history is None else torch.cat([history, current])],
-                                          images=images)
-                    logits = results[0][0][len(results[0][0]) - n:]
+                    current = one["image"].new_zeros(
+                        self.memory_slots * n, self.lm.get_input_embeddings().embedding_dim
+                    )
+                    _, results = self.run(
+                        {**one, "conversation": [rounds + [turn]]},
+                        memory=[current if history is None else torch.cat([history, current])],
+                        images=images,
+                    )
+                    logits = results[0][0][len(results[0][0]) - n :]
                 if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
                     memory.append(self.encode_memory(one["image"], [logits > 0])[0])
-                mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=one["image"].device)
+                mask = (
+                    logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=one["image"].device)
+                )
                 rounds.append(turn)
                 replies.append({"text": text, "mask": mask})
             out.append(replies)
@@ -146,7 +166,7 @@ class SegLLM(LISA):
         round-by-round inference (meter "rounds")."""
         from segfast.metrics import IoUMeter
 
-        meter = meters.setdefault("rounds", IoUMeter(num_rounds=int(self.options["max_rounds"])))
+        meter = meters.setdefault("rounds", IoUMeter(num_rounds=int(self.options.max_rounds)))
         longest = max(len(c) for c in batch["conversation"])
         if longest > meter.state.shape[0]:
             raise ValueError(f"a conversation has {longest} rounds; set model.options.max_rounds >= {longest}")

@@ -3,12 +3,28 @@
 With model.path it loads that directory through segfast.models.llm (the real loading path);
 without, it builds a random-init Llama from model.options (no downloads)."""
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from segfast.config import ModelConfig, build_options, option
 from segfast.models.llm import apply_lora, count_labelled, load_llm, token_mean_kwargs
-from segfast.models.tiny import tiny_llama
-from segfast.train.config import ModelConfig
+from segfast.models.tiny import TINY_LLAMA, tiny_llama
+
+
+@dataclass
+class ToyOptions:
+    """The tiny Llama's fields (LlamaConfig), used when model.path is empty."""
+
+    vocab_size: int = option(TINY_LLAMA["vocab_size"], "ours: the toy task's token range")
+    hidden_size: int = option(TINY_LLAMA["hidden_size"], "ours: tiny, for CPU smoke runs")
+    intermediate_size: int = option(TINY_LLAMA["intermediate_size"], "ours: tiny, for CPU smoke runs")
+    num_hidden_layers: int = option(TINY_LLAMA["num_hidden_layers"], "ours: tiny, for CPU smoke runs")
+    num_attention_heads: int = option(TINY_LLAMA["num_attention_heads"], "ours: tiny, for CPU smoke runs")
+    num_key_value_heads: int = option(TINY_LLAMA["num_key_value_heads"], "ours: tiny, for CPU smoke runs")
+    max_position_embeddings: int = option(TINY_LLAMA["max_position_embeddings"], "ours: the toy sequences' length")
 
 
 class ToyLLM(nn.Module):
@@ -17,7 +33,7 @@ class ToyLLM(nn.Module):
         if cfg.path:
             self.lm, self.tokenizer, self.token_ids = load_llm(cfg, device)
         else:
-            lm = tiny_llama(**cfg.options)
+            lm = tiny_llama(**dataclasses.asdict(build_options(ToyOptions, cfg.options)))
             self.lm = apply_lora(lm, cfg.lora) if cfg.lora.enabled else lm
             self.tokenizer, self.token_ids = None, []
 
@@ -28,8 +44,12 @@ class ToyLLM(nn.Module):
         return self.lm if isinstance(self.lm, PeftModel) else None
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                      **token_mean_kwargs(batch))
+        out = self.lm(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            **token_mean_kwargs(batch),
+        )
         return {"loss_text": out.loss}
 
     @staticmethod

@@ -63,8 +63,9 @@ def to_original(logits: torch.Tensor, valid_size, size) -> torch.Tensor:
     h, w = (int(x) for x in valid_size)
     if len(logits) == 0:
         return torch.zeros(0, *size, dtype=torch.bool, device=logits.device)
-    x = F.interpolate(logits[:, None, :h, :w].float(), size=tuple(int(s) for s in size), mode="bilinear",
-                      align_corners=False)
+    x = F.interpolate(
+        logits[:, None, :h, :w].float(), size=tuple(int(s) for s in size), mode="bilinear", align_corners=False
+    )
     return x[:, 0] > 0
 
 
@@ -74,12 +75,17 @@ def score_at_original(meter, logits: list, batch: dict) -> None:
     batch["original_ignore"] (H, W) left out: how LISA's ValDataset and validate count IoU (not in
     the frame, which would change cIoU's per-image weights)."""
     if "original_masks" not in batch or "original_ignore" not in batch:
-        raise ValueError("evaluation batches need original_masks and original_ignore (the eval split of "
-                         "seg-conversations, seg-queries and referring carries them)")
+        raise ValueError(
+            "evaluation batches need original_masks and original_ignore (the eval split of "
+            "seg-conversations, seg-queries and referring carries them)"
+        )
     for b, pred in enumerate(logits):
         target = batch["original_masks"][b]
-        meter.update(to_original(pred, batch["valid_size"][b], target.shape[-2:]).to(target.device), target.bool(),
-                     ignore=batch["original_ignore"][b].bool())
+        meter.update(
+            to_original(pred, batch["valid_size"][b], target.shape[-2:]).to(target.device),
+            target.bool(),
+            ignore=batch["original_ignore"][b].bool(),
+        )
 
 
 def clip_input(image: np.ndarray, size: int) -> torch.Tensor:

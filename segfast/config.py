@@ -1,11 +1,16 @@
-"""Training configuration: typed dataclasses, loaded from YAML with dotted overrides.
+"""Run configuration: typed dataclasses, loaded from YAML with dotted overrides.
 
     cfg = load_config("run.yaml", ["optim.lr=1e-4", "run.total_steps=200"])
 
 Unknown keys are errors that name the key (and suggest the closest known one); values are
-converted to the field's type, so "run.total_steps=200" is an int.
+converted to the field's type, so "run.total_steps=200" is an int. model.options are checked
+against the typed options dataclass of the system named by model.name (segfast.registry), whose
+fields carry their default and its source (`option`).
+
+A leaf module: it imports nothing of segfast but the registry, so every layer may use it.
 """
 
+import copy
 import dataclasses
 import difflib
 import typing
@@ -14,15 +19,31 @@ from pathlib import Path
 
 import yaml
 
+from segfast import registry
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the dotted key it concerns."""
 
 
+def option(default, source: str):
+    """A field of a system's options dataclass: its default and, in one line, where that default
+    comes from ("Supp B", "authors' code", "ours: because ..."); `segfast options NAME` prints it."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"source": source})
+    return field(default=default, metadata={"source": source})
+
+
+def build_options(cls, given: dict | None, prefix: str = "model.options."):
+    """An instance of the options dataclass `cls` from a mapping: unknown keys are ConfigErrors
+    naming the key with the closest known one, values converted to the fields' types."""
+    return given if isinstance(given, cls) else _build(cls, dict(given or {}), prefix)
+
+
 @dataclass
 class LoraConfig:
     enabled: bool = True
-    r: int = 8                      # LISA's defaults
+    r: int = 8  # LISA's defaults
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
@@ -30,17 +51,17 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "toy-llm"           # a key of segfast.models.MODELS
-    path: str = ""                  # local model directory ("" = random init from `options`)
+    name: str = "toy-llm"  # a registered system (segfast.registry)
+    path: str = ""  # local model directory ("" = random init from `options`)
     special_tokens: list = field(default_factory=list)
-    attention: str = "auto"         # auto | flash_attention_2 | sdpa | eager
+    attention: str = "auto"  # auto | flash_attention_2 | sdpa | eager
     lora: LoraConfig = field(default_factory=LoraConfig)
-    options: dict = field(default_factory=dict)   # model-specific settings
+    options: dict = field(default_factory=dict)  # the system's options (its options dataclass)
 
 
 @dataclass
 class DataConfig:
-    name: str = "toy-tokens"        # a key of segfast.data.DATASETS
+    name: str = "toy-tokens"  # a registered dataset (segfast.registry)
     num_workers: int = 0
     options: dict = field(default_factory=dict)
 
@@ -51,35 +72,35 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.95)
     warmup_steps: int = 10
-    schedule: str = "cosine"        # cosine | linear | constant
+    schedule: str = "cosine"  # cosine | linear | constant
     min_lr_ratio: float = 0.0
-    clip_grad: float = 1.0          # 0 disables
+    clip_grad: float = 1.0  # 0 disables
 
 
 @dataclass
 class RunConfig:
     output_dir: str = "runs/toy"
     total_steps: int = 100
-    global_batch_size: int = 8      # samples per optimizer step, over all processes
-    micro_batch_size: int = 4       # samples per forward pass on one device
-    device: str = "auto"            # auto (a GPU when there is one) | cpu
-    strategy: str = "auto"          # auto | none | ddp | fsdp
-    precision: str = "auto"         # auto | bf16 | fp16 | fp32
+    global_batch_size: int = 8  # samples per optimizer step, over all processes
+    micro_batch_size: int = 4  # samples per forward pass on one device
+    device: str = "auto"  # auto (a GPU when there is one) | cpu
+    strategy: str = "auto"  # auto | none | ddp | fsdp
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
     gradient_checkpointing: bool = False
     seed: int = 0
     log_every: int = 1
     save_every: int = 50
     keep_last: int = 2
-    eval_every: int = 0             # 0 disables
-    eval_batches: int = 4           # ours: micro-batches per process of a periodic evaluation; 0 = the whole split
+    eval_every: int = 0  # 0 disables
+    eval_batches: int = 4  # ours: micro-batches per process of a periodic evaluation; 0 = the whole split
     tensorboard: bool = False
-    resume: bool = False            # continue from the newest checkpoint in output_dir
+    resume: bool = False  # continue from the newest checkpoint in output_dir
     # ours, because a later stage (LLaFS pretraining -> few-shot training, fine-tuning) must never start
     # from scratch by accident: a checkpoint (or a run directory: its newest valid one) whose trainable
     # weights, LoRA adapter included, start this run; ignored when the run resumes its own checkpoint
     init_from: str = ""
-    init_strict: bool = True        # ours: a stage never silently loads half its weights (missing/unexpected listed)
-    stop_after: int = 0             # stop (as if killed) after this many steps of this process; 0 = never
+    init_strict: bool = True  # ours: a stage never silently loads half its weights (missing/unexpected listed)
+    stop_after: int = 0  # stop (as if killed) after this many steps of this process; 0 = never
 
 
 @dataclass
@@ -103,8 +124,10 @@ def check_keys(prefix: str, given, known) -> None:
     key as a suggestion (prefix: the dotted section, e.g. "model.options.")."""
     for key in given:
         if key not in known:
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}{_did_you_mean(key, known, prefix)}; known: "
-                              f"{', '.join(prefix + str(k) for k in known)}")
+            raise ConfigError(
+                f"unknown config key {prefix + str(key)!r}{_did_you_mean(key, known, prefix)}; known: "
+                f"{', '.join(prefix + str(k) for k in known)}"
+            )
 
 
 def check_name(key: str, name: str, known) -> None:
@@ -200,9 +223,9 @@ def load_config(path: str | Path | None = None, overrides: list | tuple = (), ba
         except yaml.YAMLError as exc:
             raise ConfigError(f"{key.strip()}: {value!r} is not a valid value ({exc.problem})") from None
         _set_dotted(tree, key.strip(), value)
-    from segfast.models import CONFIG_DEFAULTS
-
-    tree = _merged(CONFIG_DEFAULTS.get((tree.get("model") or {}).get("name"), {}), tree)
+    name = (tree.get("model") or {}).get("name")
+    if name in registry.systems():
+        tree = _merged(registry.system(name).config_defaults, tree)
     cfg = _build(TrainConfig, tree, "")
     validate(cfg)
     return cfg
@@ -223,9 +246,6 @@ def _at_least(key: str, value, low) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Every value checked before anything runs: a ConfigError names the key."""
-    from segfast.data import DATASETS
-    from segfast.models import MODELS, declared_options
-
     run, optim = cfg.run, cfg.optim
     for key in ("total_steps", "global_batch_size", "micro_batch_size", "save_every", "log_every", "keep_last"):
         _at_least(f"run.{key}", getattr(run, key), 1)
@@ -239,7 +259,9 @@ def validate(cfg: TrainConfig) -> None:
     if not 0 <= optim.min_lr_ratio <= 1:
         raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}")
     betas = optim.betas
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+    if len(betas) != 2 or not all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+    ):
         raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.95], got {list(betas)}")
     if run.device not in ("auto", "cpu"):
         raise ConfigError(f"run.device must be auto or cpu, got {run.device!r}")
@@ -250,9 +272,11 @@ def validate(cfg: TrainConfig) -> None:
     if optim.schedule not in ("cosine", "linear", "constant"):
         raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {optim.schedule!r}")
     if cfg.model.attention not in ("auto", "flash_attention_2", "sdpa", "eager"):
-        raise ConfigError(f"model.attention must be auto, flash_attention_2, sdpa or eager, got {cfg.model.attention!r}")
-    check_name("model.name", cfg.model.name, MODELS)
-    check_name("data.name", cfg.data.name, DATASETS)
-    declared = declared_options(cfg.model.name)
-    if declared is not None:
-        check_keys("model.options.", cfg.model.options, declared)
+        raise ConfigError(
+            f"model.attention must be auto, flash_attention_2, sdpa or eager, got {cfg.model.attention!r}"
+        )
+    check_name("model.name", cfg.model.name, registry.systems())
+    check_name("data.name", cfg.data.name, registry.datasets())
+    options = registry.system(cfg.model.name).options
+    if options is not None:
+        build_options(options, cfg.model.options)

@@ -33,8 +33,15 @@ def answer(items: list) -> str:
     return ", ".join(f"{name}{SEG if present else NEG}" for name, present in items)
 
 
-def build(present: list, classes: list, rng: random.Random, num_classes: int = 10, random_class_list: bool = True,
-          sequence_augmentation: bool = True, order_consistency: bool = True) -> tuple[str, str, list]:
+def build(
+    present: list,
+    classes: list,
+    rng: random.Random,
+    num_classes: int = 10,
+    random_class_list: bool = True,
+    sequence_augmentation: bool = True,
+    order_consistency: bool = True,
+) -> tuple[str, str, list]:
     """(question, answer, targets): targets are the class indices answered with <SEG>, in answer
     order (one mask each). present: class indices in the image; classes: the dataset's names
     (None for unused indices)."""
@@ -56,8 +63,11 @@ def build(present: list, classes: list, rng: random.Random, num_classes: int = 1
     items = [(c, c in keep) for c in sampled if sequence_augmentation or c in keep]
     if not order_consistency:
         items = [i for i in items if i[1]] + [i for i in items if not i[1]]
-    return (question([classes[c] for c in sampled]), answer([(classes[c], p) for c, p in items]),
-            [c for c, p in items if p])
+    return (
+        question([classes[c] for c in sampled]),
+        answer([(classes[c], p) for c, p in items]),
+        [c for c, p in items if p],
+    )
 
 
 def chunks(classes: list, chunk_size: int) -> list:
@@ -65,7 +75,7 @@ def chunks(classes: list, chunk_size: int) -> list:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     named = [c for c in range(len(classes)) if classes[c] is not None]
-    return [named[i:i + chunk_size] for i in range(0, len(named), chunk_size)]
+    return [named[i : i + chunk_size] for i in range(0, len(named), chunk_size)]
 
 
 def parse(text: str, names: list) -> list:
