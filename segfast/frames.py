@@ -94,6 +94,18 @@ def clip_input(image: np.ndarray, size: int) -> torch.Tensor:
     return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
 
 
+def clip_crop_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """(3, size, size) CLIP-normalised: the shorter side resized to `size` (bicubic), then the
+    centre crop, as transformers' CLIPImageProcessor (the processor of LLaVA checkpoints, and
+    what LISA's and LLM-Seg's loaders call) prepares an image."""
+    h, w = image.shape[:2]
+    nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    x = F.interpolate(_rgb(image) / 255, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[:, top : top + size, left : left + size]
+    return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
 def model_inputs(image: np.ndarray, sam_size: int, clip_size: int) -> dict:
     frame, valid = sam_frame(image, sam_size)
     return {"image": frame, "valid_size": torch.tensor(valid), "clip_image": clip_input(image, clip_size)}

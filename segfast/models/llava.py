@@ -82,6 +82,11 @@ def vision_tower(lm):
     return base_model(lm).model.vision_tower
 
 
+def projector(lm):
+    """LLaVA's multi-modal projector (under peft, its module-to-save wrapper)."""
+    return base_model(lm).model.multi_modal_projector
+
+
 def image_token_count(lm) -> int:
     """Image features per image: CLIP's patch grid (plus CLS for the "full" strategy)."""
     config = base_model(lm).config

@@ -255,30 +255,21 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
 def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen):
     """The other protocol families through a checkpoint's data config, on tiny fake layouts."""
     from segfast.train.protocols import get
+    from tests.data.llmseg_layouts import box, proposals_json, write_llmseg40k
     from tests.data.test_fewshot import _pascal_tree
-    from tests.models.test_llmseg import _proposals_json
 
     def build(name, data):
         section = get(name).data_section(data)
         return DATASETS[section["name"]](section["options"], "eval", 0)
 
-    # LLM-Seg40K val: every question of every annotation, with proposals at the image's resolution
-    (tmp_path / "l40" / "images").mkdir(parents=True)
-    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "l40" / "images" / "b.png")
-    (tmp_path / "l40" / "val.json").write_text(
-        json.dumps(
-            [
-                {
-                    "image": "b.png",
-                    "query": ["what is left?", "the thing"],
-                    "segmentation": [sum(_square(0, 0, 20, 20), [])],
-                }
-            ]
-        )
+    # LLM-Seg40K val (validation.json): every question of every annotation, proposals at SAM's resolution
+    target = box(30, 50, 0, 0, 20, 20)
+    write_llmseg40k(
+        tmp_path / "l40",
+        "validation",
+        {"b.jpg": ("coco", (30, 50), [("what is left?", "cup", target), ("the thing", "box", ~target)])},
     )
-    masks = np.zeros((2, 30, 50), bool)
-    masks[0, :20, :20] = True
-    _proposals_json(tmp_path / "p40" / "images" / "b.json", masks)
+    proposals_json(tmp_path / "p40" / "coco" / "train2017" / "b.json", np.stack([target, box(30, 50, 0, 0, 5, 5)]))
     llmseg = {
         "name": "referring",
         "options": {
@@ -289,8 +280,12 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
         },
     }
     ds = build("llmseg40k-val", llmseg)
-    assert [ds[i]["query"] for i in range(len(ds))] == ["what is left?", "the thing"]
-    assert ds[0]["original_proposals"].shape == (2, 30, 8)
+    assert [ds[i]["conversations"][0][0]["question"] for i in range(len(ds))] == [
+        "<image> what is left? Please output segmentation mask.",
+        "<image> the thing Please output segmentation mask.",
+    ]
+    assert ds[0]["proposals"].shape == (2, 50, 8) and ds[0]["gt_iou"].tolist() == [[1.0, 0.0625]]
+    assert ds[1]["original_masks"].shape == (1, 30, 50) and ds[1]["gt_iop"].tolist() == [[0.0, 0.0]]
     # ADE20K val: the validation folder, every class of objectInfo150.csv
     ade = tmp_path / "ade"
     for sub, name in (("images", "a.jpg"), ("annotations", "a.png")):

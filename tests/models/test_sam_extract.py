@@ -54,7 +54,8 @@ def test_extract_resume_and_load(tmp_path, capsys):
     areas = [r["area"] for r in data["annotations"]]
     assert 0 < len(areas) <= 7 and areas == sorted(areas, reverse=True)
     # The stored RLE decodes to the generator's own largest masks.
-    packed, records = load_proposals(files[0])
+    packed, records, size = load_proposals(files[0])
+    assert size == (90, 130) and len(records) == len(packed)
     expected = ProposalGenerator(
         tiny_sam(), points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0
     ).generate_batch([blob_image(0, 90, 130)])[0]
