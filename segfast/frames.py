@@ -11,6 +11,19 @@ SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def shrink_longest_side(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image scaled down (OpenCV INTER_AREA, size truncated to int) so that its longer side is
+    at most max_side, as LLM-Seg's prepare_datasets scripts scale images before SAM; smaller
+    images (and max_side 0) are returned as they are."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image
+    import cv2
+
+    scale = max_side / max(h, w)
+    return cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+
+
 def read_rgb(path) -> np.ndarray:
     """(H, W, 3) uint8 RGB array of an image file (a writable copy)."""
     from PIL import Image

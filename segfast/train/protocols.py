@@ -98,13 +98,15 @@ REFER_READERS = ("seg-conversations", "referring", "seg-queries")
 REFER_QUERIES = "every sentence of every referent of the split, each its own single-round query (LISA's ValDataset)"
 REFER_PROMPT = (
     "LISA: '<image> What is {sentence} in this image? Please output segmentation mask.' with the answer "
-    "'[SEG].' teacher-forced (LISA's ValDataset); LLM-Seg its own fixed prompt; LLaVASeg its chain of "
+    "'[SEG].' teacher-forced (LISA's ValDataset; LLM-Seg asks the same); LLaVASeg its chain of "
     "thought"
 )
 ORIGINAL = (
     "the image's original resolution: mask logits cropped to the unpadded frame and resized back "
-    "(segment-anything's postprocess_masks), LLM-Seg's proposals as SAM made them"
+    "(segment-anything's postprocess_masks); LLM-Seg's selected proposals (SAM ran on the image scaled to "
+    "<= 1024) resized there (nearest), as the authors' validation does"
 )
+LLMSEG_SELECTION = "LLM-Seg: the proposals with predicted IoP > 0.5 (model.options.selection, Table 3's default)"
 LISA_VAL = "LISA utils/dataset.py ValDataset + train_ds.py validate (intersectionAndUnionGPU, ignore_index 255)"
 CIOU_GIOU = {"cIoU": "eval/iou/cIoU", "gIoU": "eval/iou/gIoU"}
 
@@ -162,6 +164,15 @@ REASONSEG_VAL = (
     *_r("LLM-Seg", "Table 1", "LLM-Seg (Zero-Shot ✓)", gIoU=47.4, cIoU=35.4, ncIoU=43.5),
     *_r("LLM-Seg", "Table 1", "LLM-Seg (Zero-Shot ×)", gIoU=52.3, cIoU=47.5, ncIoU=48.8),
     *_r("LLM-Seg", "Table 1", "LLM-Seg (20 epochs, Zero-Shot ×)", gIoU=55.4, cIoU=45.6, ncIoU=51.0),
+    # LLM-Seg's ablations, all 10 epochs on ReasonSeg val (model.options: fusion, heads, selection, backbone)
+    *_r("LLM-Seg", "Table 2", "MLP instead of fusion, IoU head (fusion=mlp heads=iou)", gIoU=49.1, cIoU=31.8),
+    *_r("LLM-Seg", "Table 2", "fusion, IoU head (heads=iou)", gIoU=48.6, cIoU=28.5),
+    *_r("LLM-Seg", "Table 2", "fusion, IoP head (heads=iop)", gIoU=51.1, cIoU=43.6),
+    *_r("LLM-Seg", "Table 3", "Top1 IoU (selection=top1_iou)", gIoU=49.6, cIoU=35.4),
+    *_r("LLM-Seg", "Table 3", "Top1 IoU + Threshold IoP (selection=top1_iou+iop_threshold)", gIoU=53.8, cIoU=42.2),
+    *_r("LLM-Seg", "Table 3", "Threshold IoP from Top5 IoU (selection=top5_iou_iop_threshold)", gIoU=51.4, cIoU=43.6),
+    *_r("LLM-Seg", "Table 4", "CLIP (ConvNext-Large) mask embeddings", gIoU=49.3, cIoU=44.5),
+    *_r("LLM-Seg", "Table 4", "SAM (ViT-H) mask embeddings (backbone=sam)", gIoU=46.2, cIoU=44.7),
     *_r("LLaVASeg", "Table 1", "LISA-7B", gIoU=44.4, cIoU=46.0),
     *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", gIoU=57.3, cIoU=60.7),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-7B", gIoU=54.8, cIoU=49.9),
@@ -186,8 +197,8 @@ def _reasonseg(split: str, reported: tuple) -> Protocol:
         queries="the first query of each json (text[0]), one single-round query per image (LISA's ValDataset)",
         prompt=(
             "LISA: '<image> {text} Please output segmentation mask.' when is_sentence, else '<image> What is "
-            "{text} in this image? Please output segmentation mask.', answer '[SEG].'; LLM-Seg its own prompt; "
-            "LLaVASeg its chain of thought"
+            "{text} in this image? Please output segmentation mask.', answer '[SEG].' (LLM-Seg's validation asks "
+            f"the same); LLaVASeg its chain of thought. {LLMSEG_SELECTION}"
         ),
         ignore=(
             "shapes labelled 'flag' skipped; a label containing 'ignore' marks pixels left out of every metric "
@@ -195,22 +206,31 @@ def _reasonseg(split: str, reported: tuple) -> Protocol:
         ),
         resolution=ORIGINAL,
         metrics={**CIOU_GIOU, "ncIoU": "eval/nciou/ncIoU"},
-        source=f"{LISA_VAL}; ncIoU (LLM-Seg) is a separate metric on resized masks, not computed here",
+        source=(
+            f"{LISA_VAL}; ncIoU (LLM-Seg §5.1.1; its training.py validate_threshold): prediction and target "
+            "resized to 1024x1024 (nearest) before cIoU, reported by the llm-seg model"
+        ),
         reported=reported,
     )
 
 
 LLMSEG40K = Protocol(
     name="llmseg40k-val",
-    title="LLM-Seg40K val, reasoning segmentation",
+    title="LLM-Seg40K val (validation.json), reasoning segmentation",
     readers=("referring",),
     data={"format": "llmseg40k", "eval_split": "val"},
-    queries="every question of every annotation, each a single query",
-    prompt="LLM-Seg's fixed prompt",
+    queries="every question of every image of validation.json, each its own single-round query",
+    prompt=(
+        "'<image> {question} Please output segmentation mask.', answer '[SEG].' teacher-forced "
+        f"(the authors' ValDataSet_LLMSeg). {LLMSEG_SELECTION}"
+    ),
     ignore="none",
     resolution=ORIGINAL,
     metrics=CIOU_GIOU,
-    source="LLM-Seg Sec. 5.2 (its validation.py scoring)",
+    source=(
+        "LLM-Seg §5.2 (nIoU left out: small variance of image sizes); validate_llmseg.py scoring, on every "
+        "question (the released ValDataSet_LLMSeg returns only the first 100 of its shuffled samples)"
+    ),
     reported=(
         *_r("LLM-Seg", "Table 5", "LISA (Zero-Shot ✓)", gIoU=33.19, cIoU=37.97),
         *_r("LLM-Seg", "Table 5", "LISA (Zero-Shot ×)", gIoU=37.59, cIoU=48.49),

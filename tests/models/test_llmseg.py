@@ -232,3 +232,43 @@ def test_option_checks_name_the_key():
         build("llm-seg", heads="iou")  # the default selection thresholds the IoP head
     with pytest.raises(ConfigError, match="model.options.fusion"):
         build("llm-seg", fusion="transformer")
+
+
+# ---- 9. evaluation: gIoU and cIoU at the original resolution, ncIoU at 1024 x 1024 ---------------
+def test_evaluation_counts_at_the_original_resolution_and_ncIoU_apart(tiny, monkeypatch):
+    """Two images: 40x60 (SAM ran at 20x30) whose chosen proposal, upsampled, covers 800 px of which
+    600 are the target and 50 ignored; 20x30 with nothing chosen and a 100-px target. gIoU
+    (0.8 + 0) / 2, cIoU 600 / 850; ncIoU resizes all to 1024x1024 first (ignored: 256 x 85 px)."""
+    from segfast.data.referring import pad_square
+    from segfast.metrics import IoUMeter
+
+    def boxes(h, w, *spans):
+        m = torch.zeros(len(spans), h, w, dtype=torch.bool)
+        for i, (y1, x1) in enumerate(spans):
+            m[i, :y1, :x1] = True
+        return m
+
+    proposals = [pad_square(pack_masks(boxes(20, 30, span)), 20, 30) for span in ((10, 20), (5, 5))]
+    ignore = torch.zeros(40, 60, dtype=torch.bool)
+    ignore[:10, 35:40] = True
+    batch = {
+        "proposals": proposals,
+        "proposal_size": torch.tensor([[20, 30], [20, 30]]),
+        "original_masks": [boxes(40, 60, (20, 30)), boxes(20, 30, (10, 10))],
+        "original_ignore": [ignore, torch.zeros(20, 30, dtype=torch.bool)],
+    }
+    chosen = torch.tensor([[True], [False]])
+    monkeypatch.setattr(tiny, "predict", lambda b: {"chosen": chosen, "owner": torch.tensor([0, 1])})
+    meters = {"iou": IoUMeter()}
+    tiny.evaluate(batch, meters)
+    iou, nc = meters["iou"].compute(), meters["nciou"].compute()
+    assert iou["gIoU"] == pytest.approx(0.4) and iou["cIoU"] == pytest.approx(600 / 850)
+    assert nc["ncIoU"] == pytest.approx(512 * 512 / (512 * 683 - 256 * 85 + 512 * 342)) and nc["samples"] == 2
+
+
+def test_a_trained_tiny_model_is_scored_with_every_metric(tmp_path):
+    from tests.models.seg_family import train_tiny
+
+    records = train_tiny(tmp_path, {"name": "llm-seg"}, {"name": "referring", "options": {"length": 8}}, steps=2)
+    last = records[-1]
+    assert {"eval/iou/gIoU", "eval/iou/cIoU", "eval/nciou/ncIoU", "eval/iou", "eval/iop", "eval/text"} <= set(last)
