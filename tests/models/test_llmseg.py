@@ -272,3 +272,40 @@ def test_a_trained_tiny_model_is_scored_with_every_metric(tmp_path):
     records = train_tiny(tmp_path, {"name": "llm-seg"}, {"name": "referring", "options": {"length": 8}}, steps=2)
     last = records[-1]
     assert {"eval/iou/gIoU", "eval/iou/cIoU", "eval/nciou/ncIoU", "eval/iou", "eval/iop", "eval/text"} <= set(last)
+
+
+# ---- 12. the ablations of Tables 2 and 4 ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"fusion": "mlp", "heads": "iou", "selection": "top1_iou"}, {"text", "iou"}),  # Table 2, row 1
+        ({"heads": "iou", "selection": "top1_iou"}, {"text", "iou"}),  # row 2
+        ({"heads": "iop"}, {"text", "iop"}),  # row 3
+        ({}, {"text", "iou", "iop"}),  # row 4, the paper's model
+    ],
+)
+def test_table2_structures_train_their_heads_only(options, expected):
+    model = build("llm-seg", **options)
+    batch = _batch()
+    losses = model(batch)
+    assert set(losses) == expected
+    assert (model.embedding_head is None) == ("iou" not in expected)
+    assert (model.iop_head is None) == ("iop" not in expected)
+    grads = trainable_gradients(model, losses)
+    assert all(grads[n] for n in grads if n.startswith(("fusion.", "project.", "text_fc.")) and "bias" not in n)
+    if options.get("fusion") == "mlp":  # the MLP updates the mask embeddings alone: [SEG] plays no part
+        masks, valid = torch.randn(2, 5, 256), torch.ones(2, 5, dtype=torch.bool)
+        seg, other = torch.randn(2, 256), torch.zeros(2, 256)
+        torch.testing.assert_close(model.fusion(masks, seg, valid), model.fusion(masks, other, valid))
+    out = model.predict(batch)
+    assert out["chosen"].shape == out["valid"].shape
+
+
+def test_table4_sam_encoder_makes_the_mask_embeddings():
+    model = build("llm-seg", backbone="sam", image_size=64, sam_image_size=64)
+    batch = _batch(image_size=64)
+    assert model.features(batch["image"]).shape == (2, 32, 4, 4)  # SAM's neck: 32 channels here, 256 in ViT-H
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert set(model(batch)) == {"text", "iou", "iop"}
+    with pytest.raises(ConfigError, match="image_size"):
+        build("llm-seg", backbone="sam", image_size=56, sam_image_size=64)
