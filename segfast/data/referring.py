@@ -377,8 +377,9 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
 
         name = self._proposal_file(image_path)
         packed, _, (h, w) = load_proposals(name, top_k=self.k)
-        # SAM ran on the image or on it scaled down (aspect kept): anything else is another image
-        if abs(h / height - w / width) * max(height, width) > 2:
+        # SAM ran on the image or on it scaled down (aspect kept, sizes truncated): else another image
+        scale = max(h, w) / max(height, width)
+        if abs(h - height * scale) >= 1.5 or abs(w - width * scale) >= 1.5:
             raise ValueError(f"proposals: {name} holds {h}x{w} masks, not the size of {image_path} ({height}x{width})")
         return packed, w
 

@@ -282,3 +282,11 @@ def test_target_resize_is_skimages_order_0_ties_included():
     assert cols[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
     assert cols[-5:].tolist() == list(range(1095, 1100))
     assert int(cols.sum()) == 562688
+
+
+def test_proposals_of_a_long_image_scaled_to_1024_are_its_own(tmp_path):
+    """100 x 3000 scaled to 1024 wide: int(34.13) = 34 rows; the truncation is not a mismatch."""
+    root = _reasonseg(tmp_path / "rs", size=(100, 3000))
+    proposals_json(tmp_path / "p" / "train" / "a.json", np.stack([box(34, 1024, 0, 0, 10, 10)]))
+    s = ReferringSegmentation("reasonseg", str(root), "train", str(tmp_path / "p"), image_size=32)[0]
+    assert s["proposal_size"].tolist() == [34, 1024] and s["proposals"].shape == (1, 1024, 128)

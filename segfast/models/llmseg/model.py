@@ -37,13 +37,13 @@ from segfast.metrics import NcIoUMeter
 from segfast.models.lisa.conversation import encode, predicting
 from segfast.models.llava import (
     IMAGE,
-    base_model,
     build_llava,
     conversation_embeds,
     image_features,
     image_size,
     image_token_count,
     projector,
+    vision_tower,
 )
 from segfast.models.llm import LLMHooks, count_labelled, token_mean_kwargs
 from segfast.models.llmseg.fusion import Fusion, MLPFusion
@@ -129,7 +129,7 @@ class LLMSeg(LLMHooks, nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.backbone.eval()  # frozen: no dropout, ever
-        base_model(self.lm).model.vision_tower.eval()
+        vision_tower(self.lm).eval()
         return self
 
     # ---- the image side ----------------------------------------------------------------------
