@@ -15,7 +15,7 @@ from segfast.data import DATASETS
 from segfast.data.referring import ReferringSegmentation
 from segfast.frames import sam_frame
 from segfast.ops import unpack_masks
-from tests.data.llmseg_layouts import box, proposals_json, write_llmseg40k
+from tests.data.llmseg_layouts import box, proposals_json, rle, write_llmseg40k
 
 pytest.importorskip("pycocotools")
 
@@ -73,6 +73,20 @@ def test_targets_are_counted_at_the_proposals_resolution_from_the_original_targe
     with pytest.raises(ValueError, match="not the size"):
         proposals_json(tmp_path / "p" / "train" / "a.json", np.stack([box(30, 30, 0, 0, 5, 5)]))
         ReferringSegmentation("reasonseg", str(root), "train", str(tmp_path / "p"))[0]
+
+
+def test_the_largest_max_proposals_are_kept_largest_first(tmp_path):
+    """A file written smallest first: max_proposals=2 keeps the two largest by area, largest first
+    (the authors' SAM_Mask_Reader sorts by area and keeps the first 50)."""
+    root = _reasonseg(tmp_path / "rs")
+    masks = [box(20, 30, 0, 0, 2, 2), box(20, 30, 0, 0, 20, 30), box(20, 30, 0, 0, 3, 3), box(20, 30, 0, 0, 10, 10)]
+    anns = [{"segmentation": rle(m), "area": int(m.sum())} for m in masks]
+    path = tmp_path / "p" / "train" / "a.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"height": 20, "width": 30, "annotations": anns}))
+    s = ReferringSegmentation("reasonseg", str(root), "train", str(tmp_path / "p"), image_size=30, max_proposals=2)[0]
+    assert unpack_masks(s["proposals"], 30).sum((1, 2)).tolist() == [600, 100]
+    assert s["gt_iou"].shape[-1] == 2
 
 
 def test_reasonseg_training_draws_up_to_three_questions_anew_each_epoch(tmp_path):

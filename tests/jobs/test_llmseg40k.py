@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segfast.jobs.llmseg40k import generate, split_sizes
+from segfast.jobs.llmseg40k import COUNTS, SPLITS, generate, split_sizes
 from segfast.text.llmseg40k import TEMPLATE, parse_questions, question_prompt
 
 pytest.importorskip("pycocotools")
@@ -182,17 +182,11 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
         generate(tmp_path / "other", **sources, describer=describer, stages=("sample", "ask"), device="cpu")
 
 
-def test_split_sizes_keep_the_papers_proportions():
-    assert split_sizes(14000, {"train": 11000, "validation": 1000, "test": 2000}) == {
-        "train": 11000,
-        "validation": 1000,
-        "test": 2000,
-    }
-    assert split_sizes(140, {"train": 11000, "validation": 1000, "test": 2000}) == {
-        "train": 110,
-        "validation": 10,
-        "test": 20,
-    }
+def test_paper_counts_and_split_sizes_keep_their_proportions():
+    """§4.2.1: 6000 simple + 4000 complex LVIS images and 3000 EgoObjects; §4.3: 11K / 1K / 2K."""
+    assert COUNTS == {"simple": 6000, "complex": 4000, "egoobjects": 3000}
+    assert split_sizes(14000, SPLITS) == {"train": 11000, "validation": 1000, "test": 2000}
+    assert split_sizes(140, SPLITS) == {"train": 110, "validation": 10, "test": 20}
 
 
 def _save_describer(directory, words):
