@@ -11,7 +11,8 @@ Layouts read (local paths):
               [str], "segmentation": COCO polygons [[x, y, ...], ...] or COCO RLE}
               (LLM-Seg40K's fields mapped to these names; see the README).
   refcoco     <root>/<dataset>/refs(<split_by>).p and instances.json (the `refer` toolkit
-              layout), images under <root>/images/train2014; every sentence of a ref in `split`.
+              layout), images under <root>/images/train2014 (refclef: <root>/images/saiapr_tc-12);
+              every sentence of a ref in `split`.
   synthetic   generated rectangles with a coloured target named by the query; proposals are
               the rectangles, some unions and noise boxes (no files; the built-in default).
 
@@ -112,6 +113,9 @@ def read_llmseg40k(root: Path, split: str) -> list:
     return samples
 
 
+IMAGE_FOLDERS = {"refclef": "saiapr_tc-12"}  # refCLEF's ImageCLEF images; the refCOCO family's are COCO train2014
+
+
 def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str = "unc") -> list:
     refs_path, inst_path = root / dataset / f"refs({split_by}).p", root / dataset / "instances.json"
     for p in (refs_path, inst_path):
@@ -130,7 +134,7 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
         # sentences as LISA reads them (sent.strip().lower())
         samples.append(
             {
-                "image": root / "images" / "train2014" / info["file_name"],
+                "image": root / "images" / IMAGE_FOLDERS.get(dataset, "train2014") / info["file_name"],
                 "is_sentence": False,
                 "queries": [s["sent"].strip().lower() for s in ref["sentences"]],
                 "segmentation": ann["segmentation"],
