@@ -222,8 +222,10 @@ def test_loads_saved_tiny_llava_and_sam_with_the_projector_frozen(tmp_path):
     assert seg == [model.seg_id] and "[SEG]" in model.tokenizer.get_added_vocab()  # atomic, one id
     assert not any("lora" in n for n, _ in model.named_parameters() if "vision_tower" in n)
     assert not any(p.requires_grad for n, p in model.named_parameters() if "multi_modal_projector" in n)
+    assert "multi_modal_projector" not in model.lm.peft_config["default"].modules_to_save  # nor saved as trained
     trained = build("lisa", path=weights["path"], sam_checkpoint=weights["sam_checkpoint"], train_projector=True)
     assert any(p.requires_grad for n, p in trained.named_parameters() if "multi_modal_projector" in n)
+    assert "multi_modal_projector" in trained.lm.peft_config["default"].modules_to_save
     sam_state = torch.load(weights["sam_checkpoint"], weights_only=True)
     torch.testing.assert_close(
         model.decoder.sam.mask_decoder.state_dict()["iou_token.weight"], sam_state["mask_decoder.iou_token.weight"]
@@ -310,18 +312,15 @@ def test_reasonseg_explanatory_answers(tmp_path):
 
 def test_refcoco_samples_sentences_across_referents(tmp_path):
     image = np.zeros((40, 60, 3), np.uint8)
-    write_refer(
-        tmp_path / "rc",
-        image,
-        [
-            {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
-            {"split": "train", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "Right Block"}]},
-        ],
-        [
-            {"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]},
-            {"id": 8, "segmentation": [[30, 0, 60, 0, 60, 40, 30, 40]]},
-        ],
-    )
+    refs = [
+        {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left block"}]},
+        {"split": "train", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "Right Block"}]},
+    ]
+    anns = [
+        {"id": 7, "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]},
+        {"id": 8, "segmentation": [[30, 0, 60, 0, 60, 40, 30, 40]]},
+    ]
+    write_refer(tmp_path / "rc", image, refs, anns)
     rc = SegConversations("refcoco", str(tmp_path / "rc"), image_size=64)[0]
     assert len(rc["conversations"]) == 2 and all(c[0]["question"].startswith("<image>\n") for c in rc["conversations"])
     for (turn,), mask in zip(rc["conversations"], rc["original_masks"]):  # each conversation's mask is its expression's
@@ -329,6 +328,10 @@ def test_refcoco_samples_sentences_across_referents(tmp_path):
         inside, outside = (mask[:, :30], mask[:, 30:]) if left else (mask[:, 30:], mask[:, :30])
         assert inside.all() and not outside.any()
     assert any("right block" in c[0]["question"] for c in rc["conversations"])  # lower-cased as LISA asks it
+    # refCLEF: the same layout, its ImageCLEF images under images/saiapr_tc-12 (LISA's refer_seg_dataset)
+    write_refer(tmp_path / "clef", image, refs, anns, dataset="refclef", images="saiapr_tc-12")
+    clef = SegConversations("refcoco", str(tmp_path / "clef"), image_size=64, dataset="refclef")[0]
+    assert clef["original_masks"].shape == (2, 40, 60)
     with pytest.raises(ValueError, match="format"):
         SegConversations("coco")
 
@@ -469,6 +472,8 @@ def test_grefcoco_is_scored_on_the_generated_answer_and_no_target_on_emptiness()
     batch = batch_of(SegConversations(length=2, split="eval"))
     batch["generate"] = [True, True]
     batch["original_masks"][1] = torch.zeros_like(batch["original_masks"][1])  # sample 1: no target
+    batch["original_masks"][0] = torch.zeros_like(batch["original_masks"][0])
+    batch["original_masks"][0][0, :15] = True  # overlaps both masks: only their union scores 15 / 20
     s = model.decoder.image_size
     first = torch.full((2, s, s), -4.0)
     first[0, :10], first[1, 10:20] = 4.0, 4.0  # two [SEG] masks: their union is the prediction
@@ -480,4 +485,5 @@ def test_grefcoco_is_scored_on_the_generated_answer_and_no_target_on_emptiness()
     union = torch.zeros_like(target)
     union[:20] = True
     expected = float((union & target).sum()) / float((union | target).sum())
+    assert expected == pytest.approx(15 / 20)
     assert meters["iou"].compute()["gIoU"] == pytest.approx((expected + 1.0) / 2, abs=1e-6)
