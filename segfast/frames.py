@@ -69,17 +69,21 @@ def frame_labels(label: np.ndarray, size: int, ignore_index: int = 255) -> torch
     return F.pad(x, (0, size - w, 0, size - h), value=ignore_index)
 
 
+def logits_at_original(logits: torch.Tensor, valid_size, size) -> torch.Tensor:
+    """(n, S, S) mask logits in SAM's padded frame -> (n, H, W) float logits at the image's
+    resolution: the unpadded (h, w) crop upsampled bilinearly to `size` (H, W), as
+    segment-anything's postprocess_masks does (LISA computes its mask losses on these)."""
+    h, w = (int(x) for x in valid_size)
+    size = tuple(int(s) for s in size)
+    if len(logits) == 0:
+        return logits.new_zeros(0, *size, dtype=torch.float32)
+    return F.interpolate(logits[:, None, :h, :w].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def to_original(logits: torch.Tensor, valid_size, size) -> torch.Tensor:
     """(n, S, S) mask logits in SAM's padded frame -> (n, H, W) bool at the image's resolution:
-    the unpadded (h, w) crop upsampled bilinearly to `size` (H, W), then > 0, as
-    segment-anything's postprocess_masks (and so LISA's evaluation) does."""
-    h, w = (int(x) for x in valid_size)
-    if len(logits) == 0:
-        return torch.zeros(0, *size, dtype=torch.bool, device=logits.device)
-    x = F.interpolate(
-        logits[:, None, :h, :w].float(), size=tuple(int(s) for s in size), mode="bilinear", align_corners=False
-    )
-    return x[:, 0] > 0
+    logits_at_original > 0, as LISA's evaluation thresholds them."""
+    return logits_at_original(logits, valid_size, size) > 0
 
 
 def score_at_original(meter, logits: list, batch: dict) -> None:

@@ -11,7 +11,8 @@ Layouts read (local paths):
               are skipped, the others filled largest first; a label containing "ignore" marks
               ignored pixels (255: left out of every metric), any other label is target.
   refcoco     <root>/<dataset>/refs(<split_by>).p and instances.json (the `refer` toolkit
-              layout), images under <root>/images/train2014; every sentence of a ref in `split`.
+              layout), images under <root>/images/train2014 (refclef: <root>/images/saiapr_tc-12);
+              every sentence of a ref in `split`.
   llmseg40k   the released LLM-Seg40K (the Google Drive folder linked from the authors' README,
               github.com/wangjunchi/LLMSeg), in the authors' lisa_dataset layout:
                 <root>/LLMSeg-40K/{train,validation,test}.json   (split "val" reads validation.json)
@@ -149,6 +150,9 @@ def read_llmseg40k(root: Path, split: str, image_roots: dict | None = None) -> l
     return samples
 
 
+IMAGE_FOLDERS = {"refclef": "saiapr_tc-12"}  # refCLEF's ImageCLEF images; the refCOCO family's are COCO train2014
+
+
 def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str = "unc") -> list:
     refs_path, inst_path = root / dataset / f"refs({split_by}).p", root / dataset / "instances.json"
     for p in (refs_path, inst_path):
@@ -167,7 +171,7 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
         # sentences as LISA reads them (sent.strip().lower())
         samples.append(
             {
-                "image": root / "images" / "train2014" / info["file_name"],
+                "image": root / "images" / IMAGE_FOLDERS.get(dataset, "train2014") / info["file_name"],
                 "is_sentence": False,
                 "queries": [s["sent"].strip().lower() for s in ref["sentences"]],
                 "segmentation": ann["segmentation"],

@@ -97,9 +97,9 @@ class Protocol:
 REFER_READERS = ("seg-conversations", "referring", "seg-queries")
 REFER_QUERIES = "every sentence of every referent of the split, each its own single-round query (LISA's ValDataset)"
 REFER_PROMPT = (
-    "LISA: '<image> What is {sentence} in this image? Please output segmentation mask.' with the answer "
-    "'[SEG].' teacher-forced (LISA's ValDataset; LLM-Seg asks the same); LLaVASeg its chain of "
-    "thought"
+    "LISA: '<image>\\n What is {sentence} in this image? Please output segmentation mask.' with the answer "
+    "'[SEG].' (LaSagnA: '<SEG>.') teacher-forced (LISA's ValDataset); LLM-Seg asks the same; LLaVASeg "
+    "its chain of thought"
 )
 ORIGINAL = (
     "the image's original resolution: mask logits cropped to the unpadded frame and resized back "
@@ -182,6 +182,12 @@ REASONSEG_VAL = (
     *_r("LaSagnA", "Table 3", "LaSagnA (ours), reasonSeg val", cIoU=47.2),
     *_r("LaSagnA", "Table 3", "LISA-7B, reasonSeg val", cIoU=46.0),
 )
+# LaSagnA Table 4 (gRefCOCO; LaSagnA zero-shot): per row, per split (val, testA, testB) cIoU and gIoU
+GREFCOCO = [
+    ("LaSagnA (ours), zero-shot", [dict(cIoU=38.1, gIoU=32.4), dict(cIoU=50.4, gIoU=47.3), dict(cIoU=42.1, gIoU=38.9)]),
+    ("LISA-7B (trained on it)", [dict(cIoU=38.7, gIoU=32.2), dict(cIoU=52.6, gIoU=48.5), dict(cIoU=44.8, gIoU=39.7)]),
+    ("GSVA-7B", [dict(cIoU=61.7, gIoU=63.3), dict(cIoU=69.2, gIoU=70.1), dict(cIoU=60.3, gIoU=61.3)]),
+]
 REASONSEG_TEST = (
     *_r("SegLLM", "Table 5", "SegLLM, Test (gIoU printed as mIoU)", gIoU=52.4, cIoU=48.4),
     *_r("SegLLM", "Table 5", "LISA, Test (gIoU printed as mIoU)", gIoU=48.7, cIoU=48.8),
@@ -196,7 +202,7 @@ def _reasonseg(split: str, reported: tuple) -> Protocol:
         data={"format": "reasonseg", "eval_split": split},
         queries="the first query of each json (text[0]), one single-round query per image (LISA's ValDataset)",
         prompt=(
-            "LISA: '<image> {text} Please output segmentation mask.' when is_sentence, else '<image> What is "
+            "LISA: '<image>\\n {text} Please output segmentation mask.' when is_sentence, else '<image>\\n What is "
             "{text} in this image? Please output segmentation mask.', answer '[SEG].' (LLM-Seg's validation asks "
             f"the same); LLaVASeg its chain of thought. {LLMSEG_SELECTION}"
         ),
@@ -246,12 +252,38 @@ def _semantic(fmt: str, title: str, reported: tuple) -> Protocol:
         title=title,
         readers=("semantic-queries",),
         data={"format": fmt},
-        queries="every validation image; every class of the dataset asked, in chunks of model.options.chunk_size",
-        prompt="LaSagnA's class-list question (segfast.text.lasagna)",
-        ignore="ADE20K's label 0 ('other') and COCO-Stuff's 255 are ignored (ignore_index 255)",
-        resolution="label maps in SAM's frame (longest side image_size), not yet resized back to the original",
-        metrics={"mIoU": "eval/miou/mIoU"},
-        source="LaSagnA Sec. 4.1 (mIoU at single scale)",
+        queries="every validation image, each asked its own class list (the dataset's names)",
+        prompt=(
+            "LaSagnA: '<image>\\nCan you segment the {names} in this image?' over every class in one question "
+            "(model.options.chunk_size 0, Table 6's N), up to as many new tokens as naming every class takes"
+        ),
+        ignore="the layout's ignored label (ADE20K's 0, COCO-Stuff's 255, Cityscapes' non-evaluated ids, ...) -> 255",
+        resolution=(
+            "original: each <SEG> mask's logits resized back (SAM's postprocess_masks), a pixel takes the class of the "
+            "highest logit above 0, else none"
+        ),
+        metrics={"mIoU": f"eval/miou/{fmt}/mIoU"},
+        source="LaSagnA Sec. 4.1 (mIoU at single scale), test_sem.py (all classes asked at once)",
+        reported=reported,
+    )
+
+
+def _grefcoco(split: str, reported: tuple) -> Protocol:
+    return Protocol(
+        name=f"grefcoco-{split}",
+        title=f"gRefCOCO {split} (UNC), generalized referring segmentation (several or no targets)",
+        readers=("seg-conversations",),
+        data={"format": "grefcoco", "eval_split": split},
+        queries="every sentence of every expression of the split, each its own single-round query",
+        prompt=(
+            "LISA's ValDataset question '<image>\\n What is {sentence} in this image? Please output segmentation "
+            "mask.', "
+            "the answer generated: the prediction is the union of its [SEG]/<SEG> masks, empty without one"
+        ),
+        ignore="none; a no-target expression scores IoU 1 with an empty prediction, else 0",
+        resolution=ORIGINAL,
+        metrics=CIOU_GIOU,
+        source="GRES (Liu et al. 2023) gIoU/cIoU over all expressions; LISA's grefer layout",
         reported=reported,
     )
 
@@ -294,7 +326,10 @@ PROTOCOLS = {
             (
                 *_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=42.0),
                 *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=19.7),
+                *_r("LaSagnA", "Table 2", "LaSagna† (trained on COCO-Stuff only), A-150 open set", mIoU=14.3),
+                *_r("LaSagnA", "Table 5", "+ class list, no OpenImage", mIoU=35.2),
                 *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=38.6),
+                *_r("LaSagnA", "Table 6", "chunk size N/4", mIoU=31.0),
             ),
         ),
         _semantic(
@@ -303,8 +338,47 @@ PROTOCOLS = {
             (
                 *_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=43.9),
                 *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=24.4),
+                *_r("LaSagnA", "Table 5", "+ class list, no OpenImage", mIoU=40.5),
                 *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=43.2),
+                *_r("LaSagnA", "Table 6", "chunk size N/4", mIoU=34.3),
             ),
+        ),
+        _semantic(
+            "cityscapes",
+            "Cityscapes val (19 classes), semantic segmentation",
+            (
+                *_r("LaSagnA", "Table 1", "LaSagna (ours)", mIoU=63.2),
+                *_r("LaSagnA", "Table 1", "LISA-7B", mIoU=38.5),
+                *_r("LaSagnA", "Table 5", "+ target order consistency (LaSagnA), no OpenImage", mIoU=61.3),
+            ),
+        ),
+        _semantic(
+            "pascal-context-459",
+            "PASCAL-Context val, 459 classes (PC-459), open-set semantic segmentation",
+            (
+                *_r("LaSagnA", "Table 2", "LaSagna (ours)", mIoU=9.8),
+                *_r("LaSagnA", "Table 2", "LaSagna† (trained on COCO-Stuff only)", mIoU=8.5),
+            ),
+        ),
+        _semantic(
+            "pascal-context-59",
+            "PASCAL-Context val, 59 classes (PC-59), open-set semantic segmentation",
+            (
+                *_r("LaSagnA", "Table 2", "LaSagna (ours)", mIoU=39.6),
+                *_r("LaSagnA", "Table 2", "LaSagna† (trained on COCO-Stuff only)", mIoU=46.1),
+            ),
+        ),
+        _semantic(
+            "pascal-voc-20",
+            "PASCAL VOC 2012 val, 20 classes without background (PAS-20), open-set semantic segmentation",
+            (
+                *_r("LaSagnA", "Table 2", "LaSagna (ours)", mIoU=61.8),
+                *_r("LaSagnA", "Table 2", "LaSagna† (COCO-Stuff only; the cut cell, from §4.2's text)", mIoU=69.8),
+            ),
+        ),
+        *(
+            _grefcoco(split, tuple(r for row, values in GREFCOCO for r in _r("LaSagnA", "Table 4", row, **values[k])))
+            for k, split in enumerate(("val", "testA", "testB"))
         ),
         *(
             _fewshot(d, f, s, LLAFS[d, s][f] if (d, s) in LLAFS else None)

@@ -78,10 +78,10 @@ def test_refer_benchmark_asks_every_sentence_as_its_own_fixed_question(tmp_path)
     )
     samples = [ds[i] for i in range(len(ds))]
     assert len(samples) == 3  # every sentence of every referent of val, not <= 3 random referents per image
-    assert [s["conversation"] for s in samples] == [
-        [{"question": f"<image> What is {q} in this image? Please output segmentation mask.", "answer": "[SEG]."}]
+    assert [s["conversations"] for s in samples] == [
+        [[{"question": f"<image>\n What is {q} in this image? Please output segmentation mask.", "answer": "[SEG]."}]]
         for q in ("left block", "red one", "right")
-    ]
+    ]  # LISA's ValDataset writes "<image>\n " before the question
     first = samples[0]
     assert first["original_masks"].shape == (1, 30, 50) and int(first["original_masks"].sum()) == 20 * 20
     assert not first["original_ignore"].any() and first["masks"].shape == (1, 64, 64)
@@ -95,10 +95,12 @@ def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path
     assert len(ds) == 2  # one query per json: text[0]
     a, b = ds[0], ds[1]
     assert (
-        a["conversation"][0]["question"]
-        == "<image> What is the left block in this image? Please output segmentation mask."
+        a["conversations"][0][0]["question"]
+        == "<image>\n What is the left block in this image? Please output segmentation mask."
     )
-    assert b["conversation"][0]["question"] == "<image> What could hold a drink? Please output segmentation mask."
+    assert b["conversations"][0][0]["question"] == (
+        "<image>\n What could hold a drink? Please output segmentation mask."
+    )
     target, ignore = a["original_masks"][0], a["original_ignore"]
     assert ignore[10:15, 10:15].all() and int(ignore.sum()) == 25  # "Ignore" (any case): 255, not background
     assert not target[10:15, 10:15].any() and target[0:10, 0:10].all()  # the smaller shape wins its pixels
@@ -106,9 +108,9 @@ def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path
     assert not target[20:30, 40:50].any() and not ignore[20:30, 40:50].any()  # "flag" is skipped
     # training reads the same file with LISA's training rule: the target only, ignore as background
     train = DATASETS["seg-conversations"](
-        {"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16, "eval_split": "val"}, "val", 0
+        {"format": "reasonseg", "root": str(root), "image_size": 64, "explanatory": -1, "eval_split": "val"}, "val", 0
     )
-    assert "original_masks" not in train[0]
+    assert "original_ignore" not in train[0] and not (train[0]["original_masks"] & ignore).any()
 
 
 def test_every_reader_of_the_referring_benchmarks_scores_the_same_queries(tmp_path):
@@ -248,7 +250,7 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
         dataset = DATASETS[data["name"]](data["options"], "eval", 0)
         split = protocol.data["eval_split"]
         assert len(dataset) == (expected[split] if name.startswith("refcoco") else {"val": 2, "test": 1}[split]), name
-        question = dataset[len(dataset) - 1]["conversation"][0]["question"]
+        question = dataset[len(dataset) - 1]["conversations"][0][0]["question"]
         assert question.endswith("Please output segmentation mask."), name
 
 
