@@ -50,7 +50,23 @@ def _pascal_tree(root, gen):
         rgb = (torch.rand(40, 50, 3, generator=gen) * 255).byte().numpy()
         Image.fromarray(rgb).save(root / "JPEGImages" / f"img{i}.jpg")
         truth[f"img{i}"] = (cls, labels)
+    # VOC's val image set: the images of classes 1 and 2; img2 and img5 (class 7) are training images
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    val = [f"img{i}" for i in range(8) if truth[f"img{i}"][0] != 7]
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(val) + "\n")
     return truth
+
+
+def _hsnet_lists(root, truth):
+    """HSNet's layout: trn/fold<i> and val/fold<i> hold the pairs of fold i's own classes."""
+    for sub in ("trn", "val"):
+        (root / "splits" / "pascal" / sub).mkdir(parents=True)
+        for fold in range(4):
+            fold_classes = range(5 * fold + 1, 5 * fold + 6)
+            lines = [f"{n}__{c}" for n, (c, _) in sorted(truth.items()) if c in fold_classes]
+            if sub == "trn" and fold == 0:
+                lines = lines[:4]  # training images of fold 0's classes: never read when fold 0 is tested
+            (root / "splits" / "pascal" / sub / f"fold{fold}.txt").write_text("".join(f"{x}\n" for x in lines))
 
 
 def test_pascal_episodes(tmp_path, gen):
@@ -82,6 +98,32 @@ def test_pascal_episodes(tmp_path, gen):
     assert batch["query_image"].shape == (2, 3, 40, 40) and len(batch["class_ids"]) == 2
     train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32, episodes=2)
     assert train.classes == [7]
+
+
+def test_split_lists_train_on_the_other_folds(tmp_path, gen):
+    """HSNet's trn/fold0 holds fold 0's own (novel) classes: training on fold 0 reads trn/fold1-3
+    and testing reads val/fold0; without the lists VOC's val.txt keeps train and test apart."""
+    truth = _pascal_tree(tmp_path, gen)
+    plain_train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
+    plain_val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32)
+    assert plain_train.source.pairs == [("img2", 7), ("img5", 7)] and len(plain_train) == 2
+    assert {n for n, _ in plain_val.source.pairs}.isdisjoint({n for n, _ in plain_train.source.pairs})
+    _hsnet_lists(tmp_path, truth)
+    train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
+    assert train.source.pairs == [("img2", 7), ("img5", 7)] and train.classes == [7]
+    val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32)
+    assert sorted(val.source.pairs) == sorted((n, c) for n, (c, _) in truth.items() if c in (1, 2))
+    fold1 = FewShotEpisodes(tmp_path, "pascal", fold=1, split="train", size=32, shots=1)
+    assert fold1.classes == [1, 2] and len(fold1.source.pairs) == 4  # fold 0's trn list: its four lines
+    (tmp_path / "splits" / "pascal" / "trn" / "fold3.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="fold3.txt"):
+        FewShotEpisodes(tmp_path, "pascal", fold=0, split="train")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "splits")
+    with pytest.raises(FileNotFoundError, match="val.txt"):
+        FewShotEpisodes(tmp_path, "pascal", fold=0, split="train")
 
 
 def test_pascal_errors(tmp_path, gen):
