@@ -34,7 +34,7 @@ import torch
 from segfast import registry
 
 DEMO_SIZE = 64
-DEMO_SPAN = 0.6  # the share of the curriculum the demo runs (and the difficulty it is evaluated at)
+DEMO_SPAN = 0.8  # the share of the curriculum the demo runs (and the difficulty it is evaluated at)
 DEMO_STEPS, DEMO_BATCH = 600, 8
 
 
@@ -48,6 +48,7 @@ def demo_options() -> dict:
         "qformer": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
         "num_query_tokens": 16,
         "memory_position": True,
+        "coordinate_init": "sine",
         "refine_dim": 32,
         "refine_queries": 8,
         "ohem_min_kept": 1024,
@@ -73,8 +74,8 @@ def demo_config(out: Path, steps: int, batch: int, device: str) -> dict:
             "global_batch_size": batch,
             "micro_batch_size": batch,
             "save_every": steps,
-            "eval_every": max(1, steps // 5),
-            "eval_batches": 4,
+            "eval_every": max(1, steps // 4),
+            "eval_batches": 2,
             "device": "cpu" if device == "cpu" else "auto",
             "log_every": 1,
         },

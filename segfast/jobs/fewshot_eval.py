@@ -71,12 +71,13 @@ def arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--attributes", help="JSON of per-class attributes")
     p.add_argument("--tables", help="region-attribute tables (segfast llafs-tables output)")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.path=/weights/CodeLlama-7b")
 
 
 def run(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = evaluate_fold(
-        load_trained(args.checkpoint, device),
+        load_trained(args.checkpoint, device, getattr(args, "overrides", ())),
         args.root,
         args.dataset,
         args.fold,

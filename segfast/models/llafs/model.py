@@ -96,8 +96,28 @@ class LLaFS(LLMHooks, nn.Module):
         self.image_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
         coord = self.tokenizer.convert_tokens_to_ids(special_tokens(self.bins)[2:])
         self.register_buffer("coord_ids", torch.tensor(coord), persistent=False)
+        if o.coordinate_init == "sine":
+            self._sine_coordinates()
+        elif o.coordinate_init != "mean":
+            raise ValueError(f"model.options.coordinate_init must be mean or sine, got {o.coordinate_init!r}")
         self._freeze_for_stage(o)
         self._tokens = 0
+
+    @torch.no_grad()
+    def _sine_coordinates(self) -> None:
+        """Starts the coordinate tokens' input and output embeddings from a sine code of their
+        value (at the scale of the other embeddings), so that neighbouring bins start alike and
+        what is learnt for one bin carries to its neighbours."""
+        value = torch.arange(self.bins, dtype=torch.float64)[:, None] / self.bins
+        for layer in (self.lm.get_input_embeddings(), self.lm.get_output_embeddings()):
+            weight = layer.weight
+            dim = weight.shape[1]
+            freqs = torch.arange(dim // 2, dtype=torch.float64) / max(1, dim // 2)
+            angles = value * torch.pi * (2.0 ** (freqs * 6))  # periods from 2 bins-widths up to the full range
+            code = torch.cat([torch.sin(angles), torch.cos(angles)], 1)
+            code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+            scale = weight.std().item() / code.std().item()
+            weight[self.coord_ids] = (code * scale).to(weight.dtype).to(weight.device)
 
     def _freeze_for_stage(self, o) -> None:
         """§4.1: stage 1 trains the Q-Former and the fully-connected layer with the LLM frozen;
@@ -230,13 +250,21 @@ class LLaFS(LLMHooks, nn.Module):
 
     # ---- training ----------------------------------------------------------------------------
     def _teacher_forced(self, batch, visual, answers):
-        """(the answers' cross-entropy (segfast.models.llm.token_mean_kwargs), per sample the
-        polygons the model predicts under teacher forcing)."""
+        """(the answers' cross-entropy, per sample the polygons the model predicts under teacher
+        forcing). Sequences are left-padded (as for generation, positions counted from each
+        sequence's first token), so the answers end together and the LM head runs only over the
+        answers' positions. The loss is the token mean, or the token sum over
+        batch["num_items_in_batch"] (segfast.models.llm.token_mean_kwargs) when the engine gives it."""
         items = [self._embed(self.instruction(batch, i), visual[i], answers[i]) for i in range(len(answers))]
-        embeds, labels, attention = self._pad(items)
+        embeds, labels, attention = self._pad(items, left=True)
         self._tokens = int(attention.sum())
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels, **token_mean_kwargs(batch))
-        return out.loss, self._predicted_polygons(out.logits[:, :-1], labels[:, 1:], batch)
+        keep = int((labels != IGNORE).sum(1).max()) + 1
+        positions = (attention.cumsum(1) - 1).clamp(min=0)
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, logits_to_keep=keep)
+        logits, targets = out.logits[:, :-1].float(), labels[:, -keep + 1 :]
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        n = token_mean_kwargs(batch).get("num_items_in_batch") or int((targets != IGNORE).sum())
+        return loss / n, self._predicted_polygons(logits, targets, batch)
 
     def _answers(self, batch, gts) -> list[str]:
         return [self.answer(batch, i, g) for i, g in enumerate(gts)]

@@ -45,6 +45,9 @@ class LLaFSOptions:
     instruction: str = option("task", "LLaFS Table 4: task (§3.2.1) | abstract ('Perform image segmentation.')")
     with_support: bool = option(True, "LLaFS Table 2: the support images as in-context examples")
     fine_grained: bool = option(True, "LLaFS Tables 3-4: attributes and region tables when the data has them")
+    coordinate_init: str = option(
+        "mean", "LLaFS leaves it open: mean (transformers' resize) | sine (ours: a sine code of each token's value)"
+    )
     # departures from the paper, off in its configuration (segfast.models.llafs lists them)
     similarity_prior: bool = option(False, "ours: PFENet's support-similarity prior for the query (not in LLaFS)")
     support_mask_embed: bool = option(False, "ours: a learned embedding added inside the support mask (not in LLaFS)")

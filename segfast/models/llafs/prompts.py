@@ -126,5 +126,5 @@ def template_words() -> list[str]:
     tiny offline tokenizer's vocabulary)."""
     text = " ".join([TASK, ABSTRACT, PROPERTIES, EXAMPLE, BECAUSE, QUERY, PRETRAIN, PRETRAIN_SUPPORT])
     text = re.sub(r"\{[a-z]+\}", " ", text).replace(MASK_TOKEN, " ")
-    words = set(re.findall(r"\w+|[^\w\s]", text)) | set("(),;.:") | class_words() | {str(i) for i in range(1025)}
+    words = set(re.findall(r"\w+|[^\w\s]", text)) | set("(),;.:") | class_words() | {"64", "384"}
     return sorted(words)
