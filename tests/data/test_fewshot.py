@@ -189,3 +189,51 @@ def test_fold_iou():
     assert np.isnan(out["per_class"][3]) and out["mIoU"] == pytest.approx((4 / 12 + 1) / 2)
     with pytest.raises(ValueError, match="class 9"):
         meter.update(pred[:1], gt[:1], [9])
+
+
+def test_training_augmentation_keeps_the_support_foreground_and_moves_tables(gen):
+    """Supp B: random resize, noise padding, random crop (never cutting a support's foreground),
+    horizontal flip; the masks and the table's polygons move with the image."""
+    from segfast.data.fewshot import _box, augment
+
+    size = 64
+    img = torch.rand(3, size, size, generator=gen)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[2:21, 40:63] = True  # near the top right corner: a careless crop would cut it
+    ignore = torch.zeros_like(mask)
+    table = {
+        "attributes": ["a"],
+        "regions": [
+            {"polygon": torch.tensor([[40.0, 2.0], [63.0, 2.0], [63.0, 21.0], [40.0, 21.0]]), "attributes": ["a"]}
+        ],
+    }
+    flips, scales = set(), set()
+    for seed in range(24):
+        g = torch.Generator().manual_seed(seed)
+        out_img, out_mask, out_ignore, _, out_table = augment(g, img, mask, ignore, None, table, support=True)
+        assert out_img.shape == (3, size, size) and out_mask.shape == (size, size)
+        x0, y0, x1, y1 = _box(out_mask)
+        scale = (x1 - x0) / 23
+        scales.add(round(scale, 1))
+        area = int(out_mask.sum())
+        assert abs(area - 19 * 23 * scale**2) <= 2 * (19 + 23) * scale + 4  # all of it, resized
+        poly = out_table["regions"][0]["polygon"]
+        assert abs(poly[:, 0].min() - x0) <= 1.01 and abs(poly[:, 0].max() - x1) <= 1.01
+        assert abs(poly[:, 1].min() - y0) <= 1.01 and abs(poly[:, 1].max() - y1) <= 1.01
+        flips.add(bool(poly[0, 0] > poly[1, 0]))  # the first corner was the left one
+        assert not (out_mask & out_ignore).any()
+    assert flips == {True, False} and len(scales) > 3
+
+
+def test_training_episodes_are_drawn_anew_every_epoch(tmp_path, gen):
+    _pascal_tree(tmp_path, gen)
+    ds = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
+    first = ds[0]
+    assert torch.equal(first["query_image"], ds[0]["query_image"])  # the same within an epoch
+    ds.set_epoch(1)
+    assert not torch.equal(first["query_image"], ds[0]["query_image"])  # augmentation drawn anew
+    plain = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32, augment=False)
+    val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32, episodes=2, seeds=3)
+    assert len(val) == 6 and [val[i]["episode_run"] for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert "original_mask" in val[0] and val[0]["original_mask"].shape == (40, 50)
+    assert "original_mask" not in plain[0]

@@ -238,3 +238,46 @@ def test_engine_evaluation_reports_the_fold_miou_of_evaluate_fold(tmp_path, gen)
     cfg = load_config(overrides=["run.micro_batch_size=2", "run.global_batch_size=2", "run.device=cpu"])
     result = evaluate(model, model, episodes, cfg, DistEnv(), "fp32", batches=0)
     assert result["eval/samples"] == 3 and result["eval/fold/mIoU"] == pytest.approx(reference["mIoU"])
+
+
+def test_a_public_blip2_qformer_loads(tmp_path):
+    """A BLIP-2 checkpoint in transformers' format (here a tiny Blip2ForImageTextRetrieval, whose
+    Q-Former has the text embeddings): its layers, text embeddings and 32 query tokens load, and
+    a linear layer projects the encoder's channels to the Q-Former's (EVA ViT-g's 1408 in BLIP-2)."""
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+    from segfast.models.llafs.prompts import template_words
+    from segfast.models.tiny import word_tokenizer
+
+    tok = word_tokenizer(sorted(set(template_words()) | {"a", "photo", "of", ".", "[CLS]"}))  # BLIP-2 has its own
+    tok.save_pretrained(str(tmp_path / "bert"))
+    qformer = {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "encoder_hidden_size": 48,
+        "vocab_size": len(tok),
+        "use_qformer_text_input": True,
+    }
+    vision = {
+        "hidden_size": 48,
+        "intermediate_size": 96,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    torch.manual_seed(1)
+    blip = Blip2ForImageTextRetrieval(Blip2Config(vision_config=vision, qformer_config=qformer, num_query_tokens=3))
+    blip.save_pretrained(str(tmp_path / "blip2"))
+    model = tiny(qformer_path=str(tmp_path / "blip2"), qformer_tokenizer=str(tmp_path / "bert"), num_query_tokens=5)
+    own, theirs = model.visual.state_dict(), blip.state_dict()
+    assert isinstance(model.visual.memory_proj, torch.nn.Linear) and model.visual.memory_proj.in_features == 160
+    layer = "qformer.encoder.layer.0.crossattention.attention.key.weight"
+    assert torch.equal(own[layer], theirs[layer]) and own[layer].shape[1] == 48
+    assert torch.equal(own["text.word_embeddings.weight"], theirs["embeddings.word_embeddings.weight"])
+    assert torch.equal(own["query_tokens"][:, :3], theirs["query_tokens"])
+    assert torch.isfinite(model(pseudo_batch(1))["loss_llm"])
+    with pytest.raises(ValueError, match="qformer_tokenizer"):
+        tiny(qformer_path=str(tmp_path / "blip2"))  # its text embeddings need BLIP-2's tokenizer

@@ -129,6 +129,12 @@ class VisualTokens(nn.Module):
             )
         text = {k.removeprefix("embeddings."): v for k, v in state.items() if k.startswith("embeddings.")}
         if self.text is not None and text:
+            have, want = self.text.word_embeddings.weight.shape, text["word_embeddings.weight"].shape
+            if have != want:
+                raise ValueError(
+                    f"model.options.qformer_path={path}: its text embeddings are {tuple(want)}, the Q-Former "
+                    f"tokenizer gives {tuple(have)}; set model.options.qformer_tokenizer to BLIP-2's (BERT) tokenizer"
+                )
             self.text.load_state_dict(text, strict=False)
         queries = state.get("query_tokens")
         if queries is not None:
