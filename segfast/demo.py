@@ -34,8 +34,11 @@ import torch
 from segfast import registry
 
 DEMO_SIZE = 64
-DEMO_SPAN = 0.8  # the share of the curriculum the demo runs (and the difficulty it is evaluated at)
-DEMO_STEPS, DEMO_BATCH = 600, 8
+DEMO_SPAN = float(
+    __import__("os").environ.get("DEMO_SPAN", 1.0)
+)  # the share of the curriculum the demo runs (and the difficulty it is evaluated at)
+DEMO_NOISE = float(__import__("os").environ.get("DEMO_NOISE", 6.0))
+DEMO_STEPS, DEMO_BATCH = 600, int(__import__("os").environ.get("DEMO_BATCH", 8))
 
 
 def demo_options() -> dict:
@@ -45,7 +48,13 @@ def demo_options() -> dict:
         "encoder": "tiny",
         "freeze_encoder": False,
         "freeze_qformer": False,
-        "qformer": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
+        "qformer": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "cross_attention_frequency": 1,
+        },
         "num_query_tokens": 16,
         "memory_position": True,
         "coordinate_init": "sine",
@@ -65,9 +74,10 @@ def demo_config(out: Path, steps: int, batch: int, device: str) -> dict:
                 "size": DEMO_SIZE,
                 "curriculum_samples": round(steps * batch / DEMO_SPAN),
                 "eval_progress": DEMO_SPAN,
+                "noise_std": DEMO_NOISE,
             },
         },
-        "optim": {"lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0},
+        "optim": {"lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.0, "min_lr_ratio": 0.1},
         "run": {
             "output_dir": str(out / "llafs-run"),
             "total_steps": steps,
@@ -86,7 +96,7 @@ def eval_batches(count: int, batch: int):
     from segfast.data import collate
     from segfast.data.llafs_pseudo import PseudoPairs
 
-    data = PseudoPairs(size=DEMO_SIZE, split="eval", eval_progress=DEMO_SPAN)
+    data = PseudoPairs(size=DEMO_SIZE, split="eval", eval_progress=DEMO_SPAN, noise_std=DEMO_NOISE)
     return [collate([data.sample(i) for i in range(s, min(count, s + batch))]) for s in range(0, count, batch)]
 
 

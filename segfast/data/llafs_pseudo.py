@@ -14,6 +14,8 @@ reproducible and cheap (a few milliseconds at 64 x 64) to make on the fly in loa
     ||m_qf - m_sf|| (the query foreground is the region most like the support's).
   * query: the support's control points plus standard Gaussian noise, rotated by a uniform angle,
     scaled by s in [0.5, 1.5] and moved to a random position where it fits the image.
+  * random_query (Table 5's ablation): the query's contour and foreground colour are drawn on
+    their own, not adjusted from the support's, and the query background is not kept farther.
   * hints: the pretraining instruction gives M of the query polygon's 16 vertices (a random
     subset) and hides the rest behind [mask]; the answer is the hidden 16 - M.
 
@@ -44,12 +46,15 @@ class Curriculum:
     c_end: float = 50.0  # c at N_p
     d_end: float = 100.0  # d at N_p
     max_hints: int = 15
+    image: bool = True  # Table 6f: False holds the colours at their final bounds (no image curriculum)
+    polygon: bool = True  # Table 6f: False gives no hints from the start (no polygon curriculum)
 
     def at(self, progress: float) -> dict:
         """The constraint bounds a, b, c, d and the hint count M at progress p = n / N_p."""
         p = min(max(float(progress), 0.0), 1.0)
-        a, c = self.a0 * (1 - p), self.c_end * p
-        steps = math.floor(p * 2 * self.max_hints + 1e-9)  # one hint less every N_p / 30 steps
+        colour = p if self.image else 1.0
+        a, c = self.a0 * (1 - colour), self.c_end * colour
+        steps = math.floor((p if self.polygon else 1.0) * 2 * self.max_hints + 1e-9)  # one hint less every N_p / 30
         return {
             "a": a,
             "b": a + self.b0 - self.a0,
@@ -100,10 +105,10 @@ def _at_distance(g, centre: torch.Tensor, low: float, high: float, tries: int = 
     return centre + (low + high) / 2 * direction
 
 
-def _query_background(g, qf, sf, low: float, high: float, tries: int = 256) -> torch.Tensor | None:
-    """A colour in the RGB cube with ||m - qf|| in [low, high] and ||m - sf|| > ||qf - sf||, or
-    None when `tries` draws found none."""
-    limit = float((qf - sf).norm())
+def _query_background(g, qf, sf, low: float, high: float, tries: int = 256, relative=True) -> torch.Tensor | None:
+    """A colour in the RGB cube with ||m - qf|| in [low, high] and (relative) ||m - sf|| >
+    ||qf - sf||, or None when `tries` draws found none."""
+    limit = float((qf - sf).norm()) if relative else -1.0
     for _ in range(tries):
         colour = _at_distance(g, qf, low, high, tries=1)
         if colour is not None and (colour - sf).norm() > limit:
@@ -136,6 +141,7 @@ def make_pair(
     curriculum: Curriculum = Curriculum(),
     noise_std: float = 12.0,
     num_vertices: int = 16,
+    random_query: bool = False,
 ) -> dict:
     """One pseudo support-query pair (see the module doc). Images are (3, size, size) float32 in
     [0, 1]; masks (size, size) bool; polygons (1, V, 2) float64 polar polygons (x, y); "hints"
@@ -150,14 +156,20 @@ def make_pair(
     scale = 0.5 + float(torch.rand(1, generator=g, dtype=torch.float64))
     rot = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]], dtype=torch.float64)
     noisy = shape + torch.randn(shape.shape, generator=g, dtype=torch.float64) * size / 384  # N(0, 1) px at 384
+    if random_query:  # Table 5's ablation: the query's contour is not adjusted from the support's
+        noisy = _shape(g, size)
     query_ctrl = _place(g, noisy @ rot.T * scale, size)
     query_mask = rasterize_polygons(closed_bezier(query_ctrl)[None], size, size)[0]
 
     support_regions, query_regions = _background_regions(g, size), _background_regions(g, size)
     for _ in range(100):  # a support/query foreground pair that leaves room for every query background
         sf = torch.rand(3, generator=g, dtype=torch.float64) * 255
-        qf = _at_distance(g, sf, bounds["c"], bounds["d"])
-        qb = [_query_background(g, qf, sf, bounds["a"], bounds["b"]) for _ in range(int(query_regions.max()) + 1)]
+        qf = torch.rand(3, generator=g, dtype=torch.float64) * 255 if random_query else None
+        qf = _at_distance(g, sf, bounds["c"], bounds["d"]) if qf is None else qf
+        qb = [
+            _query_background(g, qf, sf, bounds["a"], bounds["b"], relative=not random_query)
+            for _ in range(int(query_regions.max()) + 1)
+        ]
         if all(c is not None for c in qb):
             break
     else:
@@ -197,12 +209,13 @@ class PseudoPairs(IterableDataset):
         split: str = "train",
         curriculum: dict | None = None,
         eval_progress: float = 1.0,
+        random_query: bool = False,
     ):
         if curriculum_samples < 1:
             raise ValueError(f"curriculum_samples must be >= 1, got {curriculum_samples}")
         self.size, self.curriculum_samples, self.noise_std = size, curriculum_samples, noise_std
         self.curriculum = Curriculum(**(curriculum or {}))
-        self.seed, self.split, self.eval_progress = seed, split, eval_progress
+        self.seed, self.split, self.eval_progress, self.random_query = seed, split, eval_progress, random_query
         self.start, self.micro_batch, self.rank, self.world = 0, 1, 0, 1
 
     def start_at(self, start: int, micro_batch: int, rank: int, world: int) -> None:
@@ -213,7 +226,7 @@ class PseudoPairs(IterableDataset):
     def sample(self, n: int) -> dict:
         base = self.seed * 1_000_003 + (0 if self.split == "train" else 7_919 * 1_000_003)
         progress = n / self.curriculum_samples if self.split == "train" else self.eval_progress
-        pair = make_pair(base + n, progress, self.size, self.curriculum, self.noise_std)
+        pair = make_pair(base + n, progress, self.size, self.curriculum, self.noise_std, random_query=self.random_query)
         del pair["colours"]  # inspection only; not collated
         return pair
 

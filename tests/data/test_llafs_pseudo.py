@@ -95,3 +95,17 @@ def test_eval_split_is_hardest_and_separate():
     assert int(ev.sample(0)["hints"].sum()) == 0
     with pytest.raises(ValueError, match="curriculum_samples"):
         PseudoPairs(curriculum_samples=0)
+
+
+def test_ablation_switches_of_the_curriculum_and_the_query(gen):
+    """Table 6f holds the image or the polygon curriculum; Table 5 draws the query at random."""
+    image_off, polygon_off = Curriculum(image=False), Curriculum(polygon=False)
+    assert image_off.at(0.0) == {**Curriculum().at(1.0), "hints": 15}
+    assert polygon_off.at(0.0) == {**Curriculum().at(0.0), "hints": 0}
+    far = 0
+    for seed in torch.randint(0, 2**40, (8,), generator=gen).tolist():
+        col = make_pair(seed, 0.0, random_query=True)["colours"]
+        far += float((col["query_fg"] - col["support_fg"]).norm()) > 50  # c, d = 0, 50 no longer hold
+    assert far >= 2
+    ds = PseudoPairs(size=32, random_query=True, curriculum={"polygon": False})
+    assert int(ds.sample(0)["hints"].sum()) == 0

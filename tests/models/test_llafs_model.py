@@ -93,6 +93,10 @@ def test_instructions_follow_the_paper():
     assert "you can refer to the following properties of dog: dog has four legs, a tail." in fine
     assert ", because in these regions, ((" in fine and ") is a tail." in fine
     assert "Perform image segmentation." in tiny(instruction="abstract").instruction(batch, 0)
+    plain = tiny(refinement=False, max_objects=1)  # Table 4: without the refinement network
+    assert set(plain(batch)) == {"loss_llm"}
+    out = plain.predict(batch)
+    assert torch.equal(out["masks"], out["polygon_masks"])
     no_support = tiny(with_support=False)
     assert no_support.instruction(batch, 0).count("<image>") == 1
     assert no_support(batch)["loss_llm"].isfinite()  # one visual token block per sample

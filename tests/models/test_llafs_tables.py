@@ -141,3 +141,12 @@ def test_clip_matcher_and_encoder_read_openai_checkpoints(tmp_path):
     matcher.mean, matcher.std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
     assert matcher.image_features([torch.rand(3, 20, 30)]).shape == (1, 32)
     assert matcher.text_features(["A photo of a tail"]).shape == (1, 32)
+
+
+def test_a_local_llm_answers_through_transformers(tmp_path):
+    from segfast.jobs.llafs_tables import ATTRIBUTES, local_llm
+    from tests.train.conftest import write_tiny_llm
+
+    ask = local_llm(str(write_tiny_llm(tmp_path)), max_new_tokens=4)
+    answer = ask(ATTRIBUTES.format(name="cat"))
+    assert isinstance(answer, str) and answer == ask(ATTRIBUTES.format(name="cat"))  # greedy: repeatable

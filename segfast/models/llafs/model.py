@@ -316,6 +316,8 @@ class LLaFS(LLMHooks, nn.Module):
                 _, preds = self._teacher_forced(batch, visual, self._answers(batch, gts))
             gts = [reorder_ground_truth(p, g) if len(g) > 1 and len(p) else g for p, g in zip(preds, gts)]
         loss_llm, preds = self._teacher_forced(batch, visual, self._answers(batch, gts))
+        if not self.options.refinement:  # Table 4's ablation: the polygon is the mask
+            return {"loss_llm": loss_llm}
         prior = self.rasterize(preds, refine_feats.device)
         refined = self.refine(refine_feats, prior, (self.image_size,) * 2)["logits"]
         loss_ref = ohem_cross_entropy(
@@ -405,7 +407,10 @@ class LLaFS(LLMHooks, nn.Module):
             polygons.append(polys)
             errors.append(error)
         prior = self.rasterize(polygons, refine_feats.device)
-        logits = self.refine(refine_feats, prior, (size, size))["logits"].float()
+        if self.options.refinement:
+            logits = self.refine(refine_feats, prior, (size, size))["logits"].float()
+        else:  # Table 4's ablation: the rasterized polygon is the answer
+            logits = torch.stack([~prior, prior], 1).float()
         return {
             "polygons": polygons,
             "texts": texts,

@@ -44,6 +44,7 @@ class LLaFSOptions:
     max_objects: int = option(20, "ours: the most objects an answer is generated for (token limit)")
     instruction: str = option("task", "LLaFS Table 4: task (§3.2.1) | abstract ('Perform image segmentation.')")
     with_support: bool = option(True, "LLaFS Table 2: the support images as in-context examples")
+    refinement: bool = option(True, "LLaFS Table 4: the refinement network (False: the polygon is the mask)")
     fine_grained: bool = option(True, "LLaFS Tables 3-4: attributes and region tables when the data has them")
     coordinate_init: str = option(
         "mean", "LLaFS leaves it open: mean (transformers' resize) | sine (ours: a sine code of each token's value)"
