@@ -21,7 +21,8 @@ def demo(args) -> int:
     before, after = result["before"], result["after"]
     print(
         f"LLM polygon IoU {before['polygon_iou']:.3f} -> {after['polygon_iou']:.3f}, refined-mask IoU "
-        f"{before['iou']:.3f} -> {after['iou']:.3f} ({after['samples']} held-out pairs, {result['seconds']:.0f} s of training)"
+        f"{before['iou']:.3f} -> {after['iou']:.3f} ({after['samples']} held-out pairs, "
+        f"{result['seconds']:.0f} s of training)"
     )
     return 0
 
