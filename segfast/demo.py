@@ -34,11 +34,9 @@ import torch
 from segfast import registry
 
 DEMO_SIZE = 64
-DEMO_SPAN = float(
-    __import__("os").environ.get("DEMO_SPAN", 1.0)
-)  # the share of the curriculum the demo runs (and the difficulty it is evaluated at)
-DEMO_NOISE = float(__import__("os").environ.get("DEMO_NOISE", 6.0))
-DEMO_STEPS, DEMO_BATCH = 600, int(__import__("os").environ.get("DEMO_BATCH", 8))
+DEMO_SPAN = 1.0  # the share of the curriculum the demo runs (and the difficulty it is evaluated at)
+DEMO_NOISE = 6.0  # the pixel noise's std around each region's colour
+DEMO_STEPS, DEMO_BATCH = 600, 8
 
 
 def demo_options() -> dict:
