@@ -111,6 +111,21 @@ def test_instructions_follow_the_paper():
         model._embed(task, [torch.zeros(4, 128)], None)
 
 
+def test_the_qformer_reads_a_photo_of_the_class():
+    """Supp B: the Q-Former's text input is "a photo of [class]." and it shapes the query tokens."""
+    model = tiny().eval()
+    read = []
+    tokenizer = model.visual.tokenizer
+    model.visual.tokenizer = lambda texts, **kw: read.append(list(texts)) or tokenizer(texts, **kw)
+    feats = torch.randn(2, model.encoder.out_channels, 4, 4)
+    with torch.no_grad():
+        dog = model.visual(feats, ["dog", "dog"])
+        cat = model.visual(feats, ["dog", "cat"])
+    assert read == [["a photo of dog.", "a photo of dog."], ["a photo of dog.", "a photo of cat."]]
+    torch.testing.assert_close(dog[0], cat[0])
+    assert not torch.allclose(dog[1], cat[1])  # the class changes what the queries read
+
+
 def test_multi_object_answers_follow_the_hungarian_matching(monkeypatch):
     """L_llm's answer lists the objects in the order matched to the teacher-forced predictions."""
     model = tiny()
