@@ -18,8 +18,12 @@ def demo(args) -> int:
     from segfast.demo import run
 
     result = run(args.out, args.device, args.steps)
-    gain = result["after"]["iou"] - result["before"]["iou"]
-    print(f"foreground IoU {result['before']['iou']:.3f} -> {result['after']['iou']:.3f} ({gain:+.3f})")
+    before, after = result["before"], result["after"]
+    print(
+        f"LLM polygon IoU {before['polygon_iou']:.3f} -> {after['polygon_iou']:.3f}, refined-mask IoU "
+        f"{before['iou']:.3f} -> {after['iou']:.3f} ({after['samples']} held-out pairs, "
+        f"{result['seconds']:.0f} s of training)"
+    )
     return 0
 
 
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="train a tiny LLaFS on generated data; write prediction and curve PNGs")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
-    p.add_argument("--steps", type=int, default=1000, help="training steps (8 pseudo pairs each)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (8 pseudo pairs each; default: the demo's)")
     p.set_defaults(func=demo)
     p = sub.add_parser("bench", help="run the benchmarks (tables and CSVs)")
     p.add_argument("op", nargs="?", default="all", choices=("all", *benchmarks()))

@@ -171,22 +171,30 @@ class MIoUMeter:
 
 
 class FoldIoU:
-    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions)."""
+    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions). With
+    `runs` > 1 (BAM's evaluation: the same number of episodes under several seeds) each run keeps
+    its own sums and mIoU is the mean of the runs' mIoUs."""
 
-    def __init__(self, classes):
+    def __init__(self, classes, runs: int = 1):
+        if runs < 1:
+            raise ValueError(f"runs must be >= 1, got {runs}")
         self.classes = list(classes)
         self.index = {c: i for i, c in enumerate(self.classes)}
-        self.state = torch.zeros(len(self.classes), 2, dtype=torch.int64)
+        self.state = torch.zeros(runs, len(self.classes), 2, dtype=torch.int64)
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None) -> None:
-        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None, runs=None):
+        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip;
+        runs: N run indices (default 0)."""
         keep = ~ignore if ignore is not None else torch.ones_like(gt)
         inter = (pred & gt & keep).flatten(1).sum(1)
         union = ((pred | gt) & keep).flatten(1).sum(1)
-        for c, i, u in zip(torch.as_tensor(class_ids).tolist(), inter.tolist(), union.tolist()):
+        runs = [0] * len(inter) if runs is None else torch.as_tensor(runs).tolist()
+        for c, r, i, u in zip(torch.as_tensor(class_ids).tolist(), runs, inter.tolist(), union.tolist()):
             if c not in self.index:
                 raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
-            self.state[self.index[c]] += torch.tensor([i, u])
+            if not 0 <= r < len(self.state):
+                raise ValueError(f"run {r} is not one of this meter's {len(self.state)} runs")
+            self.state[r, self.index[c]] += torch.tensor([i, u])
 
     def sync(self) -> "FoldIoU":
         """Sums the state over all processes (no-op without torch.distributed)."""
@@ -194,11 +202,17 @@ class FoldIoU:
         return self
 
     def compute(self) -> dict:
-        seen = self.state[:, 1] > 0
-        per_class = {
-            c: (int(i) / int(u) if u else float("nan")) for c, (i, u) in zip(self.classes, self.state.tolist())
-        }
-        miou = (
-            float(np.mean([v for v, s in zip(per_class.values(), seen.tolist()) if s])) if seen.any() else float("nan")
-        )
-        return {"mIoU": miou, "per_class": per_class}
+        def iou(i, u):
+            return int(i) / int(u) if u else float("nan")
+
+        def mean(values):
+            values = [v for v in values if v == v]
+            return float(np.mean(values)) if values else float("nan")
+
+        table = [[iou(i, u) for i, u in run] for run in self.state.tolist()]
+        run_mious = [mean(run) for run in table]
+        per_class = {c: mean([run[k] for run in table]) for k, c in enumerate(self.classes)}
+        out = {"mIoU": mean(run_mious), "per_class": per_class}
+        if len(table) > 1:
+            out["runs"] = run_mious
+        return out

@@ -288,19 +288,34 @@ def _grefcoco(split: str, reported: tuple) -> Protocol:
     )
 
 
+FEWSHOT_EPISODES, FEWSHOT_SEEDS = 1000, 5  # BAM's evaluation: 1000 episodes under each of 5 seeds
+
+
 def _fewshot(dataset: str, fold: int, shots: int, value: float | None) -> Protocol:
     name = {"pascal": "pascal5i", "coco": "coco20i"}[dataset]
+    draw = "the query's class first, uniformly (HSNet's COCO-20i)" if dataset == "coco" else "an (image, class) pair"
     return Protocol(
         name=f"{name}-fold{fold}-{shots}shot",
         title=f"{name} fold {fold}, {shots}-shot few-shot segmentation",
         readers=("fewshot",),
-        data={"dataset": dataset, "fold": fold, "shots": shots, "episodes": 1000},
-        queries="1000 episodes of the fold's test classes, drawn from the data seed",
-        prompt="LLaFS's instruction",
-        ignore="PASCAL's 255 (boundary) pixels ignored",
+        data={
+            "dataset": dataset,
+            "fold": fold,
+            "shots": shots,
+            "episodes": FEWSHOT_EPISODES,
+            "seeds": FEWSHOT_SEEDS,
+            "sampling": "classes" if dataset == "coco" else "pairs",
+        },
+        queries=(
+            f"{FEWSHOT_EPISODES} episodes x {FEWSHOT_SEEDS} seeds of the fold's test classes, each drawing {draw} "
+            "and its supports; mIoU per seed, averaged (BAM); data.options.min_class_pixels=2048 for "
+            "PFENet / BAM's small-object filter"
+        ),
+        prompt="LLaFS's instruction (Supp A.6)",
+        ignore="the label's 255 (PASCAL's boundaries) ignored",
         metrics={"mIoU": "eval/fold/mIoU"},
-        resolution="the episode's size x size (data.options.size), as HSNet's test by default (400 x 400)",
-        source="HSNet test.py / PFENet: per-class summed intersections over unions, mean over the fold's classes",
+        resolution="each label's original size: the refined logits resized bilinearly (HSNet / PFENet / BAM)",
+        source="HSNet test.py / PFENet / BAM: per-class summed intersections over unions, mean over the fold's classes",
         reported=_r("LLaFS", "Table 1", f"LLaFS ({shots}-shot, Fold-{fold})", mIoU=value) if value else (),
     )
 
@@ -402,7 +417,7 @@ def for_fold(dataset: str, fold: int, shots: int) -> Protocol | None:
             p
             for p in PROTOCOLS.values()
             if p.readers == ("fewshot",)
-            and p.data == {"dataset": dataset, "fold": fold, "shots": shots, "episodes": 1000}
+            and (p.data["dataset"], p.data["fold"], p.data["shots"]) == (dataset, fold, shots)
         ),
         None,
     )

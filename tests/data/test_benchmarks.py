@@ -310,8 +310,8 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     }
     ds = build("ade20k-val", lasagna)
     assert len(ds) == 1 and ds.classes == ["wall", "sky"]
-    # PASCAL-5i fold 0, 1-shot: 1000 episodes of the fold's classes
+    # PASCAL-5i fold 0, 1-shot: 1000 episodes x 5 seeds of the fold's classes (BAM)
     _pascal_tree(tmp_path / "voc", gen)
     llafs = {"name": "fewshot", "options": {"root": str(tmp_path / "voc"), "size": 32, "episodes": 8}}
     ds = build("pascal5i-fold0-1shot", llafs)
-    assert len(ds) == 1000 and ds.classes == [1, 2] and ds.shots == 1
+    assert len(ds) == 5000 and ds.classes == [1, 2] and ds.shots == 1 and ds[4999]["episode_run"] == 4
