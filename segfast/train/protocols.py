@@ -385,7 +385,7 @@ def _rec(dataset: str, split: str) -> Protocol:
 def _lisa_questions(dataset: str) -> Protocol:
     split_by = "umd" if dataset == "refcocog" else "unc"
     return Protocol(
-        name=f"{dataset}-val-lisa-questions",
+        name=f"lisa-questions-{dataset}-val",
         title=f"{dataset} val asked with LISA's question (SegLLM's template-robustness split)",
         readers=("multiround",),
         data={
