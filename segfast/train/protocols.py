@@ -166,6 +166,9 @@ REASONSEG_VAL = (
     *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", gIoU=57.3, cIoU=60.7),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-7B", gIoU=54.8, cIoU=49.9),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-13B", gIoU=59.1, cIoU=52.8),
+    # LLaVASeg Table 1 prints ROUGE-L and CIDEr as fractions (0.393, 0.796); x100 here like every other number
+    *_r("LLaVASeg", "Table 1", "LLaVASEg-13B, reason step vs explanations", **{"ROUGE-L": 39.3, "CIDEr": 79.6}),
+    *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", **{"ROUGE-L": 29.0, "CIDEr": 10.7}),
     *_r("SegLLM", "Table 5", "SegLLM, Val (gIoU printed as mIoU)", gIoU=57.2, cIoU=54.3),
     *_r("SegLLM", "Table 5", "LISA, Val (gIoU printed as mIoU)", gIoU=53.6, cIoU=52.3),
     *_r("LaSagnA", "Table 3", "LaSagnA (ours), reasonSeg val", cIoU=47.2),
@@ -194,8 +197,14 @@ def _reasonseg(split: str, reported: tuple) -> Protocol:
             "(255); any other label is target; shapes filled largest first (LISA's get_mask_from_json)"
         ),
         resolution=ORIGINAL,
-        metrics={**CIOU_GIOU, "ncIoU": "eval/nciou/ncIoU"},
-        source=f"{LISA_VAL}; ncIoU (LLM-Seg) is a separate metric on resized masks, not computed here",
+        metrics={
+            **CIOU_GIOU,
+            "ncIoU": "eval/nciou/ncIoU",
+            "ROUGE-L": "eval/dialogue/ROUGE-L",
+            "CIDEr": "eval/dialogue/CIDEr",
+        },
+        source=f"{LISA_VAL}; ncIoU (LLM-Seg) is a separate metric on resized masks, not computed here; "
+        "ROUGE-L / CIDEr (LLaVASeg: its reason step against LISA's explanatory answers, data.options.explanations)",
         reported=reported,
     )
 
