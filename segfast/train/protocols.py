@@ -42,6 +42,7 @@ class Protocol:
     metrics: dict  # the paper's metric name -> segfast's result key
     source: str
     reported: tuple = field(default=())
+    fractions: tuple = field(default=())  # metrics the papers print as fractions (not percent)
 
     def data_section(self, data: dict) -> dict:
         """The data config to evaluate with: the checkpoint's section for a reader of this
@@ -83,7 +84,11 @@ class Protocol:
 
     def compare(self, result: dict) -> str:
         """segfast's numbers beside the papers' (percent), with the difference."""
-        ours = {m: 100 * result[k] for m, k in self.metrics.items() if isinstance(result.get(k), (int, float))}
+        ours = {
+            m: (1 if m in self.fractions else 100) * result[k]
+            for m, k in self.metrics.items()
+            if isinstance(result.get(k), (int, float))
+        }
         lines = [
             f"  segfast ({result.get('eval/samples', '?')} samples): "
             + ", ".join(f"{m} {ours[m]:.2f}" if m in ours else f"{m} n/a" for m in self.metrics)
@@ -166,9 +171,9 @@ REASONSEG_VAL = (
     *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", gIoU=57.3, cIoU=60.7),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-7B", gIoU=54.8, cIoU=49.9),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-13B", gIoU=59.1, cIoU=52.8),
-    # LLaVASeg Table 1 prints ROUGE-L and CIDEr as fractions (0.393, 0.796); x100 here like every other number
-    *_r("LLaVASeg", "Table 1", "LLaVASEg-13B, reason step vs explanations", **{"ROUGE-L": 39.3, "CIDEr": 79.6}),
-    *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", **{"ROUGE-L": 29.0, "CIDEr": 10.7}),
+    # LLaVASeg Table 1 prints ROUGE-L and CIDEr as fractions (the protocol's `fractions`)
+    *_r("LLaVASeg", "Table 1", "LLaVASEg-13B, reason step vs explanations", **{"ROUGE-L": 0.393, "CIDEr": 0.796}),
+    *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", CIDEr=0.107),  # its ROUGE-L 0.290 reads as 0.29 here
     *_r("SegLLM", "Table 5", "SegLLM, Val (gIoU printed as mIoU)", gIoU=57.2, cIoU=54.3),
     *_r("SegLLM", "Table 5", "LISA, Val (gIoU printed as mIoU)", gIoU=53.6, cIoU=52.3),
     *_r("LaSagnA", "Table 3", "LaSagnA (ours), reasonSeg val", cIoU=47.2),
@@ -197,6 +202,7 @@ def _reasonseg(split: str, reported: tuple) -> Protocol:
             "(255); any other label is target; shapes filled largest first (LISA's get_mask_from_json)"
         ),
         resolution=ORIGINAL,
+        fractions=("ROUGE-L", "CIDEr"),
         metrics={
             **CIOU_GIOU,
             "ncIoU": "eval/nciou/ncIoU",
