@@ -314,7 +314,7 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
             query = entry["queries"][0] if self.split != "train" else rng.choice(entry["queries"])
             mask, _ = annotation_masks(entry, *image.shape[:2])
             text = query if entry["is_sentence"] else rng.choice(t["direct"]).format(name=query)
-            return image, mask[None], mask[:0], [self._first({"question": text, "answer": ANSWER})], [-1]
+            return image, mask[None], mask[None][:0], [self._first({"question": text, "answer": ANSWER})], [-1]
         else:
             path, _, _, instances, *pair = self.items[i]
             image = read_rgb(path)
@@ -391,4 +391,4 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
         c = rng.choice(present)
         mask = torch.from_numpy(label == c)
         turn = {"question": rng.choice(self.templates["direct"]).format(name=self.classes[c]), "answer": ANSWER}
-        return image, mask[None], mask[None, :0], [self._first(turn)], [-1]
+        return image, mask[None], mask[None][:0], [self._first(turn)], [-1]

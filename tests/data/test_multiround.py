@@ -367,3 +367,84 @@ def test_segllm_protocols_fix_their_reader_options():
     assert table1["cIoU round 2"] == 78.0 and table1["cIoU round 8"] == 59.0
     assert get("mr-refcoco+-val").metrics["cIoU round 2"] == "eval/rounds/round1/cIoU"
     assert {r.value for r in get("rec-refcoco-testB").reported} == {86.2}
+
+
+def test_coco_lvis_semantic_and_reasonseg_conversations(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+
+    def ann(id, cat, box, **extra):
+        x0, y0, x1, y1 = box
+        return {
+            "id": id,
+            "image_id": 1,
+            "category_id": cat,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "iscrowd": 0,
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+            **extra,
+        }
+
+    anns = [
+        ann(1, 1, (0, 10, 10, 30)),
+        ann(2, 2, (30, 10, 40, 30)),
+        ann(3, 2, (45, 10, 55, 30)),
+        ann(4, 3, (5, 25, 10, 30), parent_id=1),
+        ann(5, 4, (15, 0, 25, 12), interactions=[{"verb": "holding", "object_id": 1}]),
+        {**ann(9, 1, (0, 0, 5, 5)), "iscrowd": 1},
+    ]
+    (tmp_path / "inst.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
+                "annotations": anns,
+                "categories": [{"id": i, "name": n} for i, n in enumerate(["dog", "cat", "tail", "person"], 1)],
+            }
+        )
+    )
+    ds = MultiRoundConversations("coco", str(tmp_path), "inst.json", "img", image_size=64)
+    kinds = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        assert len(s["conversation"]) == len(s["masks"]) == len(s["refs"]) >= 1
+        for r, (turn, ref) in enumerate(zip(s["conversation"], s["refs"].tolist())):
+            assert (
+                (ref >= 0) == ("[REF]" in turn["answer"]) and ref < r and turn["encode"] == ([ref] if ref >= 0 else [])
+            )
+        text = " ".join(t["question"] for t in s["conversation"])
+        kinds |= {k for k, w in (("hier", "tail"), ("inter", "holding")) if w in text}
+        assert s["masks"].flatten(1).any(1).all()
+    assert kinds == {"hier", "inter"}
+    lvis = MultiRoundConversations("lvis", str(tmp_path), "inst.json", "img")
+    captions = " ".join(t["question"] for e in range(6) for t in (lvis.set_epoch(e), lvis[0])[1]["conversation"])
+    assert "cat on the left" in captions or "cat on the right" in captions  # two cats: named by side
+    # single-round semantic conversations (ADE20K layout) and ReasonSeg
+    ade = tmp_path / "ade"
+    (ade / "images" / "training").mkdir(parents=True)
+    (ade / "annotations" / "training").mkdir(parents=True)
+    (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall;x\n2,0.1,1,1,floor\n")
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(ade / "images" / "training" / "a.jpg")
+    label = np.zeros((40, 60), np.uint8)
+    label[:20], label[20:] = 1, 2
+    Image.fromarray(label).save(ade / "annotations" / "training" / "a.png")
+    sem = MultiRoundConversations("ade20k", str(ade))
+    s = sem[0]
+    assert len(s["conversation"]) == 1 and s["refs"].tolist() == [-1]
+    name = "wall" if "wall" in s["conversation"][0]["question"] else "floor"
+    assert s["masks"][0, :20].all() == (name == "wall")
+    rs = tmp_path / "rs" / "train"
+    rs.mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(rs / "q.jpg")
+    (rs / "q.json").write_text(
+        json.dumps(
+            {
+                "text": ["What keeps the rain off?"],
+                "is_sentence": True,
+                "shapes": [{"label": "t", "points": [[0, 0], [30, 0], [30, 20], [0, 20]]}],
+            }
+        )
+    )
+    r = MultiRoundConversations("reasonseg", str(tmp_path / "rs"))[0]
+    assert r["conversation"][0]["question"] == "<image> What keeps the rain off?" and r["masks"][0, :10, :10].all()
+    assert len(MultiRoundConversations(length=4, max_rounds=2)[0]["conversation"]) <= 2
