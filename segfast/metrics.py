@@ -229,10 +229,11 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
 
 
-class BoxAccuracyMeter:
+class BoxAccuracyMeter(IoUMeter):
     """Referring expression comprehension accuracy (Acc@0.5): the share of samples whose box IoU
     with the target exceeds `threshold`, boxes taken from the masks (SegLLM's Table 4; its code
-    counts IoU > 0.5). Optionally per round; exact integer state like IoUMeter."""
+    counts IoU > 0.5). Optionally per round; exact integer state, synced and reported per round
+    as IoUMeter does."""
 
     def __init__(self, num_rounds: int = 1, threshold: float = 0.5):
         if num_rounds < 1:
@@ -249,18 +250,6 @@ class BoxAccuracyMeter:
         hits = box_iou(mask_box(pred.bool()), mask_box(gt.bool())) > self.threshold
         self.state[round] += torch.tensor([int(hits.sum()), len(hits)])
 
-    def sync(self) -> "BoxAccuracyMeter":
-        self.state = sync_state(self.state)
-        return self
-
-    @staticmethod
-    def _values(row, prefix: str) -> dict:
+    def _values(self, row, prefix: str) -> dict:
         hits, n = (int(x) for x in row)
         return {f"{prefix}Acc@0.5": hits / n if n else float("nan"), f"{prefix}samples": n}
-
-    def compute(self) -> dict:
-        out = self._values(self.state.sum(0), "")
-        if self.state.shape[0] > 1:
-            for r, row in enumerate(self.state):
-                out.update(self._values(row, f"round{r}/"))
-        return out

@@ -8,7 +8,8 @@ templates, the eval split from the disjoint validation ones):
                  else for it by its position (9 cells, segfast.text.segllm.position) relative to a
                  random earlier round's output. RefCOCO may pick one object under two captions ("the
                  same as"); LVIS keeps classes with at most two instances, naming a pair "on the
-                 left/right".
+                 left/right" (the paper also leaves out LVIS's COCO classes: not done here, as LVIS
+                 names no COCO mapping).
   hierarchical   (paco; coco with parent_id): 1-4 objects with parts, each followed by 1-4 of its
                  parts referring to the object's round.
   interactional  (vg): a Visual Genome relationship as two rounds, the subject, then the object by

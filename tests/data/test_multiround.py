@@ -4,7 +4,6 @@ drawn anew every epoch, and the readers (refer, PACO, Visual Genome, the release
 on tiny fake layouts."""
 
 import json
-import pickle
 import random
 from collections import Counter
 
@@ -22,6 +21,7 @@ from segfast.data.multiround import (
     same_class_pairs,
 )
 from segfast.text.segllm import BY_INDEX, ENCODE, RELATIONS, TRAIN, VAL, parse_references, position
+from tests.models.seg_family import write_refer
 
 
 def _inst(id, category, box, parent=None, instance=None, captions=None):
@@ -34,6 +34,20 @@ def _inst(id, category, box, parent=None, instance=None, captions=None):
         "parent": parent,
         "interactions": [],
         "instance": id if instance is None else instance,
+    }
+
+
+def _ann(id, cat, box, **extra):
+    """A COCO-style box annotation of image 1."""
+    x0, y0, x1, y1 = box
+    return {
+        "id": id,
+        "image_id": 1,
+        "category_id": cat,
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "iscrowd": 0,
+        "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+        **extra,
     }
 
 
@@ -124,47 +138,8 @@ def test_interactive_references():
         parse_references("x [REF:0]")
 
 
-def _write_refer(root, image, refs, anns, categories):
-    (root / "refcoco").mkdir(parents=True)
-    (root / "images" / "train2014").mkdir(parents=True)
-    Image.fromarray(image).save(root / "images" / "train2014" / "c.jpg")
-    with open(root / "refcoco" / "refs(unc).p", "wb") as f:
-        pickle.dump(refs, f)
-    (root / "refcoco" / "instances.json").write_text(
-        json.dumps(
-            {
-                "images": [{"id": 1, "file_name": "c.jpg", "height": 40, "width": 60}],
-                "annotations": anns,
-                "categories": categories,
-            }
-        )
-    )
-
-
 def _refer(tmp_path):
-    anns = [
-        {
-            "id": 7,
-            "image_id": 1,
-            "category_id": 1,
-            "bbox": [0, 0, 20, 40],
-            "segmentation": [[0, 0, 20, 0, 20, 40, 0, 40]],
-        },
-        {
-            "id": 8,
-            "image_id": 1,
-            "category_id": 1,
-            "bbox": [30, 0, 20, 40],
-            "segmentation": [[30, 0, 50, 0, 50, 40, 30, 40]],
-        },
-        {
-            "id": 9,
-            "image_id": 1,
-            "category_id": 2,
-            "bbox": [50, 30, 10, 10],
-            "segmentation": [[50, 30, 60, 30, 60, 40, 50, 40]],
-        },
-    ]
+    anns = [_ann(7, 1, (0, 0, 20, 40)), _ann(8, 1, (30, 0, 50, 40)), _ann(9, 2, (50, 30, 60, 40))]
     refs = [
         {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left man "}, {"sent": "Guy in red"}]},
         {"split": "train", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "right man"}]},
@@ -172,7 +147,7 @@ def _refer(tmp_path):
         {"split": "val", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "man on the left"}, {"sent": "tall man"}]},
         {"split": "val", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "other man"}]},
     ]
-    _write_refer(
+    write_refer(
         tmp_path, np.zeros((40, 60, 3), np.uint8), refs, anns, [{"id": 1, "name": "man"}, {"id": 2, "name": "ball"}]
     )
     return str(tmp_path)
@@ -215,15 +190,7 @@ def test_paco_hierarchy_from_obj_ann_id(tmp_path):
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "train2017" / "a.jpg")
 
     def ann(id, cat, box, obj):
-        x0, y0, x1, y1 = box
-        return {
-            "id": id,
-            "image_id": 1,
-            "category_id": cat,
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "obj_ann_id": obj,
-            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
-        }
+        return _ann(id, cat, box, obj_ann_id=obj)
 
     data = {
         "images": [{"id": 1, "file_name": "train2017/a.jpg", "height": 40, "width": 60}],
@@ -373,18 +340,7 @@ def test_coco_lvis_semantic_and_reasonseg_conversations(tmp_path):
     (tmp_path / "img").mkdir()
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
 
-    def ann(id, cat, box, **extra):
-        x0, y0, x1, y1 = box
-        return {
-            "id": id,
-            "image_id": 1,
-            "category_id": cat,
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "iscrowd": 0,
-            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
-            **extra,
-        }
-
+    ann = _ann
     anns = [
         ann(1, 1, (0, 10, 10, 30)),
         ann(2, 2, (30, 10, 40, 30)),

@@ -89,7 +89,7 @@ def train_tiny(output_dir, model: dict, data: dict, steps: int = 2) -> list:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def write_refer(root, image: np.ndarray, refs: list, annotations: list) -> None:
+def write_refer(root, image: np.ndarray, refs: list, annotations: list, categories: list = ()) -> None:
     """A refCOCO-style folder (the refer toolkit layout) with one image c.jpg (image id 1)."""
     import json
     import pickle
@@ -102,5 +102,11 @@ def write_refer(root, image: np.ndarray, refs: list, annotations: list) -> None:
     with open(root / "refcoco" / "refs(unc).p", "wb") as f:
         pickle.dump(refs, f)
     (root / "refcoco" / "instances.json").write_text(
-        json.dumps({"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": annotations})
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "c.jpg", "height": image.shape[0], "width": image.shape[1]}],
+                "annotations": annotations,
+                "categories": list(categories),
+            }
+        )
     )

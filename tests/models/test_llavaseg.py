@@ -647,5 +647,9 @@ def test_config_and_lisa_prompting_from_the_cache(tmp_path):
     assert s["conversation"] == [
         {"question": f"<image> {s['cot']['reason']} Please output segmentation mask.", "answer": "[SEG]."}
     ]
+    from tests.models.seg_family import build
+
+    lisa = build("lisa")  # Table 3c: a LISA model segments from the cached reason step
+    assert set(lisa(batch_of(ds, 2))) == {"text", "bce", "dice"}
     with pytest.raises(ValueError, match="cot_cache"):
         SegQueries(length=6, lisa_prompt=True)
