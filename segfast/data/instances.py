@@ -13,7 +13,7 @@ Layouts (local paths):
   paco        PACO-LVIS (paco_lvis_v1_{train,val}.json): COCO-style, every annotation with
               obj_ann_id (its own id for an object, the object's for a part) and part
               categories named "object:part"; file_name is relative to the image root
-              (train2017/...). A PASCAL-Part file converted to this form reads the same.
+              (train2017/...). PASCAL-Panoptic-Parts has its own reader (segfast.data.panoptic_parts).
   refer       refCOCO/+/g: <root>/<dataset>/refs(<split_by>).p and instances.json (the refer
               toolkit layout), images <root>/images/train2014/<file_name>; one caption per
               sentence of a ref (sent.strip().lower(), as LISA reads them).

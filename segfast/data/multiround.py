@@ -10,8 +10,8 @@ templates, the eval split from the disjoint validation ones):
                  same as"); LVIS keeps classes with at most two instances, naming a pair "on the
                  left/right" (the paper also leaves out LVIS's COCO classes: not done here, as LVIS
                  names no COCO mapping).
-  hierarchical   (paco; coco with parent_id): 1-4 objects with parts, each followed by 1-4 of its
-                 parts referring to the object's round.
+  hierarchical   (paco; pascal_part, segfast.data.panoptic_parts; coco with parent_id): 1-4 objects
+                 with parts, each followed by 1-4 of its parts referring to the object's round.
   interactional  (vg): a Visual Genome relationship as two rounds, the subject, then the object by
                  the predicate ("the umbrella that instance 1 is holding"); up to 4 relationships of
                  an image, each its own conversation.
@@ -60,6 +60,7 @@ FORMATS = (
     "refcoco_hard",
     "lvis",
     "paco",
+    "pascal_part",
     "vg",
     "ade20k",
     "cocostuff",
@@ -187,7 +188,8 @@ def limited(rounds: list, max_rounds: int) -> list:
 @dataset("multiround")
 class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
     """A conversation per item, drawn anew every epoch (segfast.data.rng); see the module doc.
-    Options: format, root, annotations and images (coco, lvis, paco), dataset / split_by /
+    Options: format, root, annotations and images (coco, lvis, paco; pascal_part: the dataset
+    spec, default ppp_datasetspec.yaml, and the VOC image folder), dataset / split_by /
     eval_split (refcoco*, reasonseg, semantic), conversations / eval_conversations (mrseg), masks
     / box_masks (vg), max_rounds, question_set, eval_memory, image_size, clip_size, length
     (synthetic)."""
@@ -245,6 +247,13 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
             if not (o["annotations"] and o["images"]):
                 raise ValueError(f"annotations and images are required for format={fmt!r}")
             return read_coco(root, o["annotations"], o["images"])
+        if fmt == "pascal_part":
+            from segfast.data.panoptic_parts import read_panoptic_parts, read_spec
+
+            if not o["images"]:
+                raise ValueError("images (the VOC2010 JPEGImages folder) is required for format='pascal_part'")
+            self.part_spec = read_spec(root / (o["annotations"] or "ppp_datasetspec.yaml"))
+            return read_panoptic_parts(root, o["images"], "eval" if evaluating else "train")
         if fmt == "refcoco":
             images = read_refer(root, o["dataset"], o["split_by"], split)
             if evaluating:  # every sentence of every referent, one round each (LISA's queries)
@@ -309,6 +318,12 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
             rounds = interactional(0, verb, 1, instances, rng, t)
         elif self.format in ("ade20k", "cocostuff"):
             return self._semantic(i, rng)
+        elif self.format == "pascal_part":
+            from segfast.data.panoptic_parts import object_instances
+
+            image_path, label_path = self.items[i]
+            image, instances = read_rgb(image_path), object_instances(label_path, *self.part_spec)
+            rounds = hierarchical(instances, rng, t)
         elif self.format == "reasonseg":
             entry = self.items[i]
             image = read_rgb(entry["image"])

@@ -404,3 +404,48 @@ def test_coco_lvis_semantic_and_reasonseg_conversations(tmp_path):
     r = MultiRoundConversations("reasonseg", str(tmp_path / "rs"))[0]
     assert r["conversation"][0]["question"] == "<image> What keeps the rain off?" and r["masks"][0, :10, :10].all()
     assert len(MultiRoundConversations(length=4, max_rounds=2)[0]["conversation"]) <= 2
+
+
+def test_pascal_panoptic_parts_objects_and_their_parts(tmp_path):
+    """The release's uid TIFFs and dataset spec: sids and pids count from 1 in the spec's order,
+    grouped raw pids make one part, an object's unlabelled-part pixels stay in its mask."""
+    from segfast.data.panoptic_parts import object_instances, read_spec
+
+    (tmp_path / "labels" / "training").mkdir(parents=True)
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "ppp_datasetspec.yaml").write_text(
+        "version: 2.0\n"
+        "scene_class2part_classes: {aeroplane: [body, engine], person: [head, torso], sky: []}\n"
+        "countable_pids_groupings: {aeroplane: {engine: [2, 3]}}\n"
+    )
+    uid = np.full((40, 60), 3, np.int32)  # sky (sid 3), no instances
+    uid[0:20, 0:30] = 1_001_01  # aeroplane 1 body
+    uid[0:5, 0:10], uid[15:20, 0:10] = 1_001_02, 1_001_03  # its two engines (raw pids 2, 3)
+    uid[20:40, 40:60] = 2_001_01  # person 1 head
+    uid[30:40, 40:50] = 2001  # person 1, no part label
+    uid[0:10, 50:60] = 1002  # aeroplane 2: no parts, left out
+    for name, label in (("a", uid), ("b", np.full((40, 60), 2001, np.int32))):  # b: no part anywhere
+        Image.fromarray(label).save(tmp_path / "labels" / "training" / f"{name}.tif")
+        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "JPEGImages" / f"{name}.jpg")
+    classes, parts = read_spec(tmp_path / "ppp_datasetspec.yaml")
+    insts = object_instances(tmp_path / "labels" / "training" / "a.tif", classes, parts)
+    names = [(x["category"], x["parent"]) for x in insts]
+    assert names == [("aeroplane", None), ("body", 0), ("engine", 0), ("person", None), ("head", 3)]
+    assert np.array_equal(insts[0]["mask"], uid // 100_000 == 1) and insts[0]["box"] == (0, 0, 30, 20)
+    assert np.array_equal(insts[2]["mask"], (uid == 1_001_02) | (uid == 1_001_03))
+    assert insts[3]["mask"].sum() == 20 * 20 and insts[4]["mask"].sum() == 20 * 20 - 10 * 10
+    ds = MultiRoundConversations("pascal_part", str(tmp_path), images="JPEGImages")
+    assert len(ds) == 1  # b has no object with parts
+    seen = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        whole = s["conversation"][0]["question"]
+        assert ("aeroplane" in whole or "person" in whole) and s["refs"][0] == -1
+        for r, (turn, ref) in enumerate(zip(s["conversation"], s["refs"].tolist())):
+            if ref >= 0:  # a part: asked with its object's encoding, inside its object's mask
+                assert turn["question"].startswith(ENCODE) and not (s["masks"][r] & ~s["masks"][ref]).any()
+        seen.add((len(s["conversation"]), int((s["refs"] >= 0).sum())))
+    assert {n - k for n, k in seen} <= {1, 2} and len(seen) > 1  # 1-2 objects with parts, re-drawn per epoch
+    with pytest.raises(ValueError, match="images"):
+        MultiRoundConversations("pascal_part", str(tmp_path))
