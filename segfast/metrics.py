@@ -216,3 +216,54 @@ class FoldIoU:
         if len(table) > 1:
             out["runs"] = run_mious
         return out
+
+
+def mask_box(masks: torch.Tensor) -> torch.Tensor:
+    """(N, 4) float boxes (x0, y0, x1, y1), max exclusive, of (N, H, W) bool masks; an empty mask
+    gets an empty box (0, 0, 0, 0)."""
+    rows, cols = masks.any(2), masks.any(1)
+
+    def extent(hit):
+        ar = torch.arange(hit.shape[1], device=hit.device)
+        lo = torch.where(hit, ar, hit.shape[1]).amin(1)
+        hi = torch.where(hit, ar + 1, 0).amax(1)
+        return lo, hi
+
+    (x0, x1), (y0, y1) = extent(cols), extent(rows)
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    return torch.where(masks.flatten(1).any(1)[:, None], boxes, torch.zeros_like(boxes))
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) IoU of matched (N, 4) boxes with exclusive max; 0 when the union is empty."""
+    w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = w * h
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
+
+
+class BoxAccuracyMeter(IoUMeter):
+    """Referring expression comprehension accuracy (Acc@0.5): the share of samples whose box IoU
+    with the target exceeds `threshold`, boxes taken from the masks (SegLLM's Table 4; its code
+    counts IoU > 0.5). Optionally per round; exact integer state, synced and reported per round
+    as IoUMeter does."""
+
+    def __init__(self, num_rounds: int = 1, threshold: float = 0.5):
+        if num_rounds < 1:
+            raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
+        self.threshold = float(threshold)
+        self.state = torch.zeros(num_rounds, 2, dtype=torch.int64)  # hits, samples
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, round: int = 0) -> None:
+        """pred, gt: (N, H, W) bool masks, one sample each."""
+        if not 0 <= round < self.state.shape[0]:
+            raise ValueError(f"round must be in [0, {self.state.shape[0]}), got {round}")
+        if pred.shape != gt.shape or pred.dim() != 3:
+            raise ValueError(f"pred and gt must be (N, H, W) of one shape, got {tuple(pred.shape)}, {tuple(gt.shape)}")
+        hits = box_iou(mask_box(pred.bool()), mask_box(gt.bool())) > self.threshold
+        self.state[round] += torch.tensor([int(hits.sum()), len(hits)])
+
+    def _values(self, row, prefix: str) -> dict:
+        hits, n = (int(x) for x in row)
+        return {f"{prefix}Acc@0.5": hits / n if n else float("nan"), f"{prefix}samples": n}

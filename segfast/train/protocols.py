@@ -42,6 +42,7 @@ class Protocol:
     metrics: dict  # the paper's metric name -> segfast's result key
     source: str
     reported: tuple = field(default=())
+    fractions: tuple = field(default=())  # metrics the papers print as fractions (not percent)
 
     def data_section(self, data: dict) -> dict:
         """The data config to evaluate with: the checkpoint's section for a reader of this
@@ -83,7 +84,11 @@ class Protocol:
 
     def compare(self, result: dict) -> str:
         """segfast's numbers beside the papers' (percent), with the difference."""
-        ours = {m: 100 * result[k] for m, k in self.metrics.items() if isinstance(result.get(k), (int, float))}
+        ours = {
+            m: (1 if m in self.fractions else 100) * result[k]
+            for m, k in self.metrics.items()
+            if isinstance(result.get(k), (int, float))
+        }
         lines = [
             f"  segfast ({result.get('eval/samples', '?')} samples): "
             + ", ".join(f"{m} {ours[m]:.2f}" if m in ours else f"{m} n/a" for m in self.metrics)
@@ -94,12 +99,13 @@ class Protocol:
         return "\n".join(lines)
 
 
-REFER_READERS = ("seg-conversations", "referring", "seg-queries")
+REFER_READERS = ("seg-conversations", "referring", "seg-queries", "multiround")
 REFER_QUERIES = "every sentence of every referent of the split, each its own single-round query (LISA's ValDataset)"
 REFER_PROMPT = (
     "LISA: '<image>\\n What is {sentence} in this image? Please output segmentation mask.' with the answer "
     "'[SEG].' (LaSagnA: '<SEG>.') teacher-forced (LISA's ValDataset); LLM-Seg asks the same; LLaVASeg "
-    "its chain of thought"
+    "its chain of thought; SegLLM (multiround) a validation template per query, scored in SAM's 1024 frame as "
+    "its authors count"
 )
 ORIGINAL = (
     "the image's original resolution: mask logits cropped to the unpadded frame and resized back "
@@ -177,6 +183,9 @@ REASONSEG_VAL = (
     *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", gIoU=57.3, cIoU=60.7),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-7B", gIoU=54.8, cIoU=49.9),
     *_r("LLaVASeg", "Table 1", "LLaVASEg-13B", gIoU=59.1, cIoU=52.8),
+    # LLaVASeg Table 1 prints ROUGE-L and CIDEr as fractions (the protocol's `fractions`)
+    *_r("LLaVASeg", "Table 1", "LLaVASEg-13B, reason step vs explanations", **{"ROUGE-L": 0.393, "CIDEr": 0.796}),
+    *_r("LLaVASeg", "Table 1", "LISA-13B (explain)", CIDEr=0.107),  # its ROUGE-L 0.290 reads as 0.29 here
     *_r("SegLLM", "Table 5", "SegLLM, Val (gIoU printed as mIoU)", gIoU=57.2, cIoU=54.3),
     *_r("SegLLM", "Table 5", "LISA, Val (gIoU printed as mIoU)", gIoU=53.6, cIoU=52.3),
     *_r("LaSagnA", "Table 3", "LaSagnA (ours), reasonSeg val", cIoU=47.2),
@@ -211,10 +220,17 @@ def _reasonseg(split: str, reported: tuple) -> Protocol:
             "(255); any other label is target; shapes filled largest first (LISA's get_mask_from_json)"
         ),
         resolution=ORIGINAL,
-        metrics={**CIOU_GIOU, "ncIoU": "eval/nciou/ncIoU"},
+        fractions=("ROUGE-L", "CIDEr"),
+        metrics={
+            **CIOU_GIOU,
+            "ncIoU": "eval/nciou/ncIoU",
+            "ROUGE-L": "eval/dialogue/ROUGE-L",
+            "CIDEr": "eval/dialogue/CIDEr",
+        },
         source=(
             f"{LISA_VAL}; ncIoU (LLM-Seg §5.1.1; its training.py validate_threshold): prediction and target "
-            "resized to 1024x1024 (nearest) before cIoU, reported by the llm-seg model"
+            "resized to 1024x1024 (nearest) before cIoU, reported by the llm-seg model; ROUGE-L / CIDEr "
+            "(LLaVASeg: its reason step against LISA's explanatory answers, data.options.explanations)"
         ),
         reported=reported,
     )
@@ -328,6 +344,158 @@ LLAFS = {
     ("coco", 5): (53.2, 63.8, 63.1, 60.0),
 }
 
+# ---- SegLLM's own benchmarks (its Tables 1, 4, 6, 7, 8) --------------------------------------------
+SEGLLM_FRAME = (
+    "SAM's frame (longest side 1024, the unpadded region), as the authors count in their decoder's 1024 frame"
+)
+SEGLLM_SOURCE = "SegLLM's llava_trainer.evaluate (per-round mIoU = mean IoU, oIoU = cIoU, P@0.5 box accuracy)"
+# Table 1: cIoU of rounds 2-8 on MR-RefCOCO/+/g, rows SegLLM, LISA, GLaMM
+MR_REFER = {
+    "refcoco": {
+        "SegLLM": (81.9, 81.7, 78.4, 80.3, 74.5, 69.3, 70.5),
+        "LISA": (60.6, 58.9, 61.3, 61.0, 60.7, 54.4, 51.9),
+        "GLaMM": (59.5, 61.6, 59.3, 62.6, 62.6, 52.1, 50.7),
+    },
+    "refcoco+": {
+        "SegLLM": (78.0, 78.5, 74.3, 76.5, 73.4, 64.0, 59.0),
+        "LISA": (51.4, 51.2, 49.0, 48.5, 45.6, 42.8, 36.9),
+        "GLaMM": (52.9, 58.3, 54.2, 50.5, 54.8, 48.4, 43.6),
+    },
+    "refcocog": {
+        "SegLLM": (79.2, 76.0, 77.1, 66.9, 68.9, 71.0, 54.9),
+        "LISA": (61.3, 52.1, 56.0, 47.5, 39.9, 55.1, 36.3),
+        "GLaMM": (65.4, 57.8, 55.4, 49.4, 40.8, 57.8, 38.4),
+    },
+}
+MR_HARD = {"refcoco": 69.6, "refcoco+": 69.4, "refcocog": 63.7}  # Table 8, last row (all components)
+# Table 4: Acc@0.5 of SegLLM-7B per split, in REFER_COLUMNS order
+REC_SEGLLM = (90.0, 92.1, 86.2, 82.2, 85.5, 76.1, 83.9, 85.9)
+# Table 7, column "LISA" (LISA's question templates), row SegLLM: cIoU on refCOCO/+/g val
+LISA_QUESTIONS = {"refcoco": 80.4, "refcoco+": 70.7, "refcocog": 72.3}
+
+
+def _rounds(first: int, last: int, metric: str, key: str) -> dict:
+    """The paper's per-round metric names (rounds from 1) -> segfast's keys (rounds from 0)."""
+    return {f"{metric} round {r}": f"eval/rounds/round{r - 1}/{key}" for r in range(first, last + 1)}
+
+
+def _mr_refer(dataset: str) -> Protocol:
+    reported = tuple(
+        Reported("SegLLM", "Table 1", f"{row} (MR-{dataset})", f"cIoU round {r}", values[r - 2])
+        for row, values in MR_REFER[dataset].items()
+        for r in range(2, 9)
+    )
+    return Protocol(
+        name=f"mr-{dataset}-val",
+        title=f"MR-{dataset} val (MRSeg), multi-round referring segmentation",
+        readers=("multiround",),
+        data={"format": "mrseg", "eval_conversations": f"all_data_mix_val/mr_{dataset}_val.json", "eval_memory": "own"},
+        queries="every round of every released validation conversation, answered round by round",
+        prompt="the released questions; each earlier round's encoding is the model's own mask (the authors' --ar_eval)",
+        ignore="none",
+        resolution=SEGLLM_FRAME,
+        metrics={**_rounds(1, 8, "cIoU", "cIoU"), **_rounds(1, 8, "mIoU", "gIoU"), "cIoU": "eval/rounds/cIoU"},
+        source=f"{SEGLLM_SOURCE}; scripts/eval/eval_mr_refcoco.sh",
+        reported=reported,
+    )
+
+
+def _mr_hard(dataset: str) -> Protocol:
+    return Protocol(
+        name=f"mr-{dataset}-hard-val",
+        title=f"MR-{dataset} hard val (MRSeg-hard): the other object of a class, given one as a mask",
+        readers=("multiround",),
+        data={"format": "mrseg", "eval_conversations": f"all_data_mix_val/mr_{dataset}_hard_val.json"},
+        queries="every released hard validation conversation (one round, the reference given as an encoding)",
+        prompt="the released questions with the given mask's encoding",
+        ignore="none",
+        resolution=SEGLLM_FRAME,
+        metrics={"cIoU": "eval/iou/cIoU", "mIoU": "eval/iou/gIoU"},
+        source=SEGLLM_SOURCE,
+        reported=_r(
+            "SegLLM", "Table 8", f"mask-enc + box-enc + ref loss, Multi-Round (hard) {dataset}", cIoU=MR_HARD[dataset]
+        ),
+    )
+
+
+MR_PACO = Protocol(
+    name="mr-paco-val",
+    title="MR-PACO val (MRSeg), multi-round hierarchical segmentation",
+    readers=("multiround",),
+    data={"format": "mrseg", "eval_conversations": "all_data_mix_val/mr_paco_val.json", "eval_memory": "ground_truth"},
+    queries="every round of every released validation conversation",
+    prompt="the released questions; earlier rounds encoded from the ground truth (the authors' eval_mr_paco.sh "
+    "runs without --ar_eval and with --eval_use_gt_mask_encode)",
+    ignore="none",
+    resolution=SEGLLM_FRAME,
+    metrics={**_rounds(1, 5, "mIoU", "gIoU"), **_rounds(1, 5, "cIoU", "cIoU")},
+    source=f"{SEGLLM_SOURCE}; scripts/eval/eval_mr_paco.sh",
+    reported=tuple(
+        Reported("SegLLM", "Table 6", f"{row}, round {r}", f"{metric} round {r}", v)
+        for row, metric, values in (
+            ("SegLLM", "mIoU", (54.9, 37.6, 32.9, 33.3, 31.6)),
+            ("LISA", "mIoU", (34.7, 10.6, 13.7, 11.5, 11.6)),
+            ("SegLLM", "cIoU", (65.3, 49.7, 40.9, 39.4, 41.9)),
+            ("LISA", "cIoU", (45.6, 15.5, 21.3, 18.7, 20.5)),
+        )
+        for r, v in enumerate(values, 1)
+    ),
+)
+
+
+def _rec(dataset: str, split: str) -> Protocol:
+    split_by = "umd" if dataset == "refcocog" else "unc"
+    return Protocol(
+        name=f"rec-{dataset}-{split}",
+        title=f"{dataset} {split}, referring expression comprehension (the box of the predicted mask)",
+        readers=("multiround",),
+        data={"format": "refcoco", "dataset": dataset, "split_by": split_by, "eval_split": split},
+        queries=REFER_QUERIES,
+        prompt="SegLLM's validation templates, answer 'It is [SEG].' teacher-forced",
+        ignore="none",
+        resolution=SEGLLM_FRAME,
+        metrics={"Acc@0.5": "eval/rec/Acc@0.5"},
+        source=f"{SEGLLM_SOURCE}; boxes from the masks (SegLLM's HIPIE predicts them), IoU > 0.5",
+        reported=_r(
+            "SegLLM",
+            "Table 4",
+            f"SegLLM-7B ({dataset} {split})",
+            **{"Acc@0.5": REC_SEGLLM[REFER_COLUMNS.index((dataset, split))]},
+        ),
+    )
+
+
+def _lisa_questions(dataset: str) -> Protocol:
+    split_by = "umd" if dataset == "refcocog" else "unc"
+    return Protocol(
+        name=f"lisa-questions-{dataset}-val",
+        title=f"{dataset} val asked with LISA's question (SegLLM's template-robustness split)",
+        readers=("multiround",),
+        data={
+            "format": "refcoco",
+            "dataset": dataset,
+            "split_by": split_by,
+            "eval_split": "val",
+            "question_set": "lisa",
+        },
+        queries=REFER_QUERIES,
+        prompt="LISA's '<image> What is {sentence} in this image? Please output segmentation mask.'",
+        ignore="none",
+        resolution=SEGLLM_FRAME,
+        metrics=CIOU_GIOU,
+        source=f"{SEGLLM_SOURCE}; scripts/eval/eval_refcoco_templates.sh",
+        reported=_r("SegLLM", "Table 7", f"SegLLM (ours), LISA templates ({dataset})", cIoU=LISA_QUESTIONS[dataset]),
+    )
+
+
+SEGLLM_PROTOCOLS = [
+    *(_mr_refer(d) for d in MR_REFER),
+    *(_mr_hard(d) for d in MR_HARD),
+    MR_PACO,
+    *(_rec(d, s) for d, s in REFER_COLUMNS),
+    *(_lisa_questions(d) for d in LISA_QUESTIONS),
+]
+
 PROTOCOLS = {
     p.name: p
     for p in [
@@ -395,6 +563,7 @@ PROTOCOLS = {
             _grefcoco(split, tuple(r for row, values in GREFCOCO for r in _r("LaSagnA", "Table 4", row, **values[k])))
             for k, split in enumerate(("val", "testA", "testB"))
         ),
+        *SEGLLM_PROTOCOLS,
         *(
             _fewshot(d, f, s, LLAFS[d, s][f] if (d, s) in LLAFS else None)
             for d in ("pascal", "coco")

@@ -116,7 +116,13 @@ def learning_curve(output_dir, name: str, data: dict, steps: int) -> dict:
 
 
 def write_refer(
-    root, image: np.ndarray, refs: list, annotations: list, dataset: str = "refcoco", images: str = "train2014"
+    root,
+    image: np.ndarray,
+    refs: list,
+    annotations: list,
+    categories: list = (),
+    dataset: str = "refcoco",
+    images: str = "train2014",
 ) -> None:
     """A refCOCO-style folder (the refer toolkit layout) with one image c.jpg (image id 1) under
     images/<images> (refCLEF's are in saiapr_tc-12)."""
@@ -131,5 +137,11 @@ def write_refer(
     with open(root / dataset / "refs(unc).p", "wb") as f:
         pickle.dump(refs, f)
     (root / dataset / "instances.json").write_text(
-        json.dumps({"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": annotations})
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "c.jpg", "height": image.shape[0], "width": image.shape[1]}],
+                "annotations": annotations,
+                "categories": list(categories),
+            }
+        )
     )
