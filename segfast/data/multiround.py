@@ -268,11 +268,11 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
             images = read_visual_genome(root, o["masks"], bool(o["box_masks"]))
             return [(path, h, w, rels, k) for path, h, w, rels in images for k in range(min(VG_RELATIONS, len(rels)))]
         if fmt in ("ade20k", "cocostuff"):
-            from segfast.data.semantic import read_semantic
+            from segfast.data.label_maps import read_label_maps
 
-            pairs, classes = read_semantic(fmt, root, "eval" if evaluating else "train")
-            self.classes = classes
-            return pairs
+            self.label_maps = read_label_maps(fmt, root, "eval" if evaluating else "train")
+            self.classes = self.label_maps.classes
+            return self.label_maps.pairs
         if fmt == "reasonseg":
             return read_reasonseg(root, split)
         from segfast.data.mrseg import read_conversations
@@ -397,10 +397,10 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
 
     def _semantic(self, i: int, rng: random.Random) -> tuple:
         """A single round asking for one class present in the image (§4.1)."""
-        from segfast.data.semantic import IGNORE, load_label
+        from segfast.data.label_maps import IGNORE
 
         image_path, label_path = self.items[i]
-        image, label = read_rgb(image_path), load_label(self.format, label_path)
+        image, label = read_rgb(image_path), self.label_maps.load(label_path)
         present = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes) and self.classes[c]]
         if not present:
             raise ValueError(f"{label_path}: no labelled class to ask about")

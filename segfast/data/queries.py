@@ -128,11 +128,10 @@ class SegQueries(EpochChoices, torch.utils.data.Dataset):
         if format == "synthetic":
             self.items = list(range(int(length)))
         elif format in SEMANTIC:
-            from segfast.data.semantic import read_semantic
+            from segfast.data.label_maps import read_label_maps
 
-            if not root:
-                raise ValueError(f"root is required for format={format!r}")
-            self.items, self.classes = read_semantic(format, Path(root), split)
+            self.label_maps = read_label_maps(format, root, split)
+            self.items, self.classes = self.label_maps.pairs, self.label_maps.classes
         elif format in PARTS:
             if not (root and annotations):
                 raise ValueError(f"root and annotations are required for format={format!r}")
@@ -194,9 +193,9 @@ class SegQueries(EpochChoices, torch.utils.data.Dataset):
 
     def _present(self, i: int) -> tuple:
         """(label map, names of the classes in it) of semantic sample i."""
-        from segfast.data.semantic import IGNORE, load_label
+        from segfast.data.label_maps import IGNORE
 
-        label = load_label(self.format, self.items[i][1])
+        label = self.label_maps.load(self.items[i][1])
         ids = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes) and self.classes[c]]
         return label, [self.classes[c] for c in ids]
 

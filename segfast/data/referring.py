@@ -278,11 +278,10 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
             raise ValueError("proposals: the folder written by `segfast proposals` for these images is required")
         self.root, self.proposals = Path(root), Path(proposals)
         if format in SEMANTIC:
-            from segfast.data.semantic import read_semantic
+            from segfast.data.label_maps import read_label_maps
 
-            if not root:
-                raise ValueError(f"root is required for format={format!r}")
-            self.items, self.classes = read_semantic(format, self.root, "train" if split == "train" else "eval")
+            self.label_maps = read_label_maps(format, root, "train" if split == "train" else "eval")
+            self.items, self.classes = self.label_maps.pairs, self.label_maps.classes
             return
         entries = read_entries(format, root, split, eval_split, dataset, split_by, image_roots)
         if split == "eval":
@@ -316,23 +315,24 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         # up to questions_per_image of the image's sentences, drawn without replacement (LISA's loaders)
         pool = [(e, q) for e in entries for q in e["queries"]]
         chosen = rng.sample(pool, min(self.questions, len(pool)))
-        rounds = [ask(rng, sentence=q) if e["is_sentence"] else ask(rng, name=q.lower()) for e, q in chosen]
+        # each question its own single-round conversation (ask returns one)
+        rounds = [(ask(rng, sentence=q) if e["is_sentence"] else ask(rng, name=q))[0] for e, q in chosen]
         masks = {id(e): annotation_masks(e, h, w)[0] for e, _ in chosen}  # trained on the target only
         targets = torch.stack([masks[id(e)] for e, _ in chosen])
         return self._sample(image, entries[0]["image"], rounds, targets, torch.zeros(h, w, dtype=torch.bool))
 
     def _semantic(self, i: int) -> dict:
-        from segfast.data.semantic import IGNORE, load_label
+        from segfast.data.label_maps import IGNORE
 
         image_path, label_path = self.items[i]
-        image, label = read_rgb(image_path), load_label(self.format, label_path)
+        image, label = read_rgb(image_path), self.label_maps.load(label_path)
         present = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes)]
         asked = [c for c in present if self.classes[c] and not (self.format == "cocostuff" and "-" in self.classes[c])]
         if not asked:
             raise ValueError(f"{label_path}: no class to ask about (every pixel ignored or unnamed)")
         rng = self.rng(i)
         chosen = rng.sample(asked, min(self.questions, len(asked)))
-        rounds = [ask(rng, name=self.classes[c].lower()) for c in chosen]
+        rounds = [ask(rng, name=self.classes[c])[0] for c in chosen]
         targets = torch.from_numpy(np.stack([label == c for c in chosen]))
         return self._sample(image, image_path, rounds, targets, torch.from_numpy(label == IGNORE))
 
@@ -355,7 +355,7 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         rng = content if self.split == "eval" else self.rng(i)
         chosen = rng.sample(instances, 1 if self.split == "eval" else min(self.questions, len(instances)))
         rounds = [
-            benchmark_round(inst["category"], False) if self.split == "eval" else ask(rng, name=inst["category"])
+            benchmark_round(inst["category"], False) if self.split == "eval" else ask(rng, name=inst["category"])[0]
             for inst in chosen
         ]
         targets = torch.stack([torch.from_numpy(inst["mask"]) for inst in chosen])

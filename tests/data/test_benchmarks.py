@@ -283,8 +283,8 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     }
     ds = build("llmseg40k-val", llmseg)
     assert [ds[i]["conversations"][0][0]["question"] for i in range(len(ds))] == [
-        "<image> what is left? Please output segmentation mask.",
-        "<image> the thing Please output segmentation mask.",
+        "<image>\n what is left? Please output segmentation mask.",  # LISA's ValDataset writes "\n "
+        "<image>\n the thing Please output segmentation mask.",
     ]
     assert ds[0]["proposals"].shape == (2, 50, 8) and ds[0]["gt_iou"].tolist() == [[1.0, 0.0625]]
     assert ds[1]["original_masks"].shape == (1, 30, 50) and ds[1]["gt_iop"].tolist() == [[0.0, 0.0]]

@@ -99,7 +99,7 @@ def test_reasonseg_training_draws_up_to_three_questions_anew_each_epoch(tmp_path
         s = ds[0]
         assert len(s["conversations"]) == 3 and all(len(c) == 1 for c in s["conversations"])
         questions = [c[0]["question"] for c in s["conversations"]]
-        assert all(q.startswith("<image> ") and ("Please" in q) for q in questions)  # LISA's long templates
+        assert all(q.startswith("<image>\n") and ("Please" in q) for q in questions)  # LISA's long templates
         assert all(c[0]["answer"].count("[SEG]") == 1 for c in s["conversations"])
         draws.append(questions)
     ds.set_epoch(2)
@@ -110,7 +110,7 @@ def test_reasonseg_training_draws_up_to_three_questions_anew_each_epoch(tmp_path
     ev = ReferringSegmentation("reasonseg", str(root), "eval", str(tmp_path / "p"), eval_split="train")
     s = ev[0]
     assert s["conversations"] == [
-        [{"question": "<image> what holds the drink? Please output segmentation mask.", "answer": "[SEG]."}]
+        [{"question": "<image>\n what holds the drink? Please output segmentation mask.", "answer": "[SEG]."}]
     ]
     assert s["original_masks"].shape == (1, 40, 60) and int(s["original_masks"].sum()) == 200
     assert int(s["original_ignore"].sum()) == 25
@@ -166,7 +166,7 @@ def test_llmseg40k_reads_the_released_format_and_both_image_roots(tmp_path):
     ds = ReferringSegmentation("llmseg40k", str(root), "train", str(tmp_path / "p"))
     assert len(ds) == 3  # every question is a sample (the authors' LLMSegDataset)
     questions = [ds[i]["conversations"][0][0]["question"] for i in range(3)]
-    assert [q.split("<image> ")[1].split(" Please")[0] for q in questions] == [
+    assert [q.split("<image>\n")[1].split(" Please")[0] for q in questions] == [
         "What holds coffee?",
         "Where to eat?",
         "What shows the time?",
