@@ -23,6 +23,9 @@ def images(folder, n: int):
     return sorted(folder.glob("*.png"))
 
 
+SHORT = ["--settings", '{"generate": {"max_new_tokens": 4}}']  # a random model's answers, cut short
+
+
 def lines(out) -> list:
     return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
 
@@ -47,12 +50,12 @@ def test_folder_in_batches_and_pairs_json(lisa, tmp_path):
     paths = images(tmp_path / "in", 3)
     out = tmp_path / "folder"
     main(["predict", "--checkpoint", str(lisa), "--images", str(tmp_path / "in"), "--query", "Segment the box.",
-          "--out", str(out), "--batch-size", "2", "--quiet"])  # fmt: skip
+          "--out", str(out), "--batch-size", "2", "--quiet", *SHORT])  # fmt: skip
     assert sorted(e["image"] for e in lines(out)) == ["img0", "img1", "img2"]
     listing = tmp_path / "in" / "pairs.json"
     listing.write_text(json.dumps([{"image": p.name, "query": f"Segment the box {i}."} for i, p in enumerate(paths)]))
     out = tmp_path / "pairs"
-    main(["predict", "--checkpoint", str(lisa), "--pairs", str(listing), "--out", str(out), "--quiet"])
+    main(["predict", "--checkpoint", str(lisa), "--pairs", str(listing), "--out", str(out), "--quiet", *SHORT])
     assert [(e["image"], e["query"]) for e in lines(out)] == [(f"img{i}", f"Segment the box {i}.") for i in range(3)]
     for i in range(3):
         masks = [np.asarray(Image.open(p)) for p in sorted(out.glob(f"img{i}_mask*.png"))]
@@ -73,3 +76,29 @@ def test_errors_name_the_argument(lisa, tmp_path):
         main(base + ["--images", str(tmp_path / "empty"), "--query", "x"])
     with pytest.raises(SystemExit, match="--images: .* is not a directory"):
         main(base + ["--images", str(tmp_path / "nowhere"), "--query", "x"])
+
+
+@pytest.mark.slow
+def test_segllm_chat_rounds_and_llafs_support(tmp_path):
+    (a,) = images(tmp_path / "in", 1)
+    segllm, _ = tiny_checkpoint(tmp_path / "segllm", "segllm")
+    out = tmp_path / "chat"
+    main(["predict", "--checkpoint", str(segllm), "--image", str(a), "--chat", "--query", "Please segment the box.",
+          "--query", "Segment the dog below the box.", "--out", str(out), "--quiet", *SHORT])  # fmt: skip
+    assert [(e["image"], e["query"]) for e in lines(out)] == [
+        ("img0_r0", "Please segment the box."),
+        ("img0_r1", "Segment the dog below the box."),
+    ]
+    llafs, _ = tiny_checkpoint(tmp_path / "llafs", "llafs", num_query_tokens=4, image_size=32, max_objects=1)
+    mask = np.zeros((30, 50), np.uint8)
+    mask[5:20, 10:30] = 1
+    Image.fromarray(mask).save(tmp_path / "in" / "m.png")
+    listing = tmp_path / "in" / "pairs.json"
+    listing.write_text(json.dumps([{"image": "img0.png", "query": "box", "support": [["img0.png", "m.png"]]}]))
+    out = tmp_path / "fewshot"
+    support = f"{a}:{tmp_path / 'in' / 'm.png'}"
+    main(["predict", "--checkpoint", str(llafs), "--image", str(a), "--query", "box", "--support", support,
+          "--out", str(out), "--quiet"])  # fmt: skip
+    main(["predict", "--checkpoint", str(llafs), "--pairs", str(listing), "--out", str(out / "p"), "--quiet"])
+    for folder in (out, out / "p"):
+        assert np.asarray(Image.open(folder / "img0_mask0.png")).shape == (30, 50)
