@@ -104,8 +104,24 @@ def test_missing_weights_are_named_and_nothing_is_written(release, tmp_path):
     assert not (tmp_path / "b" / "manifest.json").exists()
     with pytest.raises(ConversionError, match="--clip is required"):
         convert("lisa", original, tmp_path / "c")
-    with pytest.raises(ValueError, match="--system: no converter for 'llafs'"):
-        convert("llafs", source, tmp_path / "d")
+    with pytest.raises(ValueError, match="--system: no converter for 'toy-llm'"):
+        convert("toy-llm", source, tmp_path / "d")
+    with pytest.raises(ValueError, match="segllm's release cannot be converted: .*HIPIE"):
+        convert("segllm", source, tmp_path / "e")
+
+
+def test_lasagna_release_keeps_its_answer_tokens(tmp_path):
+    """LaSagnA's code answers <ins> / <no_ins> (the paper writes <SEG> / <NEG>)."""
+    authors = LisaRelease(tokens=("<ins>", "<no_ins>", "<im_start>", "<im_end>"), seed=3)
+    source = authors.save(tmp_path / "LaSagnA-7B", shards=1)
+    authors.save_clip(tmp_path / "clip")
+    convert("lasagna", source, tmp_path / "out", clip=tmp_path / "clip")
+    predictor = segfast.load(tmp_path / "out", device="cpu")
+    model = predictor.model
+    assert (model.options.seg_token, model.options.neg_token) == ("<ins>", "<no_ins>")
+    assert model.seg_id == authors.tokenizer.convert_tokens_to_ids("<ins>")
+    hidden = torch.randn(3, 64)
+    torch.testing.assert_close(model.text_fc(hidden), authors.model.text_hidden_fcs[0](hidden))
 
 
 def test_command_line(release, tmp_path, capsys):
