@@ -128,9 +128,11 @@ def run(predictor, items: list, out, batch_size: int = 4, progress: bool = True)
     ):
         for start in range(0, len(singles), batch_size):
             chunk = singles[start : start + batch_size]
-            groups = {}  # one batch per class list (LaSagnA asks every image of a batch the same classes)
+            # one batch per class list (LaSagnA asks a batch the same classes) and shot count (LLaFS)
+            groups = {}
             for entry in chunk:
-                groups.setdefault(json.dumps(entry[0]["classes"]), []).append(entry)
+                key = json.dumps([entry[0]["classes"], len(entry[0]["support"] or [])])
+                groups.setdefault(key, []).append(entry)
             for group in groups.values():
                 predictions = predictor.predict_batch(
                     [item["image"] for item, _, _ in group],

@@ -1,5 +1,6 @@
 """`segfast predict`: one image, a folder, a JSON list of pairs; the files it writes; errors."""
 
+import io
 import json
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_errors_name_the_argument(lisa, tmp_path):
 
 
 @pytest.mark.slow
-def test_segllm_chat_rounds_and_llafs_support(tmp_path):
+def test_segllm_chat_rounds_and_llafs_support(tmp_path, monkeypatch):
     (a,) = images(tmp_path / "in", 1)
     segllm, _ = tiny_checkpoint(tmp_path / "segllm", "segllm")
     out = tmp_path / "chat"
@@ -89,6 +90,11 @@ def test_segllm_chat_rounds_and_llafs_support(tmp_path):
         ("img0_r0", "Please segment the box."),
         ("img0_r1", "Segment the dog below the box."),
     ]
+    # rounds typed on standard input, until an empty line (LISA's chat.py loop)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Please segment the box.\nSegment the dog below the box.\n\n"))
+    main(["predict", "--checkpoint", str(segllm), "--image", str(a), "--chat", "--out", str(tmp_path / "typed"),
+          "--quiet", *SHORT])  # fmt: skip
+    assert [e["text"] for e in lines(tmp_path / "typed")] == [e["text"] for e in lines(out)]
     llafs, _ = tiny_checkpoint(tmp_path / "llafs", "llafs", num_query_tokens=4, image_size=32, max_objects=1)
     mask = np.zeros((30, 50), np.uint8)
     mask[5:20, 10:30] = 1

@@ -76,6 +76,27 @@ def test_prompt_and_options_follow_the_release(release):
     assert o.system.startswith("A chat between a curious human")
     pred = predictor.predict(picture(), "Please segment the box.")
     assert pred.masks.shape[1:] == (45, 70)
+    # loaded through model.path: the attention segfast.models.llm chooses (SDPA without flash_attn)
+    assert predictor.model.lm.config._attn_implementation in ("sdpa", "flash_attention_2")
+
+
+@pytest.mark.gpu
+def test_cuda_runs_the_language_model_in_bf16_with_fused_attention(release):
+    """On a GPU: bf16 language model, SDPA (or flash-attention 2), the same [SEG] masks as fp32
+    on the CPU up to bf16 rounding."""
+    from tests.inference.test_predict import forced
+
+    _, _, _, out, _ = release
+    cpu = segfast.load(out, device="cpu")
+    gpu = segfast.load(out, device="cuda", generate=forced(cpu.model, n=1))
+    lm = gpu.model.lm
+    assert next(lm.parameters()).dtype == torch.bfloat16 and next(lm.parameters()).is_cuda
+    assert lm.config._attn_implementation in ("sdpa", "flash_attention_2")
+    cpu = segfast.load(out, device="cpu", generate=forced(cpu.model, n=1))
+    image = picture()
+    a, b = gpu.predict(image, "Please segment the box."), cpu.predict(image, "Please segment the box.")
+    assert a.text == b.text and a.masks.shape == b.masks.shape == (1, 45, 70)
+    assert (a.masks == b.masks).float().mean() > 0.95
 
 
 def test_bin_shards_and_missing_clip_tower(release, tmp_path):
