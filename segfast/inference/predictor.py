@@ -101,8 +101,8 @@ class Predictor:
 
     def __init__(self, model, system: str, runner, device: torch.device, dtype: torch.dtype):
         self.model, self.system, self.runner, self.device, self.dtype = model, system, runner, device, dtype
-        if runner.lm is not None and dtype != torch.float32:
-            runner.lm.to(dtype)  # the large part; heads and SAM stay fp32 and run under autocast
+        if runner.lm is not None:  # the large part (a release may load in its bf16); the rest stays fp32
+            runner.lm.to(dtype)
 
     def _autocast(self):
         if self.dtype == torch.float32:

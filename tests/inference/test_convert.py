@@ -155,3 +155,17 @@ def test_command_line(release, tmp_path, capsys):
     assert "keys mapped, 1 unused, 0 missing" in printed and "rotary_emb.inv_freq" in printed
     with pytest.raises(SystemExit, match="--out: .* exists and is not empty"):
         main(["convert", "--system", "lisa", "--from", str(source), "--out", str(out), "--clip", str(clip)])
+
+
+def test_a_bf16_release_runs_in_the_requested_dtype(tmp_path):
+    """Releases are saved in bf16: on a CPU segfast.load runs the language model in fp32 (the
+    release's bf16 values, exactly) unless told otherwise."""
+    authors = LisaRelease(seed=4).to(torch.bfloat16)
+    source = authors.save(tmp_path / "bf16", shards=1)
+    authors.float().save_clip(tmp_path / "clip")
+    convert("lisa", source, tmp_path / "out", clip=tmp_path / "clip")
+    predictor = segfast.load(tmp_path / "out", device="cpu")
+    assert next(predictor.model.lm.parameters()).dtype == torch.float32
+    ids = torch.randint(0, len(authors.tokenizer), (1, 7))
+    got = predictor.model.lm(input_ids=ids).logits[..., : len(authors.tokenizer)]
+    torch.testing.assert_close(got, authors.logits(ids), rtol=1e-4, atol=1e-4)

@@ -109,3 +109,27 @@ def test_llafs_needs_support_pairs(tmp_path):
         predictor.predict(picture(), "box")
     with pytest.raises(ValueError, match="support: a mask must be"):
         predictor.predict(picture(), "box", support=[(support, np.zeros((2, 2, 2)))])
+
+
+BF16_CASES = {
+    "segllm": {},
+    "lasagna": {},
+    "llavaseg": dict(lora={"enabled": False}, adapter_dim=16, adapter_heads=2, max_new_tokens=4),
+    "llm-seg": {},
+    "llafs": dict(num_query_tokens=4, image_size=32, max_objects=1),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BF16_CASES))
+def test_every_system_runs_with_a_bf16_language_model(tmp_path, name):
+    """What CUDA gets by default (bf16 language model, the rest under autocast), here on the CPU."""
+    checkpoint, _ = tiny_checkpoint(tmp_path / name, name, **BF16_CASES[name])
+    short = {"generate": {"max_new_tokens": 4}} if name in ("segllm", "lasagna") else {}
+    predictor = segfast.load(checkpoint, device="cpu", dtype=torch.bfloat16, **short)
+    assert next(predictor.runner.lm.parameters()).dtype == torch.bfloat16
+    mask = np.zeros((50, 50), np.uint8)
+    mask[10:30, 10:30] = 1
+    support = [(picture(50, 50, 2), mask)] if name == "llafs" else None
+    pred = predictor.predict(picture(), "box", support=support)
+    assert pred.masks.shape[1:] == (45, 70) and pred.masks.dtype == torch.bool
