@@ -47,11 +47,19 @@ class LaSagnA(LISA):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
 
     @torch.no_grad()
-    def segment(self, batch: dict, classes: list | None = None, chunk_size: int | None = None, **generate_kwargs):
+    def segment(
+        self,
+        batch: dict,
+        classes: list | None = None,
+        chunk_size: int | None = None,
+        answers: list | None = None,
+        **generate_kwargs,
+    ):
         """Per sample a (H, W) long label map at the size of its original_label (else its
         unpadded frame), IGNORE where no asked class fires, from questions over the sample's own
         class list (classes: per sample; default batch["classes"]), chunk_size per question (0:
-        all). Each chunk index is one batched generation over the samples that have it."""
+        all). Each chunk index is one batched generation over the samples that have it. answers:
+        a list that receives, per sample, the list of its chunks' answer texts."""
         classes = classes if classes is not None else batch["classes"]
         size = int(self.options.chunk_size if chunk_size is None else chunk_size)
         plans = [chunks(c, size) for c in classes]
@@ -64,6 +72,7 @@ class LaSagnA(LISA):
         best = [torch.full(s, float("-inf"), device=device) for s in sizes]
         label = [torch.full(s, IGNORE, dtype=torch.long, device=device) for s in sizes]
         feats, embeddings = self.encode_images(batch)  # CLIP and SAM's encoder once, not once per chunk
+        texts = [[] for _ in classes]
         for j in range(max(len(p) for p in plans)):
             rows = [i for i, p in enumerate(plans) if j < len(p)]
             names = {i: [classes[i][c] for c in plans[i][j]] for i in rows}
@@ -80,6 +89,7 @@ class LaSagnA(LISA):
                 **generate_kwargs,
             )
             for i, result in zip(rows, results):
+                texts[i].append(result["text"])
                 items = parse(result["text"], names[i])
                 self._warn_unanswered(i, names[i], items, result["text"])
                 fired = [name for name, present in items if present]
@@ -90,6 +100,8 @@ class LaSagnA(LISA):
                     better = (logits > best[i]) & (logits > 0)
                     best[i] = torch.where(better, logits, best[i])
                     label[i][better] = plans[i][j][names[i].index(name)]
+        if answers is not None:
+            answers.extend(texts)
         return label
 
     @staticmethod

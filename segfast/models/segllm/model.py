@@ -237,41 +237,68 @@ class SegLLM(LISA):
         given answers (teacher-forced text, SegLLM's evaluation); True generates each answer, and
         every generated [SEG] gets its mask encoded into the memory."""
         out = []
-        s, d = self.decoder.image_size, self.lm.get_input_embeddings().embedding_dim
+        s = self.decoder.image_size
         for b, conversation in enumerate(batch["conversation"]):
             one = {k: v[b : b + 1] for k, v in batch.items() if k in ("image", "clip_image", "valid_size")}
-            given = batch["given"][b] if batch.get("given") is not None else one["image"].new_zeros(0, s, s)
-            given_codes = self.encode_masks(one["image"][0], given)
-            images = self.encode_images(one)  # once per conversation, not per round
-            rounds, replies, per_seg, per_round = [], [], [], []  # encodings of the history's masks
+            given = batch["given"][b] if batch.get("given") is not None else None
+            dialogue = self.start(one, given, length=len(conversation))
+            replies = []
             for turn in conversation:
-                slots = self._slot_codes(rounds + [turn], per_round, given_codes, len(conversation))
-                if generate:
-                    after = torch.cat(per_seg).flatten(0, 1) if per_seg and self.memory_slots else None
-                    result = self.generate(
-                        {**one, "conversation": [rounds + [turn]]},
-                        memory=[Memory(after, slots)],
-                        return_logits=True,
-                        images=images,
-                        **generate_kwargs,
-                    )[0]
-                    text, logits = result["text"], result["logits"]
-                    turn = {**turn, "answer": text}
-                else:  # the current round's slots after its [SEG] come after its queries: zeros do not matter
-                    text = turn["answer"]
-                    n = text.count(self.seg_token)
-                    after = torch.cat([*per_seg, given_codes.new_zeros(n, 2, d)]).flatten(0, 1)
-                    memory = Memory(after if self.memory_slots else None, slots)
-                    _, results = self.run({**one, "conversation": [rounds + [turn]]}, memory=[memory], images=images)
-                    logits = results[0][0][len(results[0][0]) - n :]
+                text, logits = self.respond(dialogue, turn, generate, **generate_kwargs)
                 mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=logits.device)
-                if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
-                    per_seg.append(self.encode_masks(one["image"][0], logits > 0))
-                per_round.append(self.encode_masks(one["image"][0], mask[None]))
-                rounds.append(turn)
                 replies.append({"text": text, "mask": mask})
             out.append(replies)
         return out
+
+    def start(self, one: dict, given: torch.Tensor | None = None, length: int | None = None) -> dict:
+        """A conversation about one image (a batch of one: image, clip_image, valid_size): its image
+        encodings (computed once), the encodings of `given` masks (n, S, S), its rounds so far and
+        the memory of their masks. `length`: the conversation's rounds when known (an `encode`
+        index from `length` on names given[i - length]); None for an open chat (every index a round)."""
+        s = self.decoder.image_size
+        given = one["image"].new_zeros(0, s, s) if given is None else given
+        return {
+            "one": one,
+            "images": self.encode_images(one),
+            "given": self.encode_masks(one["image"][0], given),
+            "length": length,
+            "rounds": [],
+            "per_seg": [],  # one encoding per [SEG] of the answers so far
+            "per_round": [],  # one per round: its last [SEG]'s mask
+        }
+
+    @torch.no_grad()
+    def respond(self, dialogue: dict, turn: dict, generate: bool = True, **generate_kwargs) -> tuple:
+        """One round of `dialogue` (from start): (answer text, mask logits (n, S, S) of this
+        answer's [SEG] tokens); the round and its masks' encodings join the dialogue."""
+        one, rounds, per_seg, per_round = dialogue["one"], dialogue["rounds"], dialogue["per_seg"], dialogue["per_round"]
+        s, d = self.decoder.image_size, self.lm.get_input_embeddings().embedding_dim
+        length = dialogue["length"] if dialogue["length"] is not None else len(rounds) + 1
+        slots = self._slot_codes(rounds + [turn], per_round, dialogue["given"], length)
+        if generate:
+            after = torch.cat(per_seg).flatten(0, 1) if per_seg and self.memory_slots else None
+            result = self.generate(
+                {**one, "conversation": [rounds + [turn]]},
+                memory=[Memory(after, slots)],
+                return_logits=True,
+                images=dialogue["images"],
+                **generate_kwargs,
+            )[0]
+            text, logits = result["text"], result["logits"]
+            turn = {**turn, "answer": text}
+        else:  # the current round's slots after its [SEG] come after its queries: zeros do not matter
+            text = turn["answer"]
+            n = text.count(self.seg_token)
+            after = torch.cat([*per_seg, dialogue["given"].new_zeros(n, 2, d)]).flatten(0, 1)
+            memory = Memory(after if self.memory_slots else None, slots)
+            _, results = self.run({**one, "conversation": [rounds + [turn]]}, memory=[memory], images=dialogue["images"])
+            logits = results[0][0][len(results[0][0]) - n :]
+        mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=logits.device)
+        if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
+            per_seg.append(self.encode_masks(one["image"][0], logits > 0))
+        per_round.append(self.encode_masks(one["image"][0], mask[None]))
+        rounds.append(turn)
+        return text, logits
 
     @staticmethod
     def _slot_codes(conversation: list, per_round: list, given_codes: torch.Tensor, length: int):
