@@ -1,0 +1,117 @@
+"""The page of `segfast serve`: image and query in; overlay, answer, the conversation so far and
+the mask files out.
+
+Like the authors' demos (LISA's app.py: an image, a text instruction, the segmentation output and
+the text output), with what they leave out: a conversation that goes on (SegLLM remembers the
+earlier rounds and their masks until Clear or a new image; other systems answer each query on its
+own, and the page says which), and the masks to download as the PNGs and RLE JSON that
+`segfast predict` writes (Prediction.save). The page works on any predictor-like object:
+`.system` (a name), `.chat()` -> a conversation with `.ask(image, query)` -> a prediction,
+`.reset()` and `.rounds` (rounds remembered); a prediction has `.text`, `.overlay()` and
+`.save(out_dir, stem)`.
+
+Element ids (what a browser test drives): #image, #query, #go, #clear, #overlay, #answer, #masks,
+#history, #status.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def gradio():
+    """gradio, imported with its usage analytics off unless GRADIO_ANALYTICS_ENABLED says otherwise."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError as exc:
+        raise ImportError("segfast serve needs gradio: pip install 'segfast[serve]'") from exc
+    return gradio
+
+
+class Page:
+    """The page's handlers over one predictor, kept apart from the layout so that tests call them
+    without a browser. Each returns the outputs (overlay, answer, mask files, conversation,
+    history, status)."""
+
+    def __init__(self, predictor, files_dir=None):
+        self.predictor = predictor
+        # Gradio copies returned files into its own cache; ours live under the system temp
+        # folder, which Gradio serves from without an allowed_paths entry.
+        self.files_dir = Path(files_dir or tempfile.mkdtemp(prefix="segfast-serve-"))
+
+    def ask(self, image, query, conversation, history):
+        gr = gradio()
+        if image is None:
+            raise gr.Error("image: upload an image first")
+        query = (query or "").strip()
+        if not query:
+            raise gr.Error("query: type what to segment")
+        conversation = conversation or self.predictor.chat()
+        before = conversation.rounds
+        prediction = conversation.ask(image, query)
+        if history and conversation.rounds <= before:  # the model did not carry the earlier rounds over
+            history = []
+        history = [*(history or []), {"role": "user", "content": query}]
+        history.append({"role": "assistant", "content": prediction.text})
+        files = prediction.save(Path(tempfile.mkdtemp(dir=self.files_dir)), f"round{len(history) // 2}")
+        paths = [str(p) for p in files["masks"]] + [str(files["json"])]
+        return prediction.overlay(), prediction.text, paths, conversation, history, self.status(conversation)
+
+    def clear(self, conversation):
+        """Forgets the rounds (Clear, or a new image)."""
+        if conversation is not None:
+            conversation.reset()
+        return None, "", None, conversation, [], self.status(conversation)
+
+    def status(self, conversation) -> str:
+        system = self.predictor.system
+        remembered = 0 if conversation is None else conversation.rounds
+        if remembered:
+            return f"{system} remembers {remembered} round(s) about this image; Clear or a new image forgets them."
+        return f"{system}: each query is answered on its own (no round remembered)."
+
+
+def build_app(predictor, title: str | None = None, files_dir=None):
+    """The gr.Blocks page over `predictor` (see the module docstring for what it must offer)."""
+    gr = gradio()
+    page = Page(predictor, files_dir)
+    title = title or f"segfast: {predictor.system}"
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        gr.Markdown(f"## {title}\nUpload an image, type a query and press Segment; ask again to go on.")
+        conversation = gr.State(None)  # per browser session; made by the first question
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="pil", image_mode="RGB", label="Image", elem_id="image")
+                query = gr.Textbox(label="Query", placeholder="Please segment the ...", elem_id="query")
+                with gr.Row():
+                    go = gr.Button("Segment", variant="primary", elem_id="go")
+                    clear = gr.Button("Clear", elem_id="clear")
+                history = gr.Chatbot(label="Conversation", elem_id="history")
+            with gr.Column():
+                overlay = gr.Image(type="pil", format="png", label="Overlay", interactive=False, elem_id="overlay")
+                answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
+                masks = gr.File(
+                    label="Masks (PNG, 0/255, one per target) and RLE (JSON)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="masks",
+                )
+                status = gr.Markdown(page.status(None), elem_id="status")
+        outputs = [overlay, answer, masks, conversation, history, status]
+        # one model, one call at a time: every event that touches it queues under one id
+        for event in (go.click, query.submit):
+            event(page.ask, [image, query, conversation, history], outputs, concurrency_id="model")
+        for event in (clear.click, image.upload, image.clear):
+            event(page.clear, [conversation], outputs, concurrency_id="model")
+    return app
+
+
+def launch(predictor, host: str = "127.0.0.1", port: int = 7860, title: str | None = None, block: bool = True):
+    """Serves the page on host:port (no public share link); block=False returns the running app
+    (app.close() stops it)."""
+    app = build_app(predictor, title)
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=False, ssr_mode=False, prevent_thread_lock=not block
+    )
+    return app
