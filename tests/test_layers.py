@@ -17,7 +17,7 @@ LAYERS = [
     ("segfast.text", "segfast.frames"),
     ("segfast.data", "segfast.models"),
     ("segfast.train",),
-    ("segfast.jobs", "segfast.demo"),
+    ("segfast.jobs", "segfast.demo", "segfast.inference"),
     ("segfast.cli",),
     ("segfast.__main__", "segfast"),
 ]

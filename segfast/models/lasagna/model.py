@@ -23,19 +23,24 @@ class LaSagnA(LISA):
         return [self.seg_token, self.options.neg_token]
 
     @torch.no_grad()
-    def segment(self, batch: dict, classes: list, chunk_size: int | None = None, **generate_kwargs) -> torch.Tensor:
+    def segment(
+        self, batch: dict, classes: list, chunk_size: int | None = None, answers: list | None = None, **generate_kwargs
+    ) -> torch.Tensor:
         """(B, S, S) long label maps (IGNORE where no class fires; the padding included) from
-        chunked questions over `classes`; each chunk is one batched generation."""
+        chunked questions over `classes`; each chunk is one batched generation. answers: a list
+        that receives, per sample, the list of its chunks' answer texts."""
         b, s = len(batch["image"]), self.decoder.image_size
         best = torch.full((b, s, s), float("-inf"), device=batch["image"].device)
         label = torch.full((b, s, s), IGNORE, dtype=torch.long, device=best.device)
         images = self.encode_images(batch)  # CLIP and SAM's encoder once, not once per chunk
+        texts = [[] for _ in range(b)]
         for chunk in chunks(classes, int(chunk_size or self.options.chunk_size)):
             names = [classes[c] for c in chunk]
             asked = {**batch, "conversation": [[{"question": question(names), "answer": None}]] * b}
             for i, result in enumerate(
                 self.generate(asked, return_logits=True, warn=False, images=images, **generate_kwargs)
             ):
+                texts[i].append(result["text"])
                 fired = [name for name, present in parse(result["text"], names) if present]
                 for name, logits in zip(fired, result["logits"]):  # one mask per <SEG>, in order
                     if name is None:
@@ -43,6 +48,8 @@ class LaSagnA(LISA):
                     better = (logits > best[i]) & (logits > 0)
                     best[i] = torch.where(better, logits, best[i])
                     label[i][better] = chunk[names.index(name)]
+        if answers is not None:
+            answers.extend(texts)
         return label
 
     @torch.no_grad()

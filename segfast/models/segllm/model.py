@@ -123,42 +123,52 @@ class SegLLM(LISA):
         out = []
         for b in range(len(batch["image"])):
             one = {k: v[b : b + 1] for k, v in batch.items() if k in ("image", "clip_image", "valid_size")}
-            rounds, replies, memory = [], [], []  # memory: the encodings of the history's [SEG] masks
-            images = self.encode_images(one)  # once per conversation, not per round
-            s = self.decoder.image_size
+            dialogue = self.start(one)
+            replies = []
             for turn in batch["conversation"][b]:
-                history = torch.cat(memory) if memory else None
-                if generate:
-                    result = self.generate(
-                        {**one, "conversation": [rounds + [turn]]},
-                        memory=[history],
-                        return_logits=True,
-                        images=images,
-                        **generate_kwargs,
-                    )[0]
-                    text, logits = result["text"], result["logits"]
-                    turn = {**turn, "answer": text}
-                else:  # the current round's memory slots come after its [SEG]: zeros do not matter
-                    text = turn["answer"]
-                    n = text.count(self.seg_token)
-                    current = one["image"].new_zeros(
-                        self.memory_slots * n, self.lm.get_input_embeddings().embedding_dim
-                    )
-                    _, results = self.run(
-                        {**one, "conversation": [rounds + [turn]]},
-                        memory=[current if history is None else torch.cat([history, current])],
-                        images=images,
-                    )
-                    logits = results[0][0][len(results[0][0]) - n :]
-                if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
-                    memory.append(self.encode_memory(one["image"], [logits > 0])[0])
-                mask = (
-                    logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=one["image"].device)
-                )
-                rounds.append(turn)
+                text, logits = self.respond(dialogue, turn, generate, **generate_kwargs)
+                s = self.decoder.image_size
+                mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=logits.device)
                 replies.append({"text": text, "mask": mask})
             out.append(replies)
         return out
+
+    def start(self, one: dict) -> dict:
+        """A conversation about one image (a batch of one: image, clip_image, valid_size): its
+        image encodings (computed once), rounds so far and mask memory (one encoding per [SEG])."""
+        return {"one": one, "images": self.encode_images(one), "rounds": [], "memory": []}
+
+    @torch.no_grad()
+    def respond(self, dialogue: dict, turn: dict, generate: bool = True, **generate_kwargs) -> tuple:
+        """One round of `dialogue` (from start): (answer text, mask logits (n, S, S) of this
+        answer's [SEG] tokens); the round and its masks' encodings join the dialogue."""
+        one, memory = dialogue["one"], dialogue["memory"]
+        history = torch.cat(memory) if memory else None
+        conversation = [dialogue["rounds"] + [turn]]
+        if generate:
+            result = self.generate(
+                {**one, "conversation": conversation},
+                memory=[history],
+                return_logits=True,
+                images=dialogue["images"],
+                **generate_kwargs,
+            )[0]
+            text, logits = result["text"], result["logits"]
+            turn = {**turn, "answer": text}
+        else:  # the current round's memory slots come after its [SEG]: zeros do not matter
+            text = turn["answer"]
+            n = text.count(self.seg_token)
+            current = one["image"].new_zeros(self.memory_slots * n, self.lm.get_input_embeddings().embedding_dim)
+            _, results = self.run(
+                {**one, "conversation": conversation},
+                memory=[current if history is None else torch.cat([history, current])],
+                images=dialogue["images"],
+            )
+            logits = results[0][0][len(results[0][0]) - n :]
+        if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
+            memory.append(self.encode_memory(one["image"], [logits > 0])[0])
+        dialogue["rounds"].append(turn)
+        return text, logits
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
