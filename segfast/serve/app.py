@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 
-def gradio():
+def require_gradio():
     """gradio, imported with its usage analytics off unless GRADIO_ANALYTICS_ENABLED says otherwise."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
@@ -41,7 +41,7 @@ class Page:
         self.files_dir = Path(files_dir or tempfile.mkdtemp(prefix="segfast-serve-"))
 
     def ask(self, image, query, conversation, history):
-        gr = gradio()
+        gr = require_gradio()
         if image is None:
             raise gr.Error("image: upload an image first")
         query = (query or "").strip()
@@ -74,7 +74,7 @@ class Page:
 
 def build_app(predictor, title: str | None = None, files_dir=None):
     """The gr.Blocks page over `predictor` (see the module docstring for what it must offer)."""
-    gr = gradio()
+    gr = require_gradio()
     page = Page(predictor, files_dir)
     title = title or f"segfast: {predictor.system}"
     with gr.Blocks(title=title, analytics_enabled=False) as app:

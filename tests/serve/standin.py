@@ -1,32 +1,13 @@
-"""A stand-in for segfast.load's predictor with the interface the page uses, and masks a test can
-predict: round k of a conversation segments the pixels whose red channel exceeds 40 * k, so each
-round's mask differs and shows whether the rounds were kept."""
-
-import json
-from pathlib import Path
+"""A stand-in for segfast.load's predictor, quick to make, whose masks a test can foretell: round
+k of a conversation segments the pixels whose red channel exceeds 40 * k, so each round's mask
+differs and shows whether the earlier rounds were kept. remembers=False: a system without a
+conversation memory (every round is round 1)."""
 
 import numpy as np
 import torch
-from PIL import Image
 
-
-class StandInPrediction:
-    def __init__(self, image: np.ndarray, masks: torch.Tensor, text: str):
-        self.image, self.masks, self.text = image, masks, text
-
-    def overlay(self):
-        out = self.image.copy()
-        out[self.masks.any(0).numpy()] = (255, 0, 0)
-        return Image.fromarray(out)
-
-    def save(self, out_dir, stem: str) -> dict:
-        out = Path(out_dir)
-        masks = []
-        for i, mask in enumerate(self.masks.numpy()):
-            masks.append(out / f"{stem}_mask{i}.png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(masks[-1])
-        (out / f"{stem}.json").write_text(json.dumps({"text": self.text}))
-        return {"masks": masks, "json": out / f"{stem}.json", "overlay": None}
+from segfast.inference import Prediction
+from segfast.inference.predictor import as_image
 
 
 def expected_mask(image: np.ndarray, round_: int) -> np.ndarray:
@@ -41,16 +22,15 @@ class StandInConversation:
     def reset(self):
         self.image, self.rounds = None, 0
 
-    def ask(self, image, query: str) -> StandInPrediction:
-        array = np.array(image.convert("RGB")) if isinstance(image, Image.Image) else image
+    def ask(self, image, query: str) -> Prediction:
+        array = as_image(image)
         if self.image is None or not np.array_equal(self.image, array):
             self.reset()
             self.image = array
         round_ = self.rounds + 1
-        if self.remembers:
-            self.rounds = round_
+        self.rounds = round_ if self.remembers else 0
         mask = torch.from_numpy(expected_mask(array, round_))[None]
-        return StandInPrediction(array, mask, f"round {round_}: {query} [SEG]")
+        return Prediction(masks=mask, text=f"round {round_}: {query} [SEG]", image=array, query=query)
 
 
 class StandInPredictor:

@@ -1,0 +1,79 @@
+"""The handlers of the segfast serve page (segfast.serve.app.Page), called without a browser over a
+stand-in predictor: what one question returns, rounds kept until Clear or a new image, systems
+without a memory, and errors that name the missing input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segfast.serve.app import Page, build_app, require_gradio
+from tests.serve.standin import StandInPredictor, expected_mask
+
+
+def picture(seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+
+
+def read_mask(path) -> np.ndarray:
+    return np.array(Image.open(path)) > 0
+
+
+def test_one_question_gives_the_overlay_the_answer_and_the_mask_files(tmp_path):
+    page, image = Page(StandInPredictor(), tmp_path), picture()
+    overlay, answer, files, conversation, history, status = page.ask(image, "  Please segment it. ", None, [])
+    prediction = StandInPredictor().chat().ask(image, "Please segment it.")
+    assert answer == prediction.text == "round 1: Please segment it. [SEG]"
+    assert np.array_equal(np.array(overlay), np.array(prediction.overlay()))
+    assert [p.rsplit("/", 1)[1] for p in files] == ["round1_mask0.png", "round1.json"]
+    assert np.array_equal(read_mask(files[0]), expected_mask(np.array(image), 1))
+    assert json.loads(open(files[1]).read())["masks"] == prediction.rles()
+    assert history == [{"role": "user", "content": "Please segment it."}, {"role": "assistant", "content": answer}]
+    assert "remembers 1 round" in status and conversation.rounds == 1
+
+
+def test_rounds_are_kept_until_clear(tmp_path):
+    page, image = Page(StandInPredictor(), tmp_path), picture()
+    *_, conversation, history, _ = page.ask(image, "first", None, [])
+    _, answer, files, conversation, history, status = page.ask(image, "second", conversation, history)
+    assert answer.startswith("round 2:") and np.array_equal(read_mask(files[0]), expected_mask(np.array(image), 2))
+    assert files[0].endswith("round2_mask0.png")  # a new file: the first round's stays downloadable
+    assert [m["content"] for m in history] == ["first", "round 1: first [SEG]", "second", answer]
+    assert "remembers 2 round" in status
+    overlay, answer, files, conversation, history, status = page.clear(conversation)
+    assert (overlay, answer, files, history) == (None, "", None, []) and conversation.rounds == 0
+    assert "no round remembered" in status
+    _, answer, files, *_ = page.ask(image, "again", conversation, history)
+    assert answer.startswith("round 1:") and np.array_equal(read_mask(files[0]), expected_mask(np.array(image), 1))
+
+
+def test_a_new_image_starts_the_shown_conversation_anew(tmp_path):
+    page = Page(StandInPredictor(), tmp_path)
+    *_, conversation, history, _ = page.ask(picture(0), "first", None, [])
+    _, answer, _, conversation, history, _ = page.ask(picture(1), "other", conversation, history)
+    assert answer.startswith("round 1:") and [m["content"] for m in history] == ["other", answer]
+
+
+def test_a_system_without_memory_says_so_and_shows_one_round(tmp_path):
+    page, image = Page(StandInPredictor("lisa", remembers=False), tmp_path), picture()
+    *_, conversation, history, _ = page.ask(image, "first", None, [])
+    _, answer, _, _, history, status = page.ask(image, "second", conversation, history)
+    assert [m["content"] for m in history] == ["second", answer]
+    assert status == "lisa: each query is answered on its own (no round remembered)."
+
+
+def test_a_missing_image_or_query_is_an_error_naming_it(tmp_path):
+    gr, page = require_gradio(), Page(StandInPredictor(), tmp_path)
+    with pytest.raises(gr.Error, match="image: upload an image"):
+        page.ask(None, "Please segment it.", None, [])
+    with pytest.raises(gr.Error, match="query: type what to segment"):
+        page.ask(picture(), "   ", None, [])
+
+
+def test_the_page_has_the_elements_a_browser_drives(tmp_path):
+    app = build_app(StandInPredictor(), files_dir=tmp_path)
+    ids = {c["props"].get("elem_id") for c in app.config["components"]}
+    assert {"image", "query", "go", "clear", "overlay", "answer", "masks", "history", "status"} <= ids
+    assert app.title == "segfast: segllm"
