@@ -6,9 +6,12 @@ the text output), with what they leave out: a conversation that goes on (SegLLM 
 earlier rounds and their masks until Clear or a new image; other systems answer each query on its
 own, and the page says which), and the masks to download as the PNGs and RLE JSON that
 `segfast predict` writes (Prediction.save). The page works on any predictor-like object:
-`.system` (a name), `.chat()` -> a conversation with `.ask(image, query)` -> a prediction,
-`.reset()` and `.rounds` (rounds remembered); a prediction has `.text`, `.overlay()` and
-`.save(out_dir, stem)`.
+`.system` (a name), `.predict(image, query, classes=, support=)` and `.chat()` -> a conversation
+with `.ask(image, query)`, `.reset()` and `.rounds` (rounds remembered); a prediction has `.text`,
+`.labels`, `.overlay()` and `.save(out_dir, stem)`.
+
+LaSagnA's page adds a class list (#classes), LLaFS's a support image and its mask (#support,
+#support_mask); with them a question is a single prediction (Predictor.predict), not a round.
 
 Element ids (what a browser test drives): #image, #query, #go, #clear, #overlay, #answer, #masks,
 #history, #status.
@@ -40,23 +43,38 @@ class Page:
         # folder, which Gradio serves from without an allowed_paths entry.
         self.files_dir = Path(files_dir or tempfile.mkdtemp(prefix="segfast-serve-"))
 
-    def ask(self, image, query, conversation, history):
+    def ask(self, image, query, conversation, history, classes=None, support_image=None, support_mask=None):
+        """One question. classes (LaSagnA: comma-separated names) or a support image with its mask
+        (LLaFS) make it a single prediction with them; otherwise it is the conversation's next round."""
         gr = require_gradio()
         if image is None:
             raise gr.Error("image: upload an image first")
-        query = (query or "").strip()
-        if not query:
+        query, extra = (query or "").strip(), {}
+        if classes and classes.strip():
+            extra["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
+        if support_image is not None or support_mask is not None:
+            if support_image is None or support_mask is None:
+                raise gr.Error("support: give both the support image and its mask")
+            extra["support"] = [(support_image, support_mask)]
+        if not query and "support" not in extra:  # LLaFS may go without a class name
             raise gr.Error("query: type what to segment")
         conversation = conversation or self.predictor.chat()
         before = conversation.rounds
-        prediction = conversation.ask(image, query)
+        try:
+            if extra:
+                prediction = self.predictor.predict(image, query, **extra)
+            else:
+                prediction = conversation.ask(image, query)
+        except (ValueError, FileNotFoundError) as exc:  # what the predictor refuses, said on the page
+            raise gr.Error(str(exc)) from exc
         if history and conversation.rounds <= before:  # the model did not carry the earlier rounds over
             history = []
         history = [*(history or []), {"role": "user", "content": query}]
         history.append({"role": "assistant", "content": prediction.text})
         files = prediction.save(Path(tempfile.mkdtemp(dir=self.files_dir)), f"round{len(history) // 2}")
         paths = [str(p) for p in files["masks"]] + [str(files["json"])]
-        return prediction.overlay(), prediction.text, paths, conversation, history, self.status(conversation)
+        status = self.status(conversation, prediction.labels)
+        return prediction.overlay(), prediction.text, paths, conversation, history, status
 
     def clear(self, conversation):
         """Forgets the rounds (Clear, or a new image)."""
@@ -64,12 +82,16 @@ class Page:
             conversation.reset()
         return None, "", None, conversation, [], self.status(conversation)
 
-    def status(self, conversation) -> str:
+    def status(self, conversation, labels=None) -> str:
         system = self.predictor.system
         remembered = 0 if conversation is None else conversation.rounds
         if remembered:
-            return f"{system} remembers {remembered} round(s) about this image; Clear or a new image forgets them."
-        return f"{system}: each query is answered on its own (no round remembered)."
+            said = f"{system} remembers {remembered} round(s) about this image; Clear or a new image forgets them."
+        else:
+            said = f"{system}: each query is answered on its own (no round remembered)."
+        if labels:  # LaSagnA names each mask's class
+            said += " Masks: " + ", ".join(f"{i}: {name}" for i, name in enumerate(labels)) + "."
+        return said
 
 
 def build_app(predictor, title: str | None = None, files_dir=None):
@@ -84,6 +106,20 @@ def build_app(predictor, title: str | None = None, files_dir=None):
             with gr.Column():
                 image = gr.Image(type="pil", image_mode="RGB", label="Image", elem_id="image")
                 query = gr.Textbox(label="Query", placeholder="Please segment the ...", elem_id="query")
+                # the system's own inputs (segfast.load's predict): LaSagnA's classes, LLaFS's support
+                classes = gr.Textbox(
+                    label="Classes (comma-separated; each one present gets a mask)",
+                    visible=predictor.system == "lasagna",
+                    elem_id="classes",
+                )
+                with gr.Row():
+                    llafs = predictor.system == "llafs"
+                    support_image = gr.Image(
+                        type="pil", image_mode="RGB", label="Support image", visible=llafs, elem_id="support"
+                    )
+                    support_mask = gr.Image(
+                        type="numpy", image_mode="L", label="Its mask", visible=llafs, elem_id="support_mask"
+                    )
                 with gr.Row():
                     go = gr.Button("Segment", variant="primary", elem_id="go")
                     clear = gr.Button("Clear", elem_id="clear")
@@ -101,7 +137,8 @@ def build_app(predictor, title: str | None = None, files_dir=None):
         outputs = [overlay, answer, masks, conversation, history, status]
         # one model, one call at a time: every event that touches it queues under one id
         for event in (go.click, query.submit):
-            event(page.ask, [image, query, conversation, history], outputs, concurrency_id="model")
+            inputs = [image, query, conversation, history, classes, support_image, support_mask]
+            event(page.ask, inputs, outputs, concurrency_id="model")
         for event in (clear.click, image.upload, image.clear):
             event(page.clear, [conversation], outputs, concurrency_id="model")
     return app

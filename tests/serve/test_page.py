@@ -1,6 +1,6 @@
 """The handlers of the segfast serve page (segfast.serve.app.Page), called without a browser over a
 stand-in predictor: what one question returns, rounds kept until Clear or a new image, systems
-without a memory, and errors that name the missing input."""
+without a memory, LaSagnA's classes and LLaFS's support, and errors that name the missing input."""
 
 import json
 
@@ -72,8 +72,37 @@ def test_a_missing_image_or_query_is_an_error_naming_it(tmp_path):
         page.ask(picture(), "   ", None, [])
 
 
-def test_the_page_has_the_elements_a_browser_drives(tmp_path):
-    app = build_app(StandInPredictor(), files_dir=tmp_path)
-    ids = {c["props"].get("elem_id") for c in app.config["components"]}
-    assert {"image", "query", "go", "clear", "overlay", "answer", "masks", "history", "status"} <= ids
-    assert app.title == "segfast: segllm"
+def test_lasagna_classes_make_one_prediction_with_named_masks(tmp_path):
+    predictor = StandInPredictor("lasagna", remembers=False)
+    page, image = Page(predictor, tmp_path), picture()
+    _, answer, files, *_, status = page.ask(image, "Segment them.", None, [], classes=" cat, dog ,")
+    assert predictor.calls == [{"query": "Segment them.", "classes": ["cat", "dog"], "support": None}]
+    assert [f.rsplit("/", 1)[1] for f in files] == ["round1_mask0.png", "round1_mask1.png", "round1.json"]
+    assert np.array_equal(read_mask(files[1]), expected_mask(np.array(image), 2))
+    assert answer == "predicted: Segment them." and status.endswith("Masks: 0: cat, 1: dog.")
+
+
+def test_llafs_support_makes_one_prediction_and_the_class_name_may_be_empty(tmp_path):
+    predictor = StandInPredictor("llafs", remembers=False, refuses="support: LLaFS needs at least one pair")
+    page, image, support, mask = Page(predictor, tmp_path), picture(0), picture(1), np.eye(30, 50, dtype=np.uint8)
+    page.ask(image, "", None, [], support_image=support, support_mask=mask)
+    ((call),) = predictor.calls
+    assert call["query"] == "" and call["support"][0][0] is support and call["support"][0][1] is mask
+    gr = require_gradio()
+    with pytest.raises(gr.Error, match="support: give both the support image and its mask"):
+        page.ask(image, "dog", None, [], support_image=support)
+    with pytest.raises(gr.Error, match="support: LLaFS needs at least one pair"):  # the predictor's own refusal
+        page.ask(image, "dog", None, [])
+
+
+def test_the_page_has_the_elements_a_browser_drives_and_the_systems_own_inputs(tmp_path):
+    def shown(system) -> set:
+        app = build_app(StandInPredictor(system), files_dir=tmp_path)
+        assert app.title == f"segfast: {system}"
+        visible = {c["id"] for c in app.config["components"] if c["props"].get("visible", True) is True}
+        return {c["props"].get("elem_id") for c in app.config["components"] if c["id"] in visible}
+
+    assert {"image", "query", "go", "clear", "overlay", "answer", "masks", "history", "status"} <= shown("segllm")
+    assert not {"classes", "support", "support_mask"} & shown("segllm")
+    assert "classes" in shown("lasagna") and not {"support", "support_mask"} & shown("lasagna")
+    assert {"support", "support_mask"} <= shown("llafs") and "classes" not in shown("llafs")
