@@ -18,8 +18,12 @@ Element ids (what a browser test drives): #image, #query, #go, #clear, #overlay,
 """
 
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
+
+KEEP_SECONDS = 3600  # how long a round's files stay downloadable (ours, and Gradio's copies of them)
 
 
 def require_gradio():
@@ -49,6 +53,7 @@ class Page:
         gr = require_gradio()
         if image is None:
             raise gr.Error("image: upload an image first")
+        self.sweep()
         query, extra = (query or "").strip(), {}
         if classes and classes.strip():
             extra["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
@@ -76,6 +81,14 @@ class Page:
         status = self.status(conversation, prediction.labels)
         return prediction.overlay(), prediction.text, paths, conversation, history, status
 
+    def sweep(self) -> None:
+        """Removes rounds' files older than KEEP_SECONDS, so that a page left running does not fill
+        the disk (Prediction.save writes an overlay PNG of the full image each round)."""
+        cutoff = time.time() - KEEP_SECONDS
+        for folder in self.files_dir.iterdir():
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def clear(self, conversation):
         """Forgets the rounds (Clear, or a new image)."""
         if conversation is not None:
@@ -99,7 +112,7 @@ def build_app(predictor, title: str | None = None, files_dir=None):
     gr = require_gradio()
     page = Page(predictor, files_dir)
     title = title or f"segfast: {predictor.system}"
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(KEEP_SECONDS, KEEP_SECONDS)) as app:
         gr.Markdown(f"## {title}\nUpload an image, type a query and press Segment; ask again to go on.")
         conversation = gr.State(None)  # per browser session; made by the first question
         with gr.Row():

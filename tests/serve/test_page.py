@@ -3,12 +3,14 @@ stand-in predictor: what one question returns, rounds kept until Clear or a new 
 without a memory, LaSagnA's classes and LLaFS's support, and errors that name the missing input."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from segfast.serve.app import Page, build_app, require_gradio
+from segfast.serve.app import KEEP_SECONDS, Page, build_app, require_gradio
 from tests.serve.standin import StandInPredictor, expected_mask
 
 
@@ -62,6 +64,17 @@ def test_a_system_without_memory_says_so_and_shows_one_round(tmp_path):
     _, answer, _, _, history, status = page.ask(image, "second", conversation, history)
     assert [m["content"] for m in history] == ["second", answer]
     assert status == "lisa: each query is answered on its own (no round remembered)."
+
+
+def test_files_older_than_an_hour_are_swept(tmp_path):
+    page = Page(StandInPredictor(), tmp_path)
+    old, recent = tmp_path / "old", tmp_path / "recent"
+    for folder, age in ((old, KEEP_SECONDS + 60), (recent, KEEP_SECONDS - 60)):
+        folder.mkdir()
+        (folder / "round1_mask0.png").write_bytes(b"")
+        os.utime(folder, (time.time() - age, time.time() - age))
+    _, _, files, *_ = page.ask(picture(), "first", None, [])
+    assert not old.exists() and recent.exists() and all(os.path.exists(f) for f in files)
 
 
 def test_a_missing_image_or_query_is_an_error_naming_it(tmp_path):
