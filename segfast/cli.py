@@ -1,5 +1,5 @@
-"""Command line: `segfast train | evaluate | export | demo | bench | doctor | protocols | systems |
-options`, plus every registered job's subcommand (segfast.registry: proposals, cot-cache,
+"""Command line: `segfast train | evaluate | export | predict | convert | demo | bench | doctor |
+protocols | systems | options`, plus every registered job's subcommand (segfast.registry: proposals, cot-cache,
 llafs-eval, ...)."""
 
 import argparse
@@ -107,6 +107,34 @@ def export_command(args) -> int:
     from segfast.train.export import export
 
     print(f"exported to {export(args.checkpoint, args.out)}")
+    return 0
+
+
+def predict_command(args) -> int:
+    """Masks, overlays and answers for images and queries (segfast.inference.batch)."""
+    from segfast.inference import load
+    from segfast.inference.batch import items_from, run
+
+    try:
+        items = items_from(args)
+        settings = json.loads(args.settings) if args.settings else {}
+        predictor = load(args.checkpoint, device=args.device, dtype=args.dtype, **settings)
+        done = run(predictor, items, args.out, args.batch_size, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"segfast predict: {exc}")
+    print(f"{done} prediction(s) of {predictor.system} written to {args.out} (predictions.jsonl lists them)")
+    return 0
+
+
+def convert_command(args) -> int:
+    """An authors' released checkpoint as a segfast checkpoint (segfast.inference.convert)."""
+    from segfast.inference.convert import REPORT, convert
+
+    try:
+        convert(args.system, args.source, args.out, clip=args.clip)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        sys.exit(f"segfast convert: {exc}")
+    print(f"wrote {args.out} (every key: {Path(args.out) / REPORT}); try: segfast predict --checkpoint {args.out} ...")
     return 0
 
 
@@ -223,6 +251,31 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="a checkpoints/step-* directory")
     p.add_argument("--out", required=True)
     p.set_defaults(func=export_command)
+
+    p = sub.add_parser(
+        "predict", help="masks (PNG + COCO RLE), overlays and answers for images and queries, from a checkpoint"
+    )
+    p.add_argument("--checkpoint", required=True, help="a segfast checkpoint (or run directory, or segfast convert's)")
+    p.add_argument("--image", help="one image")
+    p.add_argument("--images", help="a folder of images (searched recursively), each asked --query")
+    p.add_argument("--pairs", help="a JSON list of {image, query} (or {image, rounds}) objects")
+    p.add_argument("--query", action="append", help="the question (repeat for several, or rounds with --chat)")
+    p.add_argument("--chat", action="store_true", help="SegLLM: the queries are rounds of one conversation")
+    p.add_argument("--classes", help="LaSagnA: comma-separated class names")
+    p.add_argument("--support", action="append", help="LLaFS: IMAGE:MASK support pair (repeat for k shots)")
+    p.add_argument("--out", default="predictions")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="the language model's (default bf16 on CUDA)")
+    p.add_argument("--settings", help='inference settings as JSON, e.g. \'{"question": "<image> {query}"}\'')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=predict_command)
+    p = sub.add_parser("convert", help="an authors' released checkpoint -> a segfast checkpoint, every key reported")
+    p.add_argument("--system", required=True, help="whose release: lisa, lasagna, ...")
+    p.add_argument("--from", dest="source", required=True, help="the release's directory (config.json, weights)")
+    p.add_argument("--out", required=True, help="a new directory for the segfast checkpoint")
+    p.add_argument("--clip", help="local CLIP vision model the release's mm_vision_tower names (its config)")
+    p.set_defaults(func=convert_command)
 
     p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
     p.set_defaults(func=doctor)

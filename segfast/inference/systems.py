@@ -11,7 +11,7 @@ from the checkpoint's inference.json and from segfast.load's keyword arguments.
                      (each pixel to the class of the highest logit), labelled.
   segllm             chat rounds keep the rounds and the mask memory (chat_round).
   llavaseg           `kind`: "reasoning" (a sentence) or "short" (a name) for the chain of thought.
-  llmseg             everything-mode proposals from a SAM (`sam_type`, `sam_checkpoint`,
+  llm-seg            everything-mode proposals from a SAM (`sam_type`, `sam_checkpoint`,
                      `max_proposals` largest); the selected proposals' union at full resolution.
   llafs              support (image, mask) pairs; the query names the class (may be empty).
 """
@@ -221,7 +221,7 @@ RUNNERS = {
     "lasagna": LaSagnARunner,
     "segllm": SegLLMRunner,
     "llavaseg": LLaVASegRunner,
-    "llmseg": LLMSegRunner,
+    "llm-seg": LLMSegRunner,
     "llafs": LLaFSRunner,
 }
 

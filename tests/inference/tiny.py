@@ -11,11 +11,12 @@ from segfast.train.checkpoint import save_trained
 LORA = {"r": 4, "alpha": 8}
 
 
-def tiny_checkpoint(directory, name: str, path: str = "", **options):
+def tiny_checkpoint(directory, name: str, path: str = "", lora: dict | None = None, **options):
     """(checkpoint directory, the model it holds) for system `name`, tiny unless `path`."""
     from segfast.config import load_config
 
-    config = {"model": {"name": name, "path": path, "lora": LORA, "options": options}, "run": {"seed": 0}}
+    lora = LORA if lora is None else lora
+    config = {"model": {"name": name, "path": path, "lora": lora, "options": options}, "run": {"seed": 0}}
     cfg = load_config(base=config)
     torch.manual_seed(0)
     model = system(name).model(cfg.model, torch.device("cpu"))
