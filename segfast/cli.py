@@ -1,6 +1,6 @@
-"""Command line: `segfast train | evaluate | export | predict | convert | demo | bench | doctor |
-protocols | systems | options`, plus every registered job's subcommand (segfast.registry: proposals, cot-cache,
-llafs-eval, ...)."""
+"""Command line: `segfast train | evaluate | export | predict | convert | serve | demo | bench |
+doctor | protocols | systems | options`, plus every registered job's subcommand (segfast.registry:
+proposals, cot-cache, llafs-eval, ...)."""
 
 import argparse
 import json
