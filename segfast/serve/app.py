@@ -152,7 +152,7 @@ def build_app(predictor, title: str | None = None, files_dir=None):
         for event in (go.click, query.submit):
             inputs = [image, query, conversation, history, classes, support_image, support_mask]
             event(page.ask, inputs, outputs, concurrency_id="model")
-        for event in (clear.click, image.upload, image.clear):
+        for event in (clear.click, image.upload, image.clear, history.clear):  # history.clear: its bin
             event(page.clear, [conversation], outputs, concurrency_id="model")
     return app
 

@@ -119,3 +119,15 @@ def test_the_page_has_the_elements_a_browser_drives_and_the_systems_own_inputs(t
     assert not {"classes", "support", "support_mask"} & shown("segllm")
     assert "classes" in shown("lasagna") and not {"support", "support_mask"} & shown("lasagna")
     assert {"support", "support_mask"} <= shown("llafs") and "classes" not in shown("llafs")
+
+
+def test_every_way_to_start_again_forgets_the_rounds_and_all_wait_for_one_model(tmp_path):
+    app = build_app(StandInPredictor(), files_dir=tmp_path)
+    names = {block._id: getattr(block, "elem_id", None) for block in app.blocks.values()}
+    wired = {(names[t[0]], t[1]): (f.fn.__name__, f.concurrency_id) for f in app.fns.values() for t in f.targets}
+    assert wired == {
+        ("go", "click"): ("ask", "model"),
+        ("query", "submit"): ("ask", "model"),
+        **{start: ("clear", "model") for start in [("clear", "click"), ("image", "upload"), ("image", "clear")]},
+        ("history", "clear"): ("clear", "model"),  # the conversation's own bin
+    }
