@@ -1,6 +1,6 @@
-"""Command line: `segfast train | evaluate | export | predict | convert | demo | bench | doctor |
-protocols | systems | options`, plus every registered job's subcommand (segfast.registry: proposals, cot-cache,
-llafs-eval, ...)."""
+"""Command line: `segfast train | evaluate | export | predict | convert | serve | demo | bench |
+doctor | protocols | systems | options`, plus every registered job's subcommand (segfast.registry:
+proposals, cot-cache, llafs-eval, ...)."""
 
 import argparse
 import json
@@ -194,6 +194,25 @@ def doctor(args) -> int:
     return 0
 
 
+def serve_command(args) -> int:
+    """The interactive page over a checkpoint (segfast.serve), until Ctrl-C."""
+    from segfast.inference import load
+    from segfast.serve import launch, require_gradio
+    from segfast.train.checkpoint import CheckpointError
+
+    try:
+        settings = json.loads(args.settings or "{}")
+    except json.JSONDecodeError as exc:
+        sys.exit(f"segfast serve: --settings is not JSON ({exc})")
+    try:
+        require_gradio()  # before the minutes a large model takes to load
+        predictor = load(args.checkpoint, device=args.device, dtype=args.dtype, **settings)
+    except (ImportError, ValueError, FileNotFoundError, CheckpointError) as exc:
+        sys.exit(f"segfast serve: {exc}")
+    launch(predictor, host=args.host, port=args.port, title=f"segfast {predictor.system}: {args.checkpoint}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="segfast", description="segfast: kernels for LLM-based segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +288,16 @@ def main(argv=None) -> int:
     p = sub.add_parser("options", help="a system's model.options with their defaults and sources")
     p.add_argument("system", choices=sorted(registry.systems()))
     p.set_defaults(func=options_command)
+    p = sub.add_parser(
+        "serve", help="an interactive page over a checkpoint: upload an image, ask, see the overlay, get the masks"
+    )
+    p.add_argument("--checkpoint", required=True, help="a segfast checkpoint (or run directory, or segfast convert's)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="the language model's (default bf16 on CUDA)")
+    p.add_argument("--settings", help='inference settings as JSON, e.g. \'{"question": "<image> {query}"}\'')
+    p.set_defaults(func=serve_command)
     for job in registry.jobs().values():
         p = sub.add_parser(job.name, help=job.summary)
         job.arguments(p)
