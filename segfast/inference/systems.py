@@ -139,25 +139,37 @@ class LLMSegRunner(Runner):
         self.generator = ProposalGenerator(load_sam(s["sam_type"], s["sam_checkpoint"] or None, self.device))
 
     def predict(self, images, queries, *, classes=None, supports=None) -> list:
-        from segfast.data.referring import _image_tensor, _pad, _resize_masks
-        from segfast.ops import pack_masks, unpack_masks
+        from segfast.data.referring import pad_square
+        from segfast.frames import clip_crop_input, sam_frame
+        from segfast.models.llava import image_size
+        from segfast.ops import pack_masks
+        from segfast.text.lisa import benchmark_round
 
         self.check(classes, supports)
-        size, k = self.model.image_size, int(self.settings["max_proposals"])
+        k = int(self.settings["max_proposals"])
         found = [p.top_k_by_area(k) for p in self.generator.generate_batch(images)]
-        padded = [_pad(pack_masks(_resize_masks(p.masks().cpu(), size)), k) for p in found]
-        batch = {
-            "image": torch.stack([_image_tensor(i, size) for i in images]).to(self.device),
-            "query": list(queries),
-            "proposals": torch.stack([p for p, _ in padded]).to(self.device),
-            "proposal_valid": torch.stack([v for _, v in padded]).to(self.device),
-        }
-        chosen = self.model.predict(batch)["chosen"].cpu()
         out = []
-        for b, p in enumerate(found):
-            h, w = images[b].shape[:2]
-            union = unpack_masks(p.packed.cpu()[chosen[b, : len(p)]], w).any(0, keepdim=True)
-            out.append((union if len(p) else torch.zeros(1, h, w, dtype=torch.bool), "", None))
+        for image, query, p in zip(images, queries, found):  # one image at a time: proposal sets differ
+            h, w = image.shape[:2]
+            if not len(p):
+                out.append((torch.zeros(1, h, w, dtype=torch.bool), "", None))
+                continue
+            masks = p.masks().cpu()  # at the resolution SAM ran at (the image scaled to <= 1024)
+            ph, pw = masks.shape[-2:]
+            frame, valid = sam_frame(image, int(self.model.options.image_size))
+            sample = {
+                "image": frame,
+                "valid_size": torch.tensor(valid),
+                "clip_image": clip_crop_input(image, image_size(self.lm)),
+                "proposals": pad_square(pack_masks(masks), ph, pw),
+                "proposal_size": torch.tensor([ph, pw]),
+            }
+            batch = {key: v[None].to(self.device) for key, v in sample.items()}
+            # LLM-Seg asks as LISA's validation does, the answer "[SEG]." teacher-forced
+            batch["conversations"] = [[[benchmark_round(query, True)]]]
+            result = self.model.predict(batch)
+            mask = self.model.masks(batch, result["chosen"], result["owner"])[0].cpu()
+            out.append((_resize_nearest(mask[None], (h, w)), "", None))
         return out
 
 

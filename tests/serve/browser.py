@@ -71,9 +71,13 @@ def browser():
 
 
 def wait(driver, condition, timeout: float = 60):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+    # Gradio re-renders components while a result arrives: an element found a moment ago can be
+    # replaced under the condition, so a stale element means "look again", not failure
+    ignored = (StaleElementReferenceException,)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(lambda d: condition(d))
 
 
 def css(driver, selector: str):

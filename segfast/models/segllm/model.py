@@ -47,7 +47,7 @@ from segfast.models.segllm.memory import MaskEncoder, load_clip
 from segfast.models.segllm.options import SegLLMOptions
 from segfast.nn.losses import framed_mask_losses
 from segfast.text.segllm import BOX_SLOT, MASK_SLOT, count_slots
-from segfast.text.tokens import REF
+from segfast.text.tokens import IMAGE, REF
 
 
 @dataclass
@@ -57,6 +57,21 @@ class Memory:
 
     after_seg: torch.Tensor | None = None
     slots: torch.Tensor | None = None
+
+
+def as_dialogues(batch: dict) -> dict:
+    """SegLLM reads one multi-round conversation per sample (batch["conversation"]). LISA-style
+    data hold several single-round conversations per image (batch["conversations"]): they become
+    the rounds of one conversation, in order, the image shown in the first question only (LLaVA's
+    rule), so their masks stay one per [SEG] in order."""
+    if "conversation" in batch or "conversations" not in batch:
+        return batch
+    dialogues = []
+    for conversations in batch["conversations"]:
+        rounds = [turn for conversation in conversations for turn in conversation]
+        rounds = rounds[:1] + [{**t, "question": t["question"].replace(IMAGE, "").lstrip()} for t in rounds[1:]]
+        dialogues.append(rounds)
+    return {**{k: v for k, v in batch.items() if k != "conversations"}, "conversation": dialogues}
 
 
 class SegLLM(LISA):
@@ -194,6 +209,7 @@ class SegLLM(LISA):
         return out, results
 
     def forward(self, batch: dict) -> dict:
+        batch = as_dialogues(batch)
         out, results = self.run(batch)
         targets, target_logits, refs, ref_logits = [], [], [], []
         for b, (t_logits, r_logits, which) in enumerate(results):
@@ -271,7 +287,8 @@ class SegLLM(LISA):
     def respond(self, dialogue: dict, turn: dict, generate: bool = True, **generate_kwargs) -> tuple:
         """One round of `dialogue` (from start): (answer text, mask logits (n, S, S) of this
         answer's [SEG] tokens); the round and its masks' encodings join the dialogue."""
-        one, rounds, per_seg, per_round = dialogue["one"], dialogue["rounds"], dialogue["per_seg"], dialogue["per_round"]
+        one, rounds = dialogue["one"], dialogue["rounds"]
+        per_seg, per_round = dialogue["per_seg"], dialogue["per_round"]
         s, d = self.decoder.image_size, self.lm.get_input_embeddings().embedding_dim
         length = dialogue["length"] if dialogue["length"] is not None else len(rounds) + 1
         slots = self._slot_codes(rounds + [turn], per_round, dialogue["given"], length)
@@ -291,7 +308,8 @@ class SegLLM(LISA):
             n = text.count(self.seg_token)
             after = torch.cat([*per_seg, dialogue["given"].new_zeros(n, 2, d)]).flatten(0, 1)
             memory = Memory(after if self.memory_slots else None, slots)
-            _, results = self.run({**one, "conversation": [rounds + [turn]]}, memory=[memory], images=dialogue["images"])
+            asked = {**one, "conversation": [rounds + [turn]]}
+            _, results = self.run(asked, memory=[memory], images=dialogue["images"])
             logits = results[0][0][len(results[0][0]) - n :]
         mask = logits[-1] > 0 if len(logits) else torch.zeros(s, s, dtype=torch.bool, device=logits.device)
         if len(logits):  # one encoding per [SEG] of this answer (a generated one may have 0 or several)
@@ -321,6 +339,7 @@ class SegLLM(LISA):
         every earlier round's encoding is the model's own mask (batch memory "own", the authors' --ar_eval) or the
         ground truth ("ground_truth", their teacher-forced evaluation). Single-round benchmark
         data (original_masks): LISA's protocol at the original resolution ("iou")."""
+        batch = as_dialogues(batch)
         if "original_masks" in batch:
             _, results = self.run(batch)
             score_at_original(meters["iou"], [r[0] for r in results], batch)
