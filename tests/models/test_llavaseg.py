@@ -645,11 +645,13 @@ def test_config_and_lisa_prompting_from_the_cache(tmp_path):
     ds = SegQueries(length=6, cot_cache=str(tmp_path / "cot"), lisa_prompt=True)
     s = ds[1]
     assert s["conversation"] == [
-        {"question": f"<image> {s['cot']['reason']} Please output segmentation mask.", "answer": "[SEG]."}
+        {"question": f"<image>\n {s['cot']['reason']} Please output segmentation mask.", "answer": "[SEG]."}
     ]
     from tests.models.seg_family import build
 
-    lisa = build("lisa")  # Table 3c: a LISA model segments from the cached reason step
+    lisa = build("lisa", loss_resolution="frame")  # Table 3c: a LISA model segments from the cached reason step
     assert set(lisa(batch_of(ds, 2))) == {"text", "bce", "dice"}
+    with pytest.raises(ValueError, match="loss_resolution=frame"):  # SegQueries holds frame masks only
+        build("lisa")(batch_of(ds, 2))
     with pytest.raises(ValueError, match="cot_cache"):
         SegQueries(length=6, lisa_prompt=True)

@@ -69,6 +69,11 @@ def _worker(rank: int, world: int, port: int, size: int, micro: int, out: str):
                 json.dump(result, f)
     finally:
         shutdown(env)
+    # Done and shut down: leave without running static destructors. Under load a process
+    # sometimes aborted after this point ("terminate called without an active exception", a
+    # torch/gloo thread still joinable at interpreter exit), failing a run whose metrics were
+    # already written; an error above still propagates to mp.spawn.
+    os._exit(0)
 
 
 def _free_port() -> int:

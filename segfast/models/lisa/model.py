@@ -220,6 +220,11 @@ class LISA(LLMHooks, nn.Module):
     def forward(self, batch: dict) -> dict:
         out, logits = self.run(batch)
         if self.options.loss_resolution == "original":
+            if "original_masks" not in batch:
+                raise ValueError(
+                    "model.options.loss_resolution=original needs data with original_masks (the targets at "
+                    "each image's size); this reader gives frame masks only: set loss_resolution=frame"
+                )
             masks = self.original_mask_losses(logits, batch["original_masks"], batch["valid_size"])
         else:
             masks = self.mask_losses(logits, batch["masks"], batch["valid_size"])
