@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.layout import Index, Layout, Need, declare
 from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import synthetic_scene
 from segfast.frames import frame_masks, model_inputs, read_rgb
@@ -226,3 +227,27 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
             "masks": frame_masks(masks, self.size),
             "refs": torch.tensor([-1 if r["ref"] is None else r["ref"] for r in rounds]),
         }
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _coco_instances_index(root: Path, split: str, options: dict) -> Index:
+    items = read_coco_instances(root, options["annotations"], options["images"])
+    counts = {"annotated images": len(items), "instances": sum(len(anns) for *_, anns in items)}
+    return Index(counts, tuple(str(path) for path, *_ in items))
+
+
+declare(
+    Layout(
+        name="coco-instances",
+        title="COCO-format instance annotations (SegLLM's multi-round conversations)",
+        download="https://cocodataset.org/#download, or any COCO-format instances file (e.g. PACO parts)",
+        readers=("multiround",),
+        data_options={"format": "coco", "annotations": "{annotations}", "images": "{images}"},
+        needs=(
+            Need("{annotations}", "a COCO instances JSON; optional parent_id and interactions fields"),
+            Need("{images}/", "the images the annotations name"),
+        ),
+        options={"annotations": "annotations/instances_train2017.json", "images": "train2017"},
+        index=_coco_instances_index,
+    ),
+)

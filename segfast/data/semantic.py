@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segfast.data.layout import Index, Layout, Need, declare, image_size, label_values
 from segfast.data.rng import EpochChoices, content_rng
 from segfast.data.scenes import synthetic_scene
 from segfast.frames import frame_labels, frame_masks, model_inputs, read_rgb
@@ -146,3 +147,73 @@ class SemanticQueries(EpochChoices, torch.utils.data.Dataset):
             "conversation": [{"question": question, "answer": answer}],
             "masks": frame_masks(masks, self.size),
         }
+
+
+def _pairs_index(format: str, train: str):
+    """The reader's pairs of a split (`train`: the folder word of the training split)."""
+
+    def index(root: Path, split: str, options: dict) -> Index:
+        pairs, _ = read_semantic(format, root, "train" if split == train else "eval")
+        return Index({"image and label map pairs": len(pairs)})
+
+    return index
+
+
+def _classes(read):
+    return lambda path: f"{sum(n is not None for n in read(Path(path).parent))} class names"
+
+
+# The layouts these readers expect (segfast.data.layout: `segfast data check`, docs/data.md).
+declare(
+    Layout(
+        name="ade20k",
+        title="ADE20K (ADEChallengeData2016, SceneParsing 150 classes)",
+        download="http://sceneparsing.csail.mit.edu (ADEChallengeData2016.zip)",
+        readers=("semantic-queries",),
+        data_options={"format": "ade20k"},
+        needs=(
+            Need("objectInfo150.csv", "the class names (Name column)", sample=_classes(ade20k_classes)),
+            Need("images/{split}", "the images", files="*.jpg", sample=image_size),
+            Need(
+                "annotations/{split}",
+                "a label map <name>.png per image (0 other, 1-150)",
+                files="*.png",
+                sample=label_values(150, ignore=()),
+            ),
+        ),
+        splits={"training": "training", "validation": "validation"},
+        index=_pairs_index("ade20k", "training"),
+        published={
+            "training": {"images/{split}": 20210, "annotations/{split}": 20210},
+            "validation": {"images/{split}": 2000, "annotations/{split}": 2000},
+        },
+        source="the SceneParsing benchmark page: 20,210 training and 2,000 validation images",
+    ),
+    Layout(
+        name="cocostuff",
+        title="COCO-Stuff 164k (171 classes)",
+        download=(
+            "https://github.com/nightrome/cocostuff (stuffthingmaps_trainval2017.zip and labels.txt); "
+            "images: COCO 2017 train/val (https://cocodataset.org/#download)"
+        ),
+        readers=("semantic-queries",),
+        data_options={"format": "cocostuff"},
+        needs=(
+            Need("labels.txt", "the cocostuff repo's '<id>: <name>' class list", sample=_classes(cocostuff_classes)),
+            Need("images/{split}", "the COCO images", files="*.jpg", sample=image_size),
+            Need(
+                "stuffthingmaps_trainval2017/{split}",
+                "a label map <name>.png per image (0-181, 255 unlabeled)",
+                files="*.png",
+                sample=label_values(181),
+            ),
+        ),
+        splits={"train2017": "train2017", "val2017": "val2017"},
+        index=_pairs_index("cocostuff", "train2017"),
+        published={
+            "train2017": {"images/{split}": 118287, "stuffthingmaps_trainval2017/{split}": 118287},
+            "val2017": {"images/{split}": 5000, "stuffthingmaps_trainval2017/{split}": 5000},
+        },
+        source="COCO 2017 (cocodataset.org): 118,287 train and 5,000 val images, each with a stuffthingmap",
+    ),
+)

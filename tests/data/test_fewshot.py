@@ -7,6 +7,7 @@ import torch
 from segfast.data import collate
 from segfast.data.fewshot import FewShotEpisodes, connected_components, fold_classes
 from segfast.metrics import FoldIoU
+from tests.data.layouts import coco20i, pascal_tree
 
 
 def test_fold_classes():
@@ -33,28 +34,8 @@ def test_connected_components_8_connectivity(gen):
     assert connected_components(torch.zeros(3, 3, dtype=torch.bool)) == []
 
 
-def _pascal_tree(root, gen):
-    from PIL import Image
-
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "SegmentationClassAug").mkdir()
-    truth = {}
-    for i in range(8):
-        labels = np.zeros((40, 50), dtype=np.uint8)
-        cls = [1, 2, 7][i % 3]  # fold 0 has classes 1-5; class 7 belongs to the other folds
-        y, x = (torch.randint(0, 20, (2,), generator=gen)).tolist()
-        labels[y : y + 15, x : x + 20] = cls
-        labels[y + 15, x : x + 20] = 255  # an ignored boundary row
-        labels[35:38, 45:48] = cls  # a second, small part
-        Image.fromarray(labels).save(root / "SegmentationClassAug" / f"img{i}.png")
-        rgb = (torch.rand(40, 50, 3, generator=gen) * 255).byte().numpy()
-        Image.fromarray(rgb).save(root / "JPEGImages" / f"img{i}.jpg")
-        truth[f"img{i}"] = (cls, labels)
-    return truth
-
-
 def test_pascal_episodes(tmp_path, gen):
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     (tmp_path / "attr.json").write_text(json.dumps({"bicycle": ["two wheels", "a frame"]}))
     ds = FewShotEpisodes(
         tmp_path,
@@ -85,7 +66,7 @@ def test_pascal_episodes(tmp_path, gen):
 
 
 def test_pascal_errors(tmp_path, gen):
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     with pytest.raises(ValueError, match="shots"):
         FewShotEpisodes(tmp_path, shots=0)
     with pytest.raises(ValueError, match="needs shots"):
@@ -96,24 +77,7 @@ def test_pascal_errors(tmp_path, gen):
 
 def test_coco_episodes_match_pycocotools(tmp_path, gen):
     mask_utils = pytest.importorskip("pycocotools.mask")
-    from PIL import Image
-
-    (tmp_path / "annotations").mkdir()
-    (tmp_path / "val2014").mkdir()
-    images, anns = [], []
-    for i in range(4):
-        Image.fromarray((torch.rand(30, 40, 3, generator=gen) * 255).byte().numpy()).save(
-            tmp_path / "val2014" / f"{i}.jpg"
-        )
-        images.append({"id": i, "file_name": f"{i}.jpg", "height": 30, "width": 40})
-        for _ in range(2):  # two instances of category 18 ("dog", class 17 in fold 0) per image
-            pts = (torch.rand(7, 2, generator=gen) * torch.tensor([40.0, 30.0])).flatten().tolist()
-            anns.append({"id": len(anns), "image_id": i, "category_id": 18, "segmentation": [pts], "iscrowd": 0})
-    cats = [{"id": c, "name": f"cat{c}"} for c in range(1, 91) if c % 10 != 0][:80]
-    cats[16]["name"] = "dog"
-    (tmp_path / "annotations" / "instances_val2014.json").write_text(
-        json.dumps({"images": images, "annotations": anns, "categories": cats})
-    )
+    images, anns = coco20i(tmp_path, gen)
     ds = FewShotEpisodes(tmp_path, "coco", fold=0, shots=1, size=30, episodes=3, min_object_area=0)
     assert ds.classes == [17]
     src = ds.source

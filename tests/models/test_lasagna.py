@@ -3,16 +3,15 @@ chunked semantic inference, ADE20K / COCO-Stuff layouts, a training step, segfas
 
 import random
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip("segment_anything")
 
 from segfast.data.semantic import SemanticQueries  # noqa: E402
 from segfast.models.lisa.conversation import round_text  # noqa: E402
 from segfast.text.lasagna import answer, build, chunks, parse, question  # noqa: E402
+from tests.data.layouts import ade20k, cocostuff  # noqa: E402
 from tests.models.seg_family import assert_frozen_and_trained, batch_of, train_tiny, trainable_gradients  # noqa: E402  # noqa: E402
 from tests.models.seg_family import build as build_model
 
@@ -96,21 +95,9 @@ def test_chunked_segmentation_combines_masks_by_logit():
     assert (label[:10] == 0).all() and (label[10:20] == 4).all() and (label[20:] == 255).all()
 
 
-def _png(path, array):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
 def test_ade20k_and_cocostuff_layouts(tmp_path):
-    image = np.zeros((20, 30, 3), np.uint8)
-    raw = np.zeros((20, 30), np.uint8)
-    raw[:, 10:20], raw[:, 20:] = 1, 3
     ade = tmp_path / "ade"
-    _png(ade / "images" / "training" / "a.jpg", image)
-    _png(ade / "annotations" / "training" / "a.png", raw)
-    (ade / "objectInfo150.csv").write_text(
-        "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n"
-    )
+    ade20k(ade)
     ds = SemanticQueries("ade20k", str(ade), "train", image_size=32, random_class_list=False)
     assert ds.classes == ["wall", "building", "sky"]
     sample = ds[0]
@@ -123,11 +110,7 @@ def test_ade20k_and_cocostuff_layouts(tmp_path):
         assert torch.equal(mask, label == ds.classes.index(name))
 
     coco = tmp_path / "coco"
-    stuff = np.full((20, 30), 255, np.uint8)
-    stuff[:10], stuff[10:, :5] = 0, 1
-    _png(coco / "images" / "val2017" / "b.jpg", image)
-    _png(coco / "stuffthingmaps_trainval2017" / "val2017" / "b.png", stuff)
-    (coco / "labels.txt").write_text("0: unlabeled\n1: person\n2: bicycle\n4: motorcycle\n")
+    cocostuff(coco)
     ds = SemanticQueries("cocostuff", str(coco), "eval", image_size=32, random_class_list=False)
     assert ds.classes == ["person", "bicycle", None, "motorcycle"]
     assert sorted(_names(ds[0]["conversation"][0]["question"])) == ["bicycle", "person"]

@@ -17,6 +17,7 @@ from segfast.data import DATASETS, collate  # noqa: E402
 from segfast.data.referring import ReferringSegmentation  # noqa: E402
 from segfast.models import MODELS  # noqa: E402
 from segfast.models.llmseg.heads import iop_loss, iou_alignment_loss, select, similarity  # noqa: E402
+from tests.data.layouts import llmseg40k  # noqa: E402
 from tests.models.seg_family import train_tiny, write_refer  # noqa: E402
 
 
@@ -127,19 +128,7 @@ def test_reasonseg_llmseg40k_and_refcoco_layouts(tmp_path):
     )
     _proposals_json(tmp_path / "props" / "val" / "a.json", masks)
     # LLM-Seg40K
-    (tmp_path / "l40" / "images").mkdir(parents=True)
-    Image.fromarray(image).save(tmp_path / "l40" / "images" / "b.png")
-    (tmp_path / "l40" / "train.json").write_text(
-        json.dumps(
-            [
-                {
-                    "image": "b.png",
-                    "query": ["the thing on the right"],
-                    "segmentation": [sum(_square(25, 40, 35, 55), [])],
-                }
-            ]
-        )
-    )
+    llmseg40k(tmp_path / "l40", "train", ["the thing on the right"], [sum(_square(25, 40, 35, 55), [])], (40, 60))
     _proposals_json(tmp_path / "props40" / "images" / "b.json", masks)
     # refCOCO (refer layout)
     write_refer(
