@@ -92,7 +92,7 @@ def _evenly(items: list, k: int) -> list:
     return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)] if k > 1 else items[:1]
 
 
-def _sample(report: Report, split: str, need: Need, rel: str, paths: list, k: int) -> str:
+def _sample(report: Report, split: str, need: Need, paths: list, k: int) -> str:
     """Parses up to k of `paths` with the need's sampler; a failure is MISSING (unreadable)."""
     if need.sample is None or k <= 0:
         return ""
@@ -124,11 +124,14 @@ def _check_need(report: Report, split: str, need: Need, values: dict, k: int) ->
             return True
         report.add(split, MISSING if need.required else WARN, rel, f"no folder; the reader expects {need.what} here")
         return not need.required
-    if not need.files:
-        if path.is_file():
-            report.add(split, OK, rel, need.what + _sample(report, split, need, rel, [path], 1))
-            return True
-        report.add(split, MISSING if need.required else WARN, rel, f"no file; the reader expects {need.what} here")
+    if not need.files:  # one file, or the first present of alternatives "a|b"
+        for alternative in rel.split("|"):
+            if (report.root / alternative).is_file():
+                found = report.root / alternative
+                report.add(split, OK, alternative, need.what + _sample(report, split, need, [found], 1))
+                return True
+        what = f"no file{' (any of them)' if '|' in rel else ''}; the reader expects {need.what} here"
+        report.add(split, MISSING if need.required else WARN, rel, what)
         return not need.required
     if not path.is_dir():
         level = MISSING if need.required else WARN
@@ -139,7 +142,7 @@ def _check_need(report: Report, split: str, need: Need, values: dict, k: int) ->
         level = MISSING if need.required else WARN
         report.add(split, level, rel, f"no {need.files} files; the reader expects {need.what} here")
         return not need.required
-    sampled = _sample(report, split, need, rel, [path / n for n in names], k)
+    sampled = _sample(report, split, need, [path / n for n in names], k)
     published = _published(report.layout, split, need.path, len(names))
     report.add(split, OK, rel, f"{len(names):,} {need.files}{published}: {need.what}{sampled}")
     return True
@@ -209,9 +212,13 @@ def listing() -> str:
     return "\n".join(lines)
 
 
-def _options_text(layout: Layout) -> str:
-    items = {**layout.data_options, "root": "<root>"}
-    return ", ".join(f"`{k}: {str(v).format(**layout.options)}`" for k, v in items.items())
+def _readers_text(layout: Layout) -> str:
+    """Which datasets read the layout, with their data.options."""
+    out = []
+    for name, options in layout.readers.items():
+        items = {**options, "root": "<root>"}
+        out.append(f"`{name}` ({', '.join(f'`{k}: {str(v).format(**layout.options)}`' for k, v in items.items())})")
+    return "; ".join(out)
 
 
 def _md(text: str) -> str:
@@ -235,7 +242,7 @@ def render_docs() -> str:
     ]
     for name, layout in sorted(layouts().items()):
         out += [f"## {name}: {layout.title}", "", f"Download: {_md(layout.download)}", ""]
-        out += [f"Read by {', '.join(f'`{r}`' for r in layout.readers)} with data.options {_options_text(layout)}."]
+        out += [f"Read by (data.name and data.options): {_readers_text(layout)}."]
         if len(layout.splits) > 1 or "" not in layout.splits:
             words = ", ".join(f"{s} (`{w}`)" if s != w else s for s, w in layout.splits.items())
             out += ["", f"Splits: {words}."]

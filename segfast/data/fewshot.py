@@ -300,8 +300,7 @@ declare(
             "the SBD-augmented masks HSNet and PFENet link (https://github.com/juhongm999/hsnet#preparing-few-shot-"
             "segmentation-datasets); fold lists: HSNet's data/splits/pascal/{trn,val}/fold<i>.txt"
         ),
-        readers=("fewshot",),
-        data_options={"dataset": "pascal"},
+        readers={"fewshot": {"dataset": "pascal"}},
         needs=(
             Need("JPEGImages", "the VOC 2012 images", files="*.jpg", sample=image_size),
             Need(
@@ -327,8 +326,7 @@ declare(
         name="coco20i",
         title="COCO-20i (COCO 2014, HSNet / PFENet's interleaved folds)",
         download="https://cocodataset.org/#download (train2014.zip, val2014.zip, annotations_trainval2014.zip)",
-        readers=("fewshot",),
-        data_options={"dataset": "coco"},
+        readers={"fewshot": {"dataset": "coco"}},
         needs=(
             Need("annotations/instances_{split}.json", "the COCO instances (polygons, RLE for crowds)"),
             Need("{split}", "the images the instances name", files="*.jpg", sample=image_size),

@@ -18,7 +18,7 @@ from pathlib import Path
 class Need:
     """One file or folder a reader needs."""
 
-    path: str  # relative to the root; {split} and the layout's options are filled in
+    path: str  # relative to the root, {split} and the layout's options filled in; "a|b": either file
     what: str  # what the reader reads there (the report and docs/data.md say it)
     files: str = ""  # a folder: the pattern of the files it holds ("*.jpg"); "" = a single file
     required: bool = True  # False: the reader works without it (the report warns)
@@ -38,8 +38,7 @@ class Layout:
     name: str  # `segfast data check --dataset NAME`
     title: str
     download: str  # where the official files come from
-    readers: tuple  # registered datasets that read it
-    data_options: dict  # their data.options for this layout (root aside)
+    readers: dict  # registered dataset -> its data.options for this layout (root aside)
     needs: tuple  # Need, ...
     splits: dict = field(default_factory=lambda: {"": ""})  # split name -> the word {split} becomes
     options: dict = field(default_factory=dict)  # further path placeholders and their defaults

@@ -241,8 +241,7 @@ declare(
         name="coco-instances",
         title="COCO-format instance annotations (SegLLM's multi-round conversations)",
         download="https://cocodataset.org/#download, or any COCO-format instances file (e.g. PACO parts)",
-        readers=("multiround",),
-        data_options={"format": "coco", "annotations": "{annotations}", "images": "{images}"},
+        readers={"multiround": {"format": "coco", "annotations": "{annotations}", "images": "{images}"}},
         needs=(
             Need("{annotations}", "a COCO instances JSON; optional parent_id and interactions fields"),
             Need("{images}/", "the images the annotations name"),

@@ -291,7 +291,11 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
 
 
 # The layouts these readers expect (segfast.data.layout: `segfast data check`, docs/data.md).
-READERS = ("seg-conversations", "seg-queries", "referring")
+def _readers(names, **options) -> dict:
+    return {name: options for name in names}
+
+
+LISA_FAMILY = ("seg-conversations", "seg-queries", "referring")  # the readers of reasonseg and refcoco
 
 
 def _entries_index(read, entries: str, queries: str) -> callable:
@@ -326,8 +330,7 @@ def _refer(name, title, dataset, split_by, splits, published=None, images="train
             "annotations: https://github.com/lichengunc/refer (refs(*).p and instances.json per dataset, "
             "the `refer` toolkit's data/ folder); images: COCO train2014 (https://cocodataset.org/#download)"
         ),
-        readers=READERS,
-        data_options={"format": "refcoco", "dataset": dataset, "split_by": split_by},
+        readers=_readers(LISA_FAMILY, format="refcoco", dataset=dataset, split_by=split_by),
         needs=(
             Need(f"{dataset}/refs({split_by}).p", "the referring expressions with their split (a pickle)"),
             Need(f"{dataset}/instances.json", "the COCO images and annotations the refs point to"),
@@ -349,8 +352,7 @@ declare(
         name="reasonseg",
         title="ReasonSeg (LISA)",
         download="https://github.com/dvlab-research/LISA#dataset (ReasonSeg, Google Drive)",
-        readers=READERS,
-        data_options={"format": "reasonseg"},
+        readers=_readers(LISA_FAMILY, format="reasonseg"),
         needs=(
             Need(
                 "{split}",
@@ -372,8 +374,7 @@ declare(
         name="llmseg40k",
         title="LLM-Seg40K (LLM-Seg)",
         download="https://github.com/wangjunchi/LLMSeg (LLM-Seg40K annotations; images from COCO and EgoObjects)",
-        readers=("referring",),
-        data_options={"format": "llmseg40k"},
+        readers={"referring": {"format": "llmseg40k"}},
         needs=(
             Need("{split}.json", "a list of {image, query, segmentation}", sample=_json_fields("image", "query")),
             Need("images/", "the images the annotations name (any subfolders)"),

@@ -169,8 +169,7 @@ declare(
         name="ade20k",
         title="ADE20K (ADEChallengeData2016, SceneParsing 150 classes)",
         download="http://sceneparsing.csail.mit.edu (ADEChallengeData2016.zip)",
-        readers=("semantic-queries",),
-        data_options={"format": "ade20k"},
+        readers={"semantic-queries": {"format": "ade20k"}},
         needs=(
             Need("objectInfo150.csv", "the class names (Name column)", sample=_classes(ade20k_classes)),
             Need("images/{split}", "the images", files="*.jpg", sample=image_size),
@@ -196,8 +195,7 @@ declare(
             "https://github.com/nightrome/cocostuff (stuffthingmaps_trainval2017.zip and labels.txt); "
             "images: COCO 2017 train/val (https://cocodataset.org/#download)"
         ),
-        readers=("semantic-queries",),
-        data_options={"format": "cocostuff"},
+        readers={"semantic-queries": {"format": "cocostuff"}},
         needs=(
             Need("labels.txt", "the cocostuff repo's '<id>: <name>' class list", sample=_classes(cocostuff_classes)),
             Need("images/{split}", "the COCO images", files="*.jpg", sample=image_size),

@@ -25,7 +25,7 @@ def _build(name: str, root: Path, gen) -> tuple:
         return root, {}, ["val"]
     if name in ("refcoco", "refcoco+", "refcocog", "refclef"):
         build.refer(root)
-        split_by = check.get(name).data_options["split_by"]
+        split_by = check.get(name).readers["referring"]["split_by"]
         if name != "refcoco":
             (root / "refcoco").rename(root / name)
             (root / name / "refs(unc).p").rename(root / name / f"refs({split_by}).p")
@@ -82,7 +82,8 @@ def test_the_fake_folders_are_the_ones_the_readers_read(tmp_path, gen):
     with the reader's own words."""
     root, _, _ = _build("ade20k", tmp_path / "ade", gen)
     layout = check.get("ade20k")
-    ds = registry.build_dataset(layout.readers[0], {**layout.data_options, "root": str(root)}, "eval", 0)
+    ((reader, options),) = layout.readers.items()
+    ds = registry.build_dataset(reader, {**options, "root": str(root)}, "eval", 0)
     assert len(ds) == 1
     (root / "annotations" / "validation" / "a.png").unlink()
     build.png(root / "annotations" / "validation" / "c.png", np.zeros((2, 2), np.uint8))  # not an empty folder
@@ -92,7 +93,7 @@ def test_the_fake_folders_are_the_ones_the_readers_read(tmp_path, gen):
         f"{root / 'annotations' / 'validation' / 'a.png'}"
     ]
     with pytest.raises(FileNotFoundError, match="label maps are missing"):
-        registry.build_dataset(layout.readers[0], {**layout.data_options, "root": str(root)}, "eval", 0)
+        registry.build_dataset(reader, {**options, "root": str(root)}, "eval", 0)
 
 
 def test_counts_against_the_published_ones_and_files_the_annotations_name(tmp_path, gen):
@@ -163,3 +164,34 @@ def test_json_sampler_names_the_absent_field(tmp_path, gen):
     report = check.check("reasonseg", root, splits)
     assert ("val/b.json", "unreadable: no field 'text'") in [(f.path, f.message) for f in report.missing]
     assert MISSING in report.text()
+
+
+def test_alternatives_optional_pieces_and_matching_counts(tmp_path, monkeypatch):
+    from segfast.data.layout import LAYOUTS, Index, Layout, Need
+
+    layout = Layout(
+        name="tiny",
+        title="a made-up layout",
+        download="-",
+        readers={},
+        needs=(
+            Need("refs.json|refs.p", "the refs, in either format"),
+            Need("extra.csv", "optional class names", required=False),
+            Need("img/{split}", "the images", files="*.jpg"),
+        ),
+        splits={"train": "tr"},
+        index=lambda root, split, options: Index({"refs": 2}),
+        published={"train": {"refs": 2, "img/{split}": 3}},
+    )
+    monkeypatch.setitem(LAYOUTS, "tiny", layout)
+    (tmp_path / "img" / "tr").mkdir(parents=True)
+    (tmp_path / "img" / "tr" / "a.jpg").write_bytes(b"")
+    report = check.check("tiny", tmp_path)
+    assert [(f.path, f.level) for f in report.missing] == [("refs.json|refs.p", MISSING)]
+    assert "no file (any of them); the reader expects the refs, in either format here" in report.text()
+    assert _levels(report)[("", "extra.csv")] == WARN
+    (tmp_path / "refs.p").write_bytes(b"")
+    report = check.check("tiny", tmp_path)
+    assert not report.missing and _levels(report)[("", "refs.p")] == OK
+    text = report.text()
+    assert "2 refs (published: 2)\n" in text and "1 *.jpg (published: 3; differs)" in text
