@@ -207,8 +207,9 @@ def check(name: str, root, splits=None, options: dict | None = None, samples: in
 
 def listing() -> str:
     """The known layouts, one a line, and the registered datasets that read no files."""
-    lines = [f"{name:<18}{layout.title}" for name, layout in sorted(layouts().items())]
-    lines += [f"{name:<18}(no files: {why})" for name, why in sorted(NO_FILES.items())]
+    width = max(map(len, [*layouts(), *NO_FILES])) + 2
+    lines = [f"{name:<{width}}{layout.title}" for name, layout in sorted(layouts().items())]
+    lines += [f"{name:<{width}}(no files: {why})" for name, why in sorted(NO_FILES.items())]
     return "\n".join(lines)
 
 
