@@ -26,6 +26,10 @@ import torch.nn.functional as F
 from benchmarks.harness import Report, interpret_triton_on_cpu, measure, parse_args, peaks, with_env
 from segfast.ops import attend_mask_from_logits, masked_attention, unpack_masks
 
+# scripts/gpu_check.sh's limit for --quick: the first call per shape autotunes 3 kernels x 4
+# launch configurations (on an H200 the default 60 s ran out in the second of two shapes)
+GPU_CHECK_SECONDS = 120
+
 MASK2FORMER = [(16, 8, q, hw, 32) for q in (100, 200) for hw in (32, 64, 128)]
 LONG_KEYS = [(2, 8, 1024, 128, 64)]  # Lk = 128 * 128 = 16384
 QUICK_CUDA = [(16, 8, 100, 64, 32), (2, 8, 1024, 128, 64)]

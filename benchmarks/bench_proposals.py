@@ -89,29 +89,38 @@ def bench_generators(report, device, quick, repeats):
 
 
 def bench_selection_step(report, device, quick, repeats):
-    from segfast.data.referring import ReferringSegmentation
-    from segfast.models.llmseg.heads import Fusion, iop_loss, iou_alignment_loss, mlp, similarity
-    from segfast.models.llmseg.model import ground_truth
-    from segfast.ops import mask_pool
+    from segfast.data.referring import proposal_targets
+    from segfast.models.llmseg.fusion import Fusion
+    from segfast.models.llmseg.heads import iop_loss, iou_alignment_loss, mlp, similarity
+    from segfast.ops import mask_pool, pack_masks
 
-    size, k, batch = (896, 100, 4) if device == "cuda" else (224, 32, 2)
-    data = ReferringSegmentation(image_size=size, max_proposals=k, length=batch)
-    samples = [data[i] for i in range(batch)]
-    proposals = torch.stack([s["proposals"] for s in samples]).to(device)
-    valid = torch.stack([s["proposal_valid"] for s in samples]).to(device)
-    gt = torch.stack([s["gt_mask"] for s in samples]).to(device)
-    grid = size // 14
+    size, k, batch = (1024, 50, 4) if device == "cuda" else (224, 32, 2)
+    gen = torch.Generator().manual_seed(0)
+    boxes = torch.randint(0, size // 2, (batch, k, 2), generator=gen)
+    ys, xs = torch.arange(size)[:, None], torch.arange(size)[None]
+    dense = [(ys >= y) & (ys < y + size // 3) & (xs >= x) & (xs < x + size // 4) for y, x in boxes.view(-1, 2).tolist()]
+    proposals = pack_masks(torch.stack(dense)).view(batch, k, size, -1).to(device)
+    gt = [dense[b * k] | dense[b * k + 1] for b in range(batch)]
+    grid = 64 if device == "cuda" else 16
     feats = torch.randn(batch, 1024, grid, grid, device=device)
     project = torch.nn.Conv2d(1024, 256, 1).to(device)
-    fusion, head = Fusion().to(device), mlp([256, 64, 1]).to(device)
+    fusion, iop_head = Fusion().to(device), mlp([256, 64, 1], True).to(device)
+    emb_head = mlp([256, 2048, 256]).to(device)
     seg = torch.randn(batch, 256, device=device, requires_grad=True)
+    valid = torch.ones(batch, k, dtype=torch.bool, device=device)
 
     def step():
-        emb = mask_pool(project(feats), proposals, weights="bilinear", width=size)
-        s, e = fusion(seg, emb)
-        gt_iou, gt_iop = ground_truth(proposals, gt)
-        loss = iou_alignment_loss(similarity(e, s), gt_iou, valid) + 50 * iop_loss(
-            torch.sigmoid(head(e)[..., 0]), gt_iop, valid
+        pooled = [
+            mask_pool(project(feats[b : b + 1]), proposals[b : b + 1], weights="bilinear", grid=(256, 256), width=size)
+            for b in range(batch)
+        ]
+        emb = torch.cat(pooled)
+        fused = fusion(emb, seg, valid)
+        targets = [proposal_targets(proposals[b], size, gt[b][None].to(device)) for b in range(batch)]
+        gt_iou, gt_iop = (torch.cat([t[i] for t in targets]) for i in (0, 1))
+        loss = (
+            iou_alignment_loss(similarity(emb_head(fused), seg), gt_iou, valid).mean()
+            + 50 * iop_loss(iop_head(fused)[..., 0], gt_iop, valid).mean()
         )
         loss.backward()
         return loss

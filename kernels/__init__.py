@@ -7,11 +7,23 @@ kernels also run on the CPU under TRITON_INTERPRET=1 for testing.
 
 import contextlib
 import importlib.util
+import os
 
 
 def available() -> bool:
     """True when the triton package is importable."""
     return importlib.util.find_spec("triton") is not None
+
+
+def unusable_on(device) -> str | None:
+    """Why the kernels cannot run on `device` here, or None: they need triton, and a CUDA device
+    unless TRITON_INTERPRET=1 interprets them (a CPU tensor handed to compiled Triton is an opaque
+    launcher error, even on a machine with a GPU)."""
+    if not available():
+        return "triton is not installed"
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"inputs are on {device} (set TRITON_INTERPRET=1 to interpret the kernels on the CPU)"
+    return None
 
 
 def device_guard(tensor):

@@ -5,4 +5,13 @@ from segfast._extension import build_info
 from segfast.train import train
 
 __version__ = "0.1.0"
-__all__ = ["ops", "nn", "metrics", "train", "build_info", "__version__"]
+__all__ = ["ops", "nn", "metrics", "train", "load", "build_info", "__version__"]
+
+
+def __getattr__(name):
+    # lazy: inference pulls in PIL and the systems' runners, which `import segfast` does not need
+    if name == "load":
+        from segfast.inference import load
+
+        return load
+    raise AttributeError(f"module 'segfast' has no attribute {name!r}")

@@ -1,6 +1,6 @@
-"""Command line: `segfast train | evaluate | export | demo | bench | doctor | protocols | systems |
-options | data check | data docs`, plus every registered job's subcommand (segfast.registry: proposals, cot-cache,
-llafs-eval, ...)."""
+"""Command line: `segfast train | evaluate | export | predict | convert | serve | demo | bench |
+doctor | protocols | systems | options | data check | data docs`, plus every registered job's
+subcommand (segfast.registry: proposals, cot-cache, llafs-eval, ...)."""
 
 import argparse
 import json
@@ -18,8 +18,12 @@ def demo(args) -> int:
     from segfast.demo import run
 
     result = run(args.out, args.device, args.steps)
-    gain = result["after"]["iou"] - result["before"]["iou"]
-    print(f"foreground IoU {result['before']['iou']:.3f} -> {result['after']['iou']:.3f} ({gain:+.3f})")
+    before, after = result["before"], result["after"]
+    print(
+        f"LLM polygon IoU {before['polygon_iou']:.3f} -> {after['polygon_iou']:.3f}, refined-mask IoU "
+        f"{before['iou']:.3f} -> {after['iou']:.3f} ({after['samples']} held-out pairs, "
+        f"{result['seconds']:.0f} s of training)"
+    )
     return 0
 
 
@@ -144,6 +148,34 @@ def export_command(args) -> int:
     return 0
 
 
+def predict_command(args) -> int:
+    """Masks, overlays and answers for images and queries (segfast.inference.batch)."""
+    from segfast.inference import load
+    from segfast.inference.batch import items_from, run
+
+    try:
+        items = items_from(args)
+        settings = json.loads(args.settings) if args.settings else {}
+        predictor = load(args.checkpoint, device=args.device, dtype=args.dtype, **settings)
+        done = run(predictor, items, args.out, args.batch_size, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"segfast predict: {exc}")
+    print(f"{done} prediction(s) of {predictor.system} written to {args.out} (predictions.jsonl lists them)")
+    return 0
+
+
+def convert_command(args) -> int:
+    """An authors' released checkpoint as a segfast checkpoint (segfast.inference.convert)."""
+    from segfast.inference.convert import REPORT, convert
+
+    try:
+        convert(args.system, args.source, args.out, clip=args.clip)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        sys.exit(f"segfast convert: {exc}")
+    print(f"wrote {args.out} (every key: {Path(args.out) / REPORT}); try: segfast predict --checkpoint {args.out} ...")
+    return 0
+
+
 def doctor(args) -> int:
     """Versions, what segfast can use here, and why not where it cannot."""
     import importlib.metadata
@@ -196,6 +228,25 @@ def doctor(args) -> int:
     return 0
 
 
+def serve_command(args) -> int:
+    """The interactive page over a checkpoint (segfast.serve), until Ctrl-C."""
+    from segfast.inference import load
+    from segfast.serve import launch, require_gradio
+    from segfast.train.checkpoint import CheckpointError
+
+    try:
+        settings = json.loads(args.settings or "{}")
+    except json.JSONDecodeError as exc:
+        sys.exit(f"segfast serve: --settings is not JSON ({exc})")
+    try:
+        require_gradio()  # before the minutes a large model takes to load
+        predictor = load(args.checkpoint, device=args.device, dtype=args.dtype, **settings)
+    except (ImportError, ValueError, FileNotFoundError, CheckpointError) as exc:
+        sys.exit(f"segfast serve: {exc}")
+    launch(predictor, host=args.host, port=args.port, title=f"segfast {predictor.system}: {args.checkpoint}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="segfast", description="segfast: kernels for LLM-based segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,7 +254,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="train a tiny LLaFS on generated data; write prediction and curve PNGs")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--device", default=default_device, choices=["cpu", "cuda"])
-    p.add_argument("--steps", type=int, default=1000, help="training steps (8 pseudo pairs each)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (8 pseudo pairs each; default: the demo's)")
     p.set_defaults(func=demo)
     p = sub.add_parser("bench", help="run the benchmarks (tables and CSVs)")
     p.add_argument("op", nargs="?", default="all", choices=("all", *benchmarks()))
@@ -239,6 +290,31 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.set_defaults(func=export_command)
 
+    p = sub.add_parser(
+        "predict", help="masks (PNG + COCO RLE), overlays and answers for images and queries, from a checkpoint"
+    )
+    p.add_argument("--checkpoint", required=True, help="a segfast checkpoint (or run directory, or segfast convert's)")
+    p.add_argument("--image", help="one image")
+    p.add_argument("--images", help="a folder of images (searched recursively), each asked --query")
+    p.add_argument("--pairs", help="a JSON list of {image, query} (or {image, rounds}) objects")
+    p.add_argument("--query", action="append", help="the question (repeat for several, or rounds with --chat)")
+    p.add_argument("--chat", action="store_true", help="SegLLM: the queries are rounds of one conversation")
+    p.add_argument("--classes", help="LaSagnA: comma-separated class names")
+    p.add_argument("--support", action="append", help="LLaFS: IMAGE:MASK support pair (repeat for k shots)")
+    p.add_argument("--out", default="predictions")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="the language model's (default bf16 on CUDA)")
+    p.add_argument("--settings", help='inference settings as JSON, e.g. \'{"question": "<image> {query}"}\'')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=predict_command)
+    p = sub.add_parser("convert", help="an authors' released checkpoint -> a segfast checkpoint, every key reported")
+    p.add_argument("--system", required=True, help="whose release: lisa, lasagna, ...")
+    p.add_argument("--from", dest="source", required=True, help="the release's directory (config.json, weights)")
+    p.add_argument("--out", required=True, help="a new directory for the segfast checkpoint")
+    p.add_argument("--clip", help="local CLIP vision model the release's mm_vision_tower names (its config)")
+    p.set_defaults(func=convert_command)
+
     p = sub.add_parser("data", help="check a dataset folder against its reader's layout; render docs/data.md")
     data = p.add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="what a dataset folder holds and what its reader misses (no training)")
@@ -251,6 +327,7 @@ def main(argv=None) -> int:
     p = data.add_parser("docs", help="render the layouts as docs/data.md")
     p.add_argument("--out", help="write here (default: print)")
     p.set_defaults(func=data_docs_command)
+
     p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
     p.set_defaults(func=doctor)
     p = sub.add_parser("systems", help="the registered systems, datasets and jobs")
@@ -258,6 +335,16 @@ def main(argv=None) -> int:
     p = sub.add_parser("options", help="a system's model.options with their defaults and sources")
     p.add_argument("system", choices=sorted(registry.systems()))
     p.set_defaults(func=options_command)
+    p = sub.add_parser(
+        "serve", help="an interactive page over a checkpoint: upload an image, ask, see the overlay, get the masks"
+    )
+    p.add_argument("--checkpoint", required=True, help="a segfast checkpoint (or run directory, or segfast convert's)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="the language model's (default bf16 on CUDA)")
+    p.add_argument("--settings", help='inference settings as JSON, e.g. \'{"question": "<image> {query}"}\'')
+    p.set_defaults(func=serve_command)
     for job in registry.jobs().values():
         p = sub.add_parser(job.name, help=job.summary)
         job.arguments(p)

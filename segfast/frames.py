@@ -11,6 +11,19 @@ SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def shrink_longest_side(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image scaled down (OpenCV INTER_AREA, size truncated to int) so that its longer side is
+    at most max_side, as LLM-Seg's prepare_datasets scripts scale images before SAM; smaller
+    images (and max_side 0) are returned as they are."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image
+    import cv2
+
+    scale = max_side / max(h, w)
+    return cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+
+
 def read_rgb(path) -> np.ndarray:
     """(H, W, 3) uint8 RGB array of an image file (a writable copy)."""
     from PIL import Image
@@ -56,17 +69,21 @@ def frame_labels(label: np.ndarray, size: int, ignore_index: int = 255) -> torch
     return F.pad(x, (0, size - w, 0, size - h), value=ignore_index)
 
 
+def logits_at_original(logits: torch.Tensor, valid_size, size) -> torch.Tensor:
+    """(n, S, S) mask logits in SAM's padded frame -> (n, H, W) float logits at the image's
+    resolution: the unpadded (h, w) crop upsampled bilinearly to `size` (H, W), as
+    segment-anything's postprocess_masks does (LISA computes its mask losses on these)."""
+    h, w = (int(x) for x in valid_size)
+    size = tuple(int(s) for s in size)
+    if len(logits) == 0:
+        return logits.new_zeros(0, *size, dtype=torch.float32)
+    return F.interpolate(logits[:, None, :h, :w].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def to_original(logits: torch.Tensor, valid_size, size) -> torch.Tensor:
     """(n, S, S) mask logits in SAM's padded frame -> (n, H, W) bool at the image's resolution:
-    the unpadded (h, w) crop upsampled bilinearly to `size` (H, W), then > 0, as
-    segment-anything's postprocess_masks (and so LISA's evaluation) does."""
-    h, w = (int(x) for x in valid_size)
-    if len(logits) == 0:
-        return torch.zeros(0, *size, dtype=torch.bool, device=logits.device)
-    x = F.interpolate(
-        logits[:, None, :h, :w].float(), size=tuple(int(s) for s in size), mode="bilinear", align_corners=False
-    )
-    return x[:, 0] > 0
+    logits_at_original > 0, as LISA's evaluation thresholds them."""
+    return logits_at_original(logits, valid_size, size) > 0
 
 
 def score_at_original(meter, logits: list, batch: dict) -> None:
@@ -91,6 +108,18 @@ def score_at_original(meter, logits: list, batch: dict) -> None:
 def clip_input(image: np.ndarray, size: int) -> torch.Tensor:
     """(3, size, size) CLIP-normalised square resize of the whole image."""
     x = F.interpolate(_rgb(image) / 255, size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
+    return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
+def clip_crop_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """(3, size, size) CLIP-normalised: the shorter side resized to `size` (bicubic), then the
+    centre crop, as transformers' CLIPImageProcessor (the processor of LLaVA checkpoints, and
+    what LISA's and LLM-Seg's loaders call) prepares an image."""
+    h, w = image.shape[:2]
+    nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    x = F.interpolate(_rgb(image) / 255, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[:, top : top + size, left : left + size]
     return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
 
 

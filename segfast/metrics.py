@@ -171,22 +171,30 @@ class MIoUMeter:
 
 
 class FoldIoU:
-    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions)."""
+    """Mean foreground IoU over a fold's classes (per class: summed intersections / unions). With
+    `runs` > 1 (BAM's evaluation: the same number of episodes under several seeds) each run keeps
+    its own sums and mIoU is the mean of the runs' mIoUs."""
 
-    def __init__(self, classes):
+    def __init__(self, classes, runs: int = 1):
+        if runs < 1:
+            raise ValueError(f"runs must be >= 1, got {runs}")
         self.classes = list(classes)
         self.index = {c: i for i, c in enumerate(self.classes)}
-        self.state = torch.zeros(len(self.classes), 2, dtype=torch.int64)
+        self.state = torch.zeros(runs, len(self.classes), 2, dtype=torch.int64)
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None) -> None:
-        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids, ignore: torch.Tensor | None = None, runs=None):
+        """pred, gt: (N, H, W) bool; class_ids: N class ids; ignore: (N, H, W) bool pixels to skip;
+        runs: N run indices (default 0)."""
         keep = ~ignore if ignore is not None else torch.ones_like(gt)
         inter = (pred & gt & keep).flatten(1).sum(1)
         union = ((pred | gt) & keep).flatten(1).sum(1)
-        for c, i, u in zip(torch.as_tensor(class_ids).tolist(), inter.tolist(), union.tolist()):
+        runs = [0] * len(inter) if runs is None else torch.as_tensor(runs).tolist()
+        for c, r, i, u in zip(torch.as_tensor(class_ids).tolist(), runs, inter.tolist(), union.tolist()):
             if c not in self.index:
                 raise ValueError(f"class {c} is not one of this fold's classes {self.classes}")
-            self.state[self.index[c]] += torch.tensor([i, u])
+            if not 0 <= r < len(self.state):
+                raise ValueError(f"run {r} is not one of this meter's {len(self.state)} runs")
+            self.state[r, self.index[c]] += torch.tensor([i, u])
 
     def sync(self) -> "FoldIoU":
         """Sums the state over all processes (no-op without torch.distributed)."""
@@ -194,11 +202,68 @@ class FoldIoU:
         return self
 
     def compute(self) -> dict:
-        seen = self.state[:, 1] > 0
-        per_class = {
-            c: (int(i) / int(u) if u else float("nan")) for c, (i, u) in zip(self.classes, self.state.tolist())
-        }
-        miou = (
-            float(np.mean([v for v, s in zip(per_class.values(), seen.tolist()) if s])) if seen.any() else float("nan")
-        )
-        return {"mIoU": miou, "per_class": per_class}
+        def iou(i, u):
+            return int(i) / int(u) if u else float("nan")
+
+        def mean(values):
+            values = [v for v in values if v == v]
+            return float(np.mean(values)) if values else float("nan")
+
+        table = [[iou(i, u) for i, u in run] for run in self.state.tolist()]
+        run_mious = [mean(run) for run in table]
+        per_class = {c: mean([run[k] for run in table]) for k, c in enumerate(self.classes)}
+        out = {"mIoU": mean(run_mious), "per_class": per_class}
+        if len(table) > 1:
+            out["runs"] = run_mious
+        return out
+
+
+def mask_box(masks: torch.Tensor) -> torch.Tensor:
+    """(N, 4) float boxes (x0, y0, x1, y1), max exclusive, of (N, H, W) bool masks; an empty mask
+    gets an empty box (0, 0, 0, 0)."""
+    rows, cols = masks.any(2), masks.any(1)
+
+    def extent(hit):
+        ar = torch.arange(hit.shape[1], device=hit.device)
+        lo = torch.where(hit, ar, hit.shape[1]).amin(1)
+        hi = torch.where(hit, ar + 1, 0).amax(1)
+        return lo, hi
+
+    (x0, x1), (y0, y1) = extent(cols), extent(rows)
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    return torch.where(masks.flatten(1).any(1)[:, None], boxes, torch.zeros_like(boxes))
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) IoU of matched (N, 4) boxes with exclusive max; 0 when the union is empty."""
+    w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = w * h
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
+
+
+class BoxAccuracyMeter(IoUMeter):
+    """Referring expression comprehension accuracy (Acc@0.5): the share of samples whose box IoU
+    with the target exceeds `threshold`, boxes taken from the masks (SegLLM's Table 4; its code
+    counts IoU > 0.5). Optionally per round; exact integer state, synced and reported per round
+    as IoUMeter does."""
+
+    def __init__(self, num_rounds: int = 1, threshold: float = 0.5):
+        if num_rounds < 1:
+            raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
+        self.threshold = float(threshold)
+        self.state = torch.zeros(num_rounds, 2, dtype=torch.int64)  # hits, samples
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, round: int = 0) -> None:
+        """pred, gt: (N, H, W) bool masks, one sample each."""
+        if not 0 <= round < self.state.shape[0]:
+            raise ValueError(f"round must be in [0, {self.state.shape[0]}), got {round}")
+        if pred.shape != gt.shape or pred.dim() != 3:
+            raise ValueError(f"pred and gt must be (N, H, W) of one shape, got {tuple(pred.shape)}, {tuple(gt.shape)}")
+        hits = box_iou(mask_box(pred.bool()), mask_box(gt.bool())) > self.threshold
+        self.state[round] += torch.tensor([int(hits.sum()), len(hits)])
+
+    def _values(self, row, prefix: str) -> dict:
+        hits, n = (int(x) for x in row)
+        return {f"{prefix}Acc@0.5": hits / n if n else float("nan"), f"{prefix}samples": n}

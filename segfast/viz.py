@@ -84,3 +84,26 @@ def training_curves(records: list, before: dict, after: dict, path) -> Path:
     right.legend(fontsize=8)
     right.set_title(f"held-out IoU (star: final, {after['samples']} pairs)")
     return _save(plt, fig, path)
+
+
+PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240))
+
+
+def overlay_masks(image, masks: torch.Tensor, alpha: float = 0.5):
+    """(H, W, 3) uint8 RGB array with each (N, H, W) bool mask blended in its own colour (PALETTE,
+    cycling; later masks on top) and its outline drawn opaque, so touching masks stay apart."""
+    import numpy as np
+
+    out = np.asarray(image, dtype=np.float32).copy()
+    masks = masks.cpu().bool()
+    for i, mask in enumerate(masks):
+        colour = np.array(PALETTE[i % len(PALETTE)], np.float32)
+        m = mask.numpy()
+        out[m] = (1 - alpha) * out[m] + alpha * colour
+        inner = m.copy()  # a pixel is on the outline when a 4-neighbour is outside the mask
+        inner[1:] &= m[:-1]
+        inner[:-1] &= m[1:]
+        inner[:, 1:] &= m[:, :-1]
+        inner[:, :-1] &= m[:, 1:]
+        out[m & ~inner] = colour
+    return out.round().clip(0, 255).astype(np.uint8)

@@ -17,7 +17,8 @@ LAYERS = [
     ("segfast.text", "segfast.frames"),
     ("segfast.data", "segfast.models"),
     ("segfast.train",),
-    ("segfast.jobs", "segfast.demo"),
+    ("segfast.jobs", "segfast.demo", "segfast.inference"),
+    ("segfast.serve",),  # the page of `segfast serve`: over a loaded predictor, under cli
     ("segfast.cli",),
     ("segfast.__main__", "segfast"),
 ]

@@ -1,5 +1,6 @@
 """Collate: pads token sequences (labels with -100, attention mask), stacks equal-shaped tensors
-such as masks, and keeps everything else as lists."""
+such as masks, and keeps everything else as lists (None for a sample without that key: a
+mixture's members may carry different evaluation fields)."""
 
 import torch
 
@@ -11,8 +12,11 @@ def collate(samples: list, pad_id: int = 0) -> dict:
     if not samples:
         raise ValueError("collate needs at least one sample")
     batch = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
+    for key in dict.fromkeys(k for s in samples for k in s):
+        values = [s.get(key) for s in samples]
+        if any(v is None for v in values):
+            batch[key] = values
+            continue
         if key in TOKEN_KEYS:
             fill = pad_id if key == "input_ids" else TOKEN_KEYS[key]
             longest = max(v.shape[0] for v in values)

@@ -8,20 +8,22 @@ reproducible and cheap (a few milliseconds at 64 x 64) to make on the fly in loa
     and k, k+1 with control point k as its handle, which closes smoothly), rasterized.
   * background: split into 1-5 random sub-regions (Voronoi cells of random seeds), each its own
     colour; every region is filled with Gaussian noise (std `noise_std`) around its RGB mean.
-  * colours (RGB means in [0, 255]) obey, with m_sf the support foreground mean:
+  * colours (RGB means in [0, 255], Supp A.2.2), with m_sf the support foreground mean:
     ||m_sb - m_sf|| in [a, b] for every support background region, ||m_qf - m_sf|| in [c, d],
-    and ||m_qb - m_sf|| > ||m_qf - m_sf|| for every query background region.
-  * query: the support's control points plus Gaussian noise, rotated by a uniform angle, scaled
-    by s in [0.5, 1.5] and moved to a random position where it fits the image.
+    and for every query background region ||m_qb - m_qf|| in [a, b] and ||m_qb - m_sf|| >
+    ||m_qf - m_sf|| (the query foreground is the region most like the support's).
+  * query: the support's control points plus standard Gaussian noise, rotated by a uniform angle,
+    scaled by s in [0.5, 1.5] and moved to a random position where it fits the image.
+  * random_query (Table 5's ablation): the query's contour and foreground colour are drawn on
+    their own, not adjusted from the support's, and the query background is not kept farther.
   * hints: the pretraining instruction gives M of the query polygon's 16 vertices (a random
-    subset) and hides the rest behind [mask].
+    subset) and hides the rest behind [mask]; the answer is the hidden 16 - M.
 
-Curriculum (easy to hard). The paper schedules a, b, c, d by its equations (2)-(3) with
-(a0, b0, c_Np, d_Np) = (100, 150, 50, 100); those equations were not available to us, so we
-assume linear schedules between the given end points over the curriculum's length N_p:
-a: a0 -> c_Np, b: b0 -> d_Np (the support background moves towards the foreground colour) and
-c: 0 -> c_Np, d: 0 -> d_Np (the query foreground drifts from the support's colour). M falls
-linearly from 15 to 0 over the first half and stays 0. All five are arguments of `Curriculum`.
+Curriculum (Supp A.2.3), at step n of N_p (progress p = n / N_p):
+    a_n = a0 - n a0 / N_p,  b_n = a_n + b0 - a0            (Eq. 2: a 100 -> 0, b 150 -> 50)
+    c_n = n c_Np / N_p,     d_n = c_n + d_Np - c_Np        (Eq. 3: c 0 -> 50, d 50 -> 100)
+    M = 15 - floor(n / (N_p / 30)) in the first half, then 0
+with (a0, b0, c_Np, d_Np) = (100, 150, 50, 100). All are arguments of `Curriculum`.
 """
 
 import math
@@ -44,16 +46,21 @@ class Curriculum:
     c_end: float = 50.0  # c at N_p
     d_end: float = 100.0  # d at N_p
     max_hints: int = 15
+    image: bool = True  # Table 6f: False holds the colours at their final bounds (no image curriculum)
+    polygon: bool = True  # Table 6f: False gives no hints from the start (no polygon curriculum)
 
     def at(self, progress: float) -> dict:
         """The constraint bounds a, b, c, d and the hint count M at progress p = n / N_p."""
         p = min(max(float(progress), 0.0), 1.0)
+        colour = p if self.image else 1.0
+        a, c = self.a0 * (1 - colour), self.c_end * colour
+        steps = math.floor((p if self.polygon else 1.0) * 2 * self.max_hints + 1e-9)  # one hint less every N_p / 30
         return {
-            "a": self.a0 + (self.c_end - self.a0) * p,
-            "b": self.b0 + (self.d_end - self.b0) * p,
-            "c": self.c_end * p,
-            "d": self.d_end * p,
-            "hints": max(0, round(self.max_hints * (1 - 2 * p))),
+            "a": a,
+            "b": a + self.b0 - self.a0,
+            "c": c,
+            "d": c + self.d_end - self.c_end,
+            "hints": max(0, self.max_hints - steps),
         }
 
 
@@ -80,8 +87,9 @@ def _place(g, shape: torch.Tensor, size: int) -> torch.Tensor:
     return shape - lo + torch.rand(2, generator=g, dtype=torch.float64) * room
 
 
-def _at_distance(g, centre: torch.Tensor, low: float, high: float, tries: int = 64) -> torch.Tensor:
-    """A colour at distance in [low, high] from `centre`, inside the RGB cube [0, 255]^3."""
+def _at_distance(g, centre: torch.Tensor, low: float, high: float, tries: int = 64) -> torch.Tensor | None:
+    """A colour at distance in [low, high] from `centre`, inside the RGB cube [0, 255]^3 (with
+    tries=1: None when the one draw left the cube)."""
     for _ in range(tries):
         direction = torch.randn(3, generator=g, dtype=torch.float64)
         direction = direction / direction.norm().clamp(min=1e-12)
@@ -89,20 +97,23 @@ def _at_distance(g, centre: torch.Tensor, low: float, high: float, tries: int = 
         colour = centre + r * direction
         if ((colour >= 0) & (colour <= 255)).all():
             return colour
+    if tries == 1:
+        return None
     # far from every face: step towards the cube's far corner, which is >= 127.5 * sqrt(3) away
     corner = torch.where(centre < 127.5, torch.full_like(centre, 255.0), torch.zeros_like(centre))
     direction = (corner - centre) / (corner - centre).norm()
     return centre + (low + high) / 2 * direction
 
 
-def _farther_than(g, centre: torch.Tensor, limit: float, tries: int = 256) -> torch.Tensor:
-    """A colour in the RGB cube strictly farther than `limit` from `centre`."""
+def _query_background(g, qf, sf, low: float, high: float, tries: int = 256, relative=True) -> torch.Tensor | None:
+    """A colour in the RGB cube with ||m - qf|| in [low, high] and (relative) ||m - sf|| >
+    ||qf - sf||, or None when `tries` draws found none."""
+    limit = float((qf - sf).norm()) if relative else -1.0
     for _ in range(tries):
-        colour = torch.rand(3, generator=g, dtype=torch.float64) * 255
-        if (colour - centre).norm() > limit:
+        colour = _at_distance(g, qf, low, high, tries=1)
+        if colour is not None and (colour - sf).norm() > limit:
             return colour
-    corner = torch.where(centre < 127.5, torch.full_like(centre, 255.0), torch.zeros_like(centre))
-    return corner  # the farthest point of the cube; farther than limit whenever any point is
+    return None
 
 
 def _background_regions(g, size: int) -> torch.Tensor:
@@ -130,6 +141,7 @@ def make_pair(
     curriculum: Curriculum = Curriculum(),
     noise_std: float = 12.0,
     num_vertices: int = 16,
+    random_query: bool = False,
 ) -> dict:
     """One pseudo support-query pair (see the module doc). Images are (3, size, size) float32 in
     [0, 1]; masks (size, size) bool; polygons (1, V, 2) float64 polar polygons (x, y); "hints"
@@ -143,15 +155,26 @@ def make_pair(
     theta = float(torch.rand(1, generator=g, dtype=torch.float64)) * 2 * math.pi
     scale = 0.5 + float(torch.rand(1, generator=g, dtype=torch.float64))
     rot = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]], dtype=torch.float64)
-    noisy = shape + torch.randn(shape.shape, generator=g, dtype=torch.float64) * size * 0.02
+    noisy = shape + torch.randn(shape.shape, generator=g, dtype=torch.float64) * size / 384  # N(0, 1) px at 384
+    if random_query:  # Table 5's ablation: the query's contour is not adjusted from the support's
+        noisy = _shape(g, size)
     query_ctrl = _place(g, noisy @ rot.T * scale, size)
     query_mask = rasterize_polygons(closed_bezier(query_ctrl)[None], size, size)[0]
 
-    sf = torch.rand(3, generator=g, dtype=torch.float64) * 255
     support_regions, query_regions = _background_regions(g, size), _background_regions(g, size)
+    for _ in range(100):  # a support/query foreground pair that leaves room for every query background
+        sf = torch.rand(3, generator=g, dtype=torch.float64) * 255
+        qf = torch.rand(3, generator=g, dtype=torch.float64) * 255 if random_query else None
+        qf = _at_distance(g, sf, bounds["c"], bounds["d"]) if qf is None else qf
+        qb = [
+            _query_background(g, qf, sf, bounds["a"], bounds["b"], relative=not random_query)
+            for _ in range(int(query_regions.max()) + 1)
+        ]
+        if all(c is not None for c in qb):
+            break
+    else:
+        raise ValueError(f"no colours satisfy the curriculum's constraints {bounds} (seed {seed})")
     sb = [_at_distance(g, sf, bounds["a"], bounds["b"]) for _ in range(int(support_regions.max()) + 1)]
-    qf = _at_distance(g, sf, bounds["c"], bounds["d"])
-    qb = [_farther_than(g, sf, float((qf - sf).norm())) for _ in range(int(query_regions.max()) + 1)]
 
     masks = torch.stack([support_mask, query_mask])
     polygons = mask_to_polar_polygons(masks, num_vertices)
@@ -186,12 +209,13 @@ class PseudoPairs(IterableDataset):
         split: str = "train",
         curriculum: dict | None = None,
         eval_progress: float = 1.0,
+        random_query: bool = False,
     ):
         if curriculum_samples < 1:
             raise ValueError(f"curriculum_samples must be >= 1, got {curriculum_samples}")
         self.size, self.curriculum_samples, self.noise_std = size, curriculum_samples, noise_std
         self.curriculum = Curriculum(**(curriculum or {}))
-        self.seed, self.split, self.eval_progress = seed, split, eval_progress
+        self.seed, self.split, self.eval_progress, self.random_query = seed, split, eval_progress, random_query
         self.start, self.micro_batch, self.rank, self.world = 0, 1, 0, 1
 
     def start_at(self, start: int, micro_batch: int, rank: int, world: int) -> None:
@@ -202,7 +226,7 @@ class PseudoPairs(IterableDataset):
     def sample(self, n: int) -> dict:
         base = self.seed * 1_000_003 + (0 if self.split == "train" else 7_919 * 1_000_003)
         progress = n / self.curriculum_samples if self.split == "train" else self.eval_progress
-        pair = make_pair(base + n, progress, self.size, self.curriculum, self.noise_std)
+        pair = make_pair(base + n, progress, self.size, self.curriculum, self.noise_std, random_query=self.random_query)
         del pair["colours"]  # inspection only; not collated
         return pair
 

@@ -1,7 +1,8 @@
 """Sampling several datasets at given rates, as LISA mixes sem_seg||refer_seg||reason_seg at
-9,3,1: item i picks a dataset with probability proportional to its rate and a random item in it,
+9,3,3,1: item i picks a dataset with probability proportional to its rate and a random item in it,
 drawn anew every epoch and deterministically from (seed, epoch, i), so every process, worker and
-rerun draws the same and a resumed run continues exactly."""
+rerun draws the same and a resumed run continues exactly. The item's own random choices (which
+sentences, which class list) are keyed by the draw i too: an item drawn twice is used twice."""
 
 from torch.utils.data import Dataset
 
@@ -38,7 +39,14 @@ class MixtureDataset(EpochChoices, Dataset):
 
     def __getitem__(self, index: int):
         which, item = self.choose(index)
-        sample = self.datasets[which][item]
+        member = self.datasets[which]
+        if isinstance(member, EpochChoices):  # each draw of an item is a new use: its choices drawn anew
+            member.draw = index
+        try:
+            sample = member[item]
+        finally:
+            if isinstance(member, EpochChoices):
+                member.draw = None
         return {**sample, "source": which} if isinstance(sample, dict) else sample
 
 

@@ -1,5 +1,8 @@
-"""Referring / reasoning segmentation data for LLM-Seg: a query, a target mask and the image's
-SAM proposals (from `segfast proposals`).
+"""LLM-Seg's data: images with up to `questions_per_image` single-round conversations, each with
+its target, and the image's SAM proposals (from `segfast proposals`) with each proposal's IoU
+and IoP against each target. The readers of the public layouts here are shared: LISA's
+conversations (segfast.data.conversations) and LLaVASeg's queries (segfast.data.queries) read
+reasonseg and refcoco through read_entries too.
 
 Layouts read (local paths):
   reasonseg   <root>/<split>/<name>.jpg + <name>.json as LISA's ReasonSeg:
@@ -7,45 +10,70 @@ Layouts read (local paths):
               ...]}]}, read as LISA's get_mask_from_json reads it (annotation_masks): "flag" shapes
               are skipped, the others filled largest first; a label containing "ignore" marks
               ignored pixels (255: left out of every metric), any other label is target.
-  llmseg40k   <root>/<split>.json: a list of {"image": path under <root>/images, "query": str or
-              [str], "segmentation": COCO polygons [[x, y, ...], ...] or COCO RLE}
-              (LLM-Seg40K's fields mapped to these names; see the README).
   refcoco     <root>/<dataset>/refs(<split_by>).p and instances.json (the `refer` toolkit
-              layout), images under <root>/images/train2014; every sentence of a ref in `split`.
-  synthetic   generated rectangles with a coloured target named by the query; proposals are
-              the rectangles, some unions and noise boxes (no files; the built-in default).
+              layout), images under <root>/images/train2014 (refclef: <root>/images/saiapr_tc-12);
+              every sentence of a ref in `split`.
+  llmseg40k   the released LLM-Seg40K (the Google Drive folder linked from the authors' README,
+              github.com/wangjunchi/LLMSeg), in the authors' lisa_dataset layout:
+                <root>/LLMSeg-40K/{train,validation,test}.json   (split "val" reads validation.json)
+                <root>/coco/train2017/<image>          COCO 2017 train (LVIS's images)
+                <root>/ego_objects/images/<image>      EgoObjects
+              each file a dict keyed by image file name: {"from_dataset": "coco" | "ego_objects",
+              "qa_pairs": [{"question": str, "answer": category, "rle_seg": COCO RLE {"size":
+              [h, w], "counts": str}}]}; `image_roots` ({from_dataset: folder}, relative to root or
+              absolute) moves the two image folders. Every question is its own sample (the
+              authors' LLMSegDataset), asked as a sentence.
+  ade20k, cocostuff
+              the semantic layouts of segfast.data.semantic (ADEChallengeData2016; cocostuff's
+              stuffthingmaps): LISA's sem_seg part of LLM-Seg's training mixture. Up to
+              questions_per_image of the classes present are asked with LISA's short questions,
+              the target being the class's pixels; COCO-Stuff classes whose name holds "-" are
+              never asked (LISA's loader sets them to 255).
+  synthetic   generated boxes; proposals are the boxes, a union and noise boxes (no files; the
+              built-in default).
 
-Polygons are rasterized with segfast (pycocotools' rule; LISA fills them with OpenCV, about half
-a pixel fatter); the image, the target and every proposal are resized to image_size x image_size
-(nearest for masks), proposals packed and padded to max_proposals with empty masks
-(proposal_valid says which are real). The engine's "eval" split reads the files' eval_split (val
-by default; file_split) and scores the benchmark's queries (benchmark_queries), each sample also
-carrying its target, ignored pixels and proposals at the image's original resolution.
+Proposals: `segfast proposals --images <root> --out <proposals>` writes one JSON per image at
+<proposals>/<the image's path under root>.json (a flat <proposals>/<name>.json is read too).
+LLM-Seg's are SAM everything mode on the image scaled to at most 1024 pixels (INTER_AREA); the
+first max_proposals (50) of the file, largest first, are used. IoU and IoP targets are counted at
+the proposals' resolution, the target resized there as the authors' compute_all_iou does
+(skimage's order-0 resize) — the image's own resolution whenever its longer side is <= 1024.
+
+Samples: image (3, S, S) the DINOv2 frame (longest side S = image_size, normalised, padded
+bottom/right: segfast.frames.sam_frame), valid_size, clip_image (3, C, C) LLaVA's input (shorter
+side C, centre crop: CLIPImageProcessor), conversations (single-round LISA conversations, one per
+target), proposals (K, P, 8*ceil(P/64)) packed, padded square (P = the longer side),
+proposal_size (2,) their unpadded (h, w), gt_iou and gt_iop (C, K) float. Training draws the
+questions, templates and answers anew every epoch (segfast.data.rng). The engine's "eval" split
+reads the files' eval_split (val by default) and scores every benchmark query once
+(benchmark_queries) with LISA's fixed evaluation round, adding original_masks (C, H, W) and
+original_ignore (H, W) at the image's resolution.
 """
 
 import json
 import pickle
-import random
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.layout import Index, Layout, Need, declare, image_size
 from segfast.data.rng import EpochChoices, content_rng
-from segfast.frames import read_rgb
-from segfast.ops import pack_masks, unpack_masks
-from segfast.ops.packing import packed_row_bytes
+from segfast.frames import clip_crop_input, read_rgb, sam_frame
+from segfast.ops import mask_iop, mask_iou, pack_masks
 from segfast.registry import dataset
+from segfast.text.lisa import ask, benchmark_round
 from segfast.text.synthetic import COLOUR_NAMES
 
-FORMATS = ("reasonseg", "llmseg40k", "refcoco", "synthetic")
+SEMANTIC = ("ade20k", "cocostuff")
+FORMATS = ("reasonseg", "llmseg40k", "refcoco", *SEMANTIC, "synthetic")
 COLOURS = dict(
     zip(COLOUR_NAMES, [(220, 30, 30), (30, 200, 60), (40, 60, 220), (230, 220, 40), (245, 245, 245), (15, 15, 15)])
 )
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's ImageNet normalisation
+LLMSEG40K_FILES = {"val": "validation"}  # the released file names of segfast's split names
+LLMSEG40K_IMAGES = {"coco": "coco/train2017", "ego_objects": "ego_objects/images"}
 
 
 def file_split(split: str, eval_split: str = "val") -> str:
@@ -79,6 +107,10 @@ def annotation_masks(entry: dict, height: int, width: int) -> tuple[torch.Tensor
     ignored pixels, any other label target; other formats have no ignored pixels."""
     if "shapes" not in entry:
         target = segmentation_mask(entry["segmentation"], height, width)
+        if tuple(target.shape) != (height, width):
+            raise ValueError(
+                f"{entry['image']}: its segmentation is {tuple(target.shape)} but the image is {(height, width)}"
+            )
         return target, torch.zeros_like(target)
     shapes = [s for s in entry["shapes"] if s.get("label", "").lower() != "flag"]
     masks = [segmentation_mask([s["points"]], height, width) for s in shapes]
@@ -95,22 +127,31 @@ def benchmark_queries(entries: list) -> list:
     return [(e, q) for e in entries for q in ([0] if "shapes" in e else range(len(e["queries"])))]
 
 
-def read_llmseg40k(root: Path, split: str) -> list:
-    path = root / f"{split}.json"
+def read_llmseg40k(root: Path, split: str, image_roots: dict | None = None) -> list:
+    """One entry per question of the released annotation file (see the module doc)."""
+    path = root / "LLMSeg-40K" / f"{LLMSEG40K_FILES.get(split, split)}.json"
     if not path.is_file():
         raise FileNotFoundError(f"root: no LLM-Seg40K annotation file {path}")
+    folders = {k: root / v for k, v in {**LLMSEG40K_IMAGES, **(image_roots or {})}.items()}
     samples = []
-    for rec in json.loads(path.read_text()):
-        queries = rec["query"] if isinstance(rec["query"], list) else [rec["query"]]
-        samples.append(
-            {
-                "image": root / "images" / rec["image"],
-                "queries": queries,
-                "is_sentence": True,
-                "segmentation": rec["segmentation"],
-            }
-        )
+    for name, record in json.loads(path.read_text()).items():
+        source = record["from_dataset"]
+        if source not in folders:
+            raise ValueError(f"{path}: image {name} comes from {source!r}; image_roots knows {sorted(folders)}")
+        for qa in record["qa_pairs"]:
+            samples.append(
+                {
+                    "image": folders[source] / name,
+                    "queries": [qa["question"]],
+                    "answer": qa["answer"],
+                    "is_sentence": True,
+                    "segmentation": qa["rle_seg"],
+                }
+            )
     return samples
+
+
+IMAGE_FOLDERS = {"refclef": "saiapr_tc-12"}  # refCLEF's ImageCLEF images; the refCOCO family's are COCO train2014
 
 
 def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str = "unc") -> list:
@@ -131,7 +172,7 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
         # sentences as LISA reads them (sent.strip().lower())
         samples.append(
             {
-                "image": root / "images" / "train2014" / info["file_name"],
+                "image": root / "images" / IMAGE_FOLDERS.get(dataset, "train2014") / info["file_name"],
                 "is_sentence": False,
                 "queries": [s["sent"].strip().lower() for s in ref["sentences"]],
                 "segmentation": ann["segmentation"],
@@ -141,7 +182,13 @@ def read_refcoco(root: Path, split: str, dataset: str = "refcoco", split_by: str
 
 
 def read_entries(
-    format: str, root: str, split: str, eval_split: str = "val", dataset: str = "refcoco", split_by: str = "unc"
+    format: str,
+    root: str,
+    split: str,
+    eval_split: str = "val",
+    dataset: str = "refcoco",
+    split_by: str = "unc",
+    image_roots: dict | None = None,
 ) -> list:
     """The entries of a layout for the engine's split ("train" or "eval": the files' eval_split),
     an error naming the root when there are none."""
@@ -150,7 +197,7 @@ def read_entries(
     files = file_split(split, eval_split)
     read = {
         "reasonseg": read_reasonseg,
-        "llmseg40k": read_llmseg40k,
+        "llmseg40k": lambda r, s: read_llmseg40k(r, s, image_roots),
         "refcoco": lambda r, s: read_refcoco(r, s, dataset, split_by),
     }[format]
     entries = read(Path(root), files)
@@ -159,33 +206,46 @@ def read_entries(
     return entries
 
 
-def _resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0] > 0.5
+def _order0_index(n_in: int, n_out: int) -> torch.Tensor:
+    """Source index of each output pixel in skimage's resize(order=0) (scipy's zoom with
+    grid_mode: pixel centres aligned, rounded half up), in its float64 arithmetic, ties included
+    (checked against scikit-image on 300 random sizes)."""
+    x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    return torch.from_numpy(np.clip(np.floor(x + 0.5), 0, n_in - 1).astype(np.int64))
 
 
-def _image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-    return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+def resize_nearest(mask: torch.Tensor, size) -> torch.Tensor:
+    """(H, W) -> size, as the authors' compute_all_iou resizes the target (skimage order 0)."""
+    if tuple(mask.shape) == tuple(size):
+        return mask
+    rows, cols = _order0_index(mask.shape[0], size[0]), _order0_index(mask.shape[1], size[1])
+    return mask[rows][:, cols]
 
 
-def _pad(packed: torch.Tensor, k: int):
-    if len(packed) > k:
-        raise ValueError(f"{len(packed)} proposals exceed max_proposals={k}")
-    out = torch.zeros(k, *packed.shape[1:], dtype=torch.uint8)
-    out[: len(packed)] = packed
-    valid = torch.zeros(k, dtype=torch.bool)
-    valid[: len(packed)] = True
-    return out, valid
+def proposal_targets(proposals: torch.Tensor, width: int, targets: torch.Tensor) -> tuple:
+    """(IoU, IoP) (C, K) float of K packed proposals (K, h, 8*ceil(w/64)) with C targets, each
+    resized to the proposals' (h, w) first."""
+    if len(proposals) == 0 or len(targets) == 0:
+        return torch.zeros(len(targets), len(proposals)), torch.zeros(len(targets), len(proposals))
+    size = (proposals.shape[1], width)
+    gt = pack_masks(torch.stack([resize_nearest(t, size) for t in targets]))
+    return mask_iou(gt, proposals).float(), mask_iop(proposals, gt).T.float()
+
+
+def pad_square(packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Packed (K, height, row bytes of width) -> packed (K, P, row bytes of P), P = max side:
+    zero rows and bits below and right (the authors' padding to a square)."""
+    side = max(height, width)
+    out = torch.zeros(len(packed), side, 8 * -(-side // 64), dtype=torch.uint8)
+    out[:, :height, : packed.shape[-1]] = packed
+    return out
 
 
 @dataset("referring")
 class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
-    """Samples {image, query, proposals, proposal_valid, gt_mask} (see the module doc); in
-    training the query of a real annotation is drawn anew every epoch, in evaluation every
-    benchmark query is a sample, with original_masks (1, H, W), original_ignore (H, W) and
-    original_proposals (K, H, 8*ceil(W/64)) packed at the image's resolution. A synthetic sample
-    is fixed per index."""
+    """See the module doc. Training items: an image's annotations (reasonseg: its json; refcoco:
+    its refs, their sentences pooled; semantic: its label map), or one LLM-Seg40K question;
+    evaluation items: one benchmark query each. A synthetic scene is fixed per index."""
 
     def __init__(
         self,
@@ -194,100 +254,163 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         split: str = "train",
         proposals: str = "",
         image_size: int = 56,
-        max_proposals: int = 32,
+        clip_size: int = 32,
+        max_proposals: int = 50,
+        questions_per_image: int = 3,
         seed: int = 0,
         length: int = 256,
         dataset: str = "refcoco",
         split_by: str = "unc",
         eval_split: str = "val",
+        image_roots: dict | None = None,
     ):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-        self.format, self.size, self.k, self.seed, self.split = format, int(image_size), int(max_proposals), seed, split
+        for key, value in (("max_proposals", max_proposals), ("questions_per_image", questions_per_image)):
+            if int(value) < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        self.format, self.split, self.seed = format, split, seed
+        self.size, self.clip_size = int(image_size), int(clip_size)
+        self.k, self.questions = int(max_proposals), int(questions_per_image)
         if format == "synthetic":
             self.items = list(range(int(length)))
             return
         if not proposals:
             raise ValueError("proposals: the folder written by `segfast proposals` for these images is required")
         self.root, self.proposals = Path(root), Path(proposals)
-        entries = read_entries(format, root, split, eval_split, dataset, split_by)
-        self.items = benchmark_queries(entries) if split == "eval" else [(e, None) for e in entries]
+        if format in SEMANTIC:
+            from segfast.data.label_maps import read_label_maps
+
+            self.label_maps = read_label_maps(format, root, "train" if split == "train" else "eval")
+            self.items, self.classes = self.label_maps.pairs, self.label_maps.classes
+            return
+        entries = read_entries(format, root, split, eval_split, dataset, split_by, image_roots)
+        if split == "eval":
+            self.items = benchmark_queries(entries)
+        elif format == "llmseg40k":
+            self.items = [[e] for e in entries]
+        else:  # the annotations of one image are one item
+            by_image = defaultdict(list)
+            for e in entries:
+                by_image[e["image"]].append(e)
+            self.items = list(by_image.values())
 
     def __len__(self):
         return len(self.items)
 
+    # ---- items -------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> dict:
         if self.format == "synthetic":
-            return self._synthetic(content_rng(self.seed, self.split, i))
-        from segfast.data.proposals import load_proposals
-
-        entry, q = self.items[i]
-        image = read_rgb(entry["image"])
+            return self._synthetic(i)
+        if self.format in SEMANTIC:
+            return self._semantic(i)
+        if self.split == "eval":
+            entry, q = self.items[i]
+            image = read_rgb(entry["image"])
+            target, ignore = annotation_masks(entry, *image.shape[:2])
+            rounds = [benchmark_round(entry["queries"][q], entry["is_sentence"])]
+            return self._sample(image, entry["image"], rounds, target[None], ignore)
+        rng, entries = self.rng(i), self.items[i]
+        image = read_rgb(entries[0]["image"])
         h, w = image.shape[:2]
-        target, ignore = annotation_masks(entry, h, w)
-        rel = Path(entry["image"]).relative_to(self.root).with_suffix(".json")
-        name = self.proposals / rel
-        if not name.is_file():
-            name = self.proposals / Path(entry["image"]).with_suffix(".json").name
-        packed, _ = load_proposals(name, top_k=self.k)
+        # up to questions_per_image of the image's sentences, drawn without replacement (LISA's loaders)
+        pool = [(e, q) for e in entries for q in e["queries"]]
+        chosen = rng.sample(pool, min(self.questions, len(pool)))
+        # each question its own single-round conversation (ask returns one)
+        rounds = [(ask(rng, sentence=q) if e["is_sentence"] else ask(rng, name=q))[0] for e, q in chosen]
+        masks = {id(e): annotation_masks(e, h, w)[0] for e, _ in chosen}  # trained on the target only
+        targets = torch.stack([masks[id(e)] for e, _ in chosen])
+        return self._sample(image, entries[0]["image"], rounds, targets, torch.zeros(h, w, dtype=torch.bool))
 
-        props = (
-            pack_masks(_resize_masks(unpack_masks(packed, w), self.size))
-            if len(packed)
-            else torch.zeros(0, self.size, packed_row_bytes(self.size), dtype=torch.uint8)
-        )
-        proposals, valid = _pad(props, self.k)
-        query = entry["queries"][q] if q is not None else self.rng(i).choice(entry["queries"])
-        sample = {
-            "image": _image_tensor(image, self.size),
-            "query": query,
-            "proposals": proposals,
-            "proposal_valid": valid,
-            "gt_mask": _resize_masks(target[None], self.size)[0],
-        }
-        return self._with_original(sample, target, ignore, packed)
+    def _semantic(self, i: int) -> dict:
+        from segfast.data.label_maps import IGNORE
 
-    def _with_original(self, sample: dict, target, ignore, packed) -> dict:
-        """Evaluation samples also carry what the metrics read at the original resolution."""
-        if self.split != "eval":
-            return sample
-        return {**sample, "original_masks": target[None], "original_ignore": ignore, "original_proposals": packed}
+        image_path, label_path = self.items[i]
+        image, label = read_rgb(image_path), self.label_maps.load(label_path)
+        present = [int(c) for c in np.unique(label) if c != IGNORE and c < len(self.classes)]
+        asked = [c for c in present if self.classes[c] and not (self.format == "cocostuff" and "-" in self.classes[c])]
+        if not asked:
+            raise ValueError(f"{label_path}: no class to ask about (every pixel ignored or unnamed)")
+        rng = self.rng(i)
+        chosen = rng.sample(asked, min(self.questions, len(asked)))
+        rounds = [ask(rng, name=self.classes[c])[0] for c in chosen]
+        targets = torch.from_numpy(np.stack([label == c for c in chosen]))
+        return self._sample(image, image_path, rounds, targets, torch.from_numpy(label == IGNORE))
 
-    def _synthetic(self, rng: random.Random) -> dict:
-        s = self.size
-        names = rng.sample(sorted(COLOURS), 4)
-        image = np.full((s, s, 3), 128, np.uint8)
-        boxes = []
-        for name in names:
-            bh, bw = rng.randint(s // 6, s // 2), rng.randint(s // 6, s // 2)
-            y, x = rng.randint(0, s - bh), rng.randint(0, s - bw)
-            image[y : y + bh, x : x + bw] = COLOURS[name]
-            boxes.append((y, x, bh, bw))
-        # later rectangles cover earlier ones: each visible region is a proposal
-        label = np.full((s, s), -1)
-        for j, (y, x, bh, bw) in enumerate(boxes):
-            label[y : y + bh, x : x + bw] = j
-        regions = [torch.from_numpy(label == j) for j in range(len(boxes)) if (label == j).any()]
-        visible = [names[j] for j in range(len(boxes)) if (label == j).any()]
-        target = rng.randrange(len(regions))
+    def _synthetic(self, i: int) -> dict:
+        from segfast.data.scenes import synthetic_scene
+
+        content = content_rng(self.seed, self.split, i)
+        image, instances = synthetic_scene(content, parts=False)
+        h, w = image.shape[:2]
+        regions = [torch.from_numpy(inst["mask"]) for inst in instances]
         extra = [regions[0] | regions[-1]]
         for _ in range(3):  # noise boxes
-            y, x = rng.randint(0, s - 4), rng.randint(0, s - 4)
-            m = torch.zeros(s, s, dtype=torch.bool)
-            m[y : y + rng.randint(2, s // 3), x : x + rng.randint(2, s // 3)] = True
+            y, x = content.randint(0, h - 4), content.randint(0, w - 4)
+            m = torch.zeros(h, w, dtype=torch.bool)
+            m[y : y + content.randint(2, h // 3), x : x + content.randint(2, w // 3)] = True
             extra.append(m)
         order = list(range(len(regions) + len(extra)))
-        rng.shuffle(order)
-        props = pack_masks(torch.stack(regions + extra)[order])
-        proposals, valid = _pad(props, self.k)
+        content.shuffle(order)
+        proposals = pack_masks(torch.stack(regions + extra)[order])
+        rng = content if self.split == "eval" else self.rng(i)
+        chosen = rng.sample(instances, 1 if self.split == "eval" else min(self.questions, len(instances)))
+        rounds = [
+            benchmark_round(inst["category"], False) if self.split == "eval" else ask(rng, name=inst["category"])[0]
+            for inst in chosen
+        ]
+        targets = torch.stack([torch.from_numpy(inst["mask"]) for inst in chosen])
+        return self._sample(image, None, rounds, targets, torch.zeros(h, w, dtype=torch.bool), proposals)
+
+    # ---- one sample --------------------------------------------------------------------------
+    def _proposal_file(self, image_path) -> Path:
+        image_path = Path(image_path)
+        try:
+            name = self.proposals / image_path.relative_to(self.root).with_suffix(".json")
+        except ValueError:  # an image outside root
+            name = self.proposals / image_path.with_suffix(".json").name
+        if not name.is_file():
+            flat = self.proposals / image_path.with_suffix(".json").name
+            if not flat.is_file():
+                raise FileNotFoundError(f"proposals: no {name} (nor {flat}) for {image_path}; run `segfast proposals`")
+            name = flat
+        return name
+
+    def _proposals(self, image_path, height: int, width: int) -> tuple:
+        """(the image's first max_proposals proposals, packed at their own resolution, their width)."""
+        from segfast.data.proposals import load_proposals
+
+        name = self._proposal_file(image_path)
+        packed, _, (h, w) = load_proposals(name, top_k=self.k)
+        # SAM ran on the image or on it scaled down (aspect kept, sizes truncated): else another image
+        scale = max(h, w) / max(height, width)
+        if abs(h - height * scale) >= 1.5 or abs(w - width * scale) >= 1.5:
+            raise ValueError(f"proposals: {name} holds {h}x{w} masks, not the size of {image_path} ({height}x{width})")
+        return packed, w
+
+    def _sample(self, image, image_path, rounds, targets, ignore, proposals=None) -> dict:
+        """The sample of an image, its rounds and their targets (C, H, W) at the image's resolution."""
+        height, width = image.shape[:2]
+        if proposals is None:
+            proposals, pw = self._proposals(image_path, height, width)
+        else:
+            pw = width
+        ph = proposals.shape[1]
+        gt_iou, gt_iop = proposal_targets(proposals, pw, targets)
+        frame, valid = sam_frame(image, self.size)
         sample = {
-            "image": _image_tensor(image, s),
-            "query": f"segment the {visible[target]} box",
-            "proposals": proposals,
-            "proposal_valid": valid,
-            "gt_mask": regions[target],
+            "image": frame,
+            "valid_size": torch.tensor(valid),
+            "clip_image": clip_crop_input(image, self.clip_size),
+            "conversations": [[r] for r in rounds],
+            "proposals": pad_square(proposals, ph, pw),
+            "proposal_size": torch.tensor([ph, pw]),
+            "gt_iou": gt_iou,
+            "gt_iop": gt_iop,
         }
-        return self._with_original(sample, regions[target], torch.zeros(s, s, dtype=torch.bool), props)
+        if self.split == "eval":
+            sample.update(original_masks=targets, original_ignore=ignore)
+        return sample
 
 
 # The layouts these readers expect (segfast.data.layout: `segfast data check`, docs/data.md).
@@ -322,15 +445,30 @@ def _json_fields(*fields):
     return sample
 
 
-def _refer(name, title, dataset, split_by, splits, published=None, images="train2014", source="", notes=""):
+def _llmseg40k_fields(path: Path) -> str:
+    data = json.loads(Path(path).read_text())
+    first = next(iter(data.values()), {}) if isinstance(data, dict) else None
+    absent = [f for f in ("from_dataset", "qa_pairs") if not isinstance(first, dict) or f not in first]
+    if absent:
+        raise ValueError(f"no field {absent[0]!r} in its first image's record")
+    return f"{len(data)} images"
+
+
+def _refer(name, title, dataset, split_by, splits, published=None, source="", notes=""):
+    images = IMAGE_FOLDERS.get(dataset, "train2014")
     return Layout(
         name=name,
         title=title,
         download=(
             "annotations: https://github.com/lichengunc/refer (refs(*).p and instances.json per dataset, "
-            "the `refer` toolkit's data/ folder); images: COCO train2014 (https://cocodataset.org/#download)"
+            "the `refer` toolkit's data/ folder); images: "
+            + (
+                "the ImageCLEF IAPR TC-12 images (saiapr_tc-12, linked from the refer toolkit's README)"
+                if dataset == "refclef"
+                else "COCO train2014 (https://cocodataset.org/#download)"
+            )
         ),
-        readers=_readers(LISA_FAMILY, format="refcoco", dataset=dataset, split_by=split_by),
+        readers=_readers((*LISA_FAMILY, "multiround"), format="refcoco", dataset=dataset, split_by=split_by),
         needs=(
             Need(f"{dataset}/refs({split_by}).p", "the referring expressions with their split (a pickle)"),
             Need(f"{dataset}/instances.json", "the COCO images and annotations the refs point to"),
@@ -352,7 +490,7 @@ declare(
         name="reasonseg",
         title="ReasonSeg (LISA)",
         download="https://github.com/dvlab-research/LISA#dataset (ReasonSeg, Google Drive)",
-        readers=_readers(LISA_FAMILY, format="reasonseg"),
+        readers=_readers((*LISA_FAMILY, "multiround"), format="reasonseg"),
         needs=(
             Need(
                 "{split}",
@@ -373,17 +511,25 @@ declare(
     Layout(
         name="llmseg40k",
         title="LLM-Seg40K (LLM-Seg)",
-        download="https://github.com/wangjunchi/LLMSeg (LLM-Seg40K annotations; images from COCO and EgoObjects)",
+        download=(
+            "https://github.com/wangjunchi/LLMSeg (the LLM-Seg40K Google Drive folder its README links; "
+            "images: COCO 2017 train and EgoObjects)"
+        ),
         readers={"referring": {"format": "llmseg40k"}},
         needs=(
-            Need("{split}.json", "a list of {image, query, segmentation}", sample=_json_fields("image", "query")),
-            Need("images/", "the images the annotations name (any subfolders)"),
+            Need(
+                "LLMSeg-40K/{split}.json",
+                "a dict keyed by image file name: {from_dataset, qa_pairs: [{question, answer, rle_seg}]}",
+                sample=_llmseg40k_fields,
+            ),
+            Need("coco/train2017", "the COCO images (from_dataset coco)", files="*.jpg", sample=image_size),
+            Need("ego_objects/images", "the EgoObjects images", files="*.jpg", sample=image_size),
         ),
-        splits={"train": "train", "val": "val", "test": "test"},
-        index=_entries_index(lambda root, split, o: read_llmseg40k(root, split), "records", "questions"),
+        splits={"train": "train", "val": "validation", "test": "test"},
+        index=_entries_index(lambda root, split, o: read_llmseg40k(root, split), "questions", "queries"),
         notes=(
             "The paper (§4.3) gives rounded counts: 14K images, 11K train, 1K val and 2K test, about 3.95 "
-            "questions per training image; the field names are mapped as the README says."
+            "questions per training image; `image_roots` moves the two image folders."
         ),
     ),
     _refer(
@@ -434,7 +580,6 @@ declare(
         "refclef",
         "unc",
         ("train",),
-        notes="No published per-split counts are compared: the UNC partition of refCLEF is the refer "
-        "toolkit's. This reader looks for the images in images/train2014 as for the COCO family.",
+        notes="No published per-split counts are compared: the UNC partition of refCLEF is the refer toolkit's.",
     ),
 )

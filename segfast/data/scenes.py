@@ -65,3 +65,13 @@ def synthetic_scene(rng: random.Random, height: int = 48, width: int = 64, count
 
 def _intersects(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def synthetic_label_map(rng: random.Random) -> tuple:
+    """(image, label (H, W) int64 with 255 outside the boxes, class names): a scene without parts
+    as a semantic-segmentation sample whose classes are the box colours."""
+    image, instances = synthetic_scene(rng, parts=False)
+    label = np.full(image.shape[:2], 255, np.int64)
+    for inst in instances:
+        label[inst["mask"]] = OBJECT_COLOURS.index(inst["category"].split()[0])
+    return image, label, list(OBJECT_COLOURS)

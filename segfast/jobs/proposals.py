@@ -1,13 +1,17 @@
 """Offline everything-mode proposals over an image folder (what LLM-Seg trains from).
 
-    segfast proposals --images DIR --checkpoint sam_vit_h.pth --out DIR [--top-k 100]
+    segfast proposals --images DIR --checkpoint sam_vit_h.pth --out DIR [--top-k 50] [--max-side 1024]
     torchrun --nproc-per-node 8 -m segfast proposals ...      # images sharded by rank
 
-One JSON per image, at the image's relative path with .json: the image size, the seconds SAM
-took, the settings, and the top-k proposals by area as SamAutomaticMaskGenerator records with
-COCO RLE segmentations. Files are written atomically; a rerun skips images already done. An
-image that cannot be read is not fatal: it is warned about, listed in failed-rank<r>.json in
-the output folder (with the reason) and tried again by the next run.
+As LLM-Seg's prepare_datasets scripts: an image whose longer side exceeds max_side (1024) is
+scaled down first (OpenCV INTER_AREA), then SAM's everything mode runs with
+SamAutomaticMaskGenerator's defaults. One JSON per image, at the image's relative path with
+.json: height and width of the masks (the size SAM ran at), original_height/original_width, the
+seconds SAM took, the settings, and the top-k proposals by area (LLM-Seg keeps 50) as
+SamAutomaticMaskGenerator records with COCO RLE segmentations. Files are written atomically; a
+rerun skips images already done. An image that cannot be read is not fatal: it is warned about,
+listed in failed-rank<r>.json in the output folder (with the reason) and tried again by the next
+run.
 """
 
 import time
@@ -18,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from segfast.frames import shrink_longest_side
 from segfast.io import save_json
 from segfast.models.sam.build import load_sam
 from segfast.models.sam.proposals import ProposalGenerator
@@ -28,21 +33,22 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, paths):
-        self.paths = paths
+    def __init__(self, paths, max_side: int = 0):
+        self.paths, self.max_side = paths, max_side
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        """(path, RGB array or None, why it could not be read or None)."""
+        """(path, RGB array SAM runs on or None, original (h, w) or why it could not be read)."""
         from PIL import Image
 
         try:
             with Image.open(self.paths[i]) as image:
-                return self.paths[i], np.asarray(image.convert("RGB")), None
+                array = np.asarray(image.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image
             return self.paths[i], None, f"{type(exc).__name__}: {exc}"
+        return self.paths[i], shrink_longest_side(array, self.max_side), array.shape[:2]
 
 
 def list_images(root: Path) -> list:
@@ -57,7 +63,8 @@ def extract_proposals(
     *,
     model_type: str = "vit_h",
     checkpoint: str | Path | None = None,
-    top_k: int = 100,
+    top_k: int = 50,
+    max_side: int = 1024,
     device: str = "auto",
     workers: int = 2,
     **settings,
@@ -65,6 +72,8 @@ def extract_proposals(
     """Writes one JSON per image of this rank's shard; returns counts and timing."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0 (0 keeps every image's size), got {max_side}")
     images, out = Path(images), Path(out)
     env = init_distributed(device)
     paths = list_images(images)
@@ -74,33 +83,39 @@ def extract_proposals(
     todo = [p for p, t in targets.items() if not t.exists()]
     generator = ProposalGenerator(load_sam(model_type, checkpoint, env.device), **settings)
     batch = generator.image_batch
-    loader = torch.utils.data.DataLoader(_Images(todo), batch_size=batch, num_workers=workers, collate_fn=list)
+    loader = torch.utils.data.DataLoader(
+        _Images(todo, max_side), batch_size=batch, num_workers=workers, collate_fn=list
+    )
     done, seconds, failed = 0, 0.0, []
     bar = tqdm(total=len(todo), desc=f"proposals rank {env.rank}", unit="img", disable=not env.is_main)
     for batch_items in loader:
         items = []
-        for path, array, why in batch_items:
-            if why is None:
-                items.append((path, array))
+        for path, array, original in batch_items:
+            if array is not None:
+                items.append((path, array, original))
             else:
+                why = original
                 warnings.warn(f"proposals: cannot read {path} ({why}); recorded as failed, going on", stacklevel=2)
                 failed.append({"image": str(path.relative_to(images)), "error": why})
         if items:
             if env.device.type == "cuda":
                 torch.cuda.synchronize(env.device)
             began = time.perf_counter()
-            proposals = generator.generate_batch([array for _, array in items])
+            proposals = generator.generate_batch([array for _, array, _ in items])
             records = [p.top_k_by_area(top_k).records("coco_rle") for p in proposals]
             elapsed = (time.perf_counter() - began) / len(items)
-            for (path, array), recs in zip(items, records):
+            for (path, array, original), recs in zip(items, records):
                 save_json(
                     {
                         "image": str(path.relative_to(images)),
                         "height": array.shape[0],
                         "width": array.shape[1],
+                        "original_height": int(original[0]),
+                        "original_width": int(original[1]),
                         "seconds": elapsed,
                         "model_type": model_type,
                         "top_k": top_k,
+                        "max_side": max_side,
                         "settings": settings,
                         "annotations": recs,
                     },
@@ -133,7 +148,10 @@ def arguments(p) -> None:
     p.add_argument("--out", required=True, help="one JSON per image is written here")
     p.add_argument("--checkpoint", help="SAM checkpoint (e.g. sam_vit_h_4b8939.pth); omitted = random weights")
     p.add_argument("--model-type", default="vit_h", help="vit_h, vit_l, vit_b or tiny")
-    p.add_argument("--top-k", type=int, default=100, help="keep the k largest proposals per image")
+    p.add_argument("--top-k", type=int, default=50, help="keep the k largest proposals per image (LLM-Seg: 50)")
+    p.add_argument(
+        "--max-side", type=int, default=1024, help="scale larger images down to this longer side first (0: never)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
     p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
     p.add_argument("--points-per-side", type=int, default=32)
@@ -163,6 +181,7 @@ def run(args) -> int:
         model_type=args.model_type,
         checkpoint=args.checkpoint,
         top_k=args.top_k,
+        max_side=args.max_side,
         device=args.device,
         workers=args.workers,
         **settings,

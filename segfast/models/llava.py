@@ -51,11 +51,11 @@ def base_model(lm):
     return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
 
 
-def build_llava(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
+def build_llava(cfg: ModelConfig, tiny: dict, words, tokens, device=None, train_projector: bool = True):
     """(lm, tokenizer) with `tokens` added as single ids; see the module doc."""
     if cfg.path:
         cfg = ModelConfig(**{**cfg.__dict__, "special_tokens": list(cfg.special_tokens) + list(tokens)})
-        lm, tokenizer, _ = load_llm(cfg, device)
+        lm, tokenizer, _ = load_llm(cfg, device, train_projector)
         if not hasattr(getattr(base_model(lm), "model", None), "vision_tower"):
             raise ConfigError(
                 f"model.path {cfg.path} is not a LLaVA-style model (no vision tower); the [SEG] models "
@@ -71,15 +71,22 @@ def build_llava(cfg: ModelConfig, tiny: dict, words, tokens, device=None):
         add_special_tokens(tokenizer, [IMAGE, *tokens])
         lm = tiny_llava(tokenizer, tiny.get("text"), tiny.get("vision"))
         if cfg.lora.enabled:
-            lm = apply_lora(lm, cfg.lora, train_embeddings=True)
+            lm = apply_lora(lm, cfg.lora, train_embeddings=True, train_projector=train_projector)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     vision_tower(lm).requires_grad_(False).eval()
+    if not train_projector:
+        base_model(lm).model.multi_modal_projector.requires_grad_(False)
     return lm, tokenizer
 
 
 def vision_tower(lm):
     return base_model(lm).model.vision_tower
+
+
+def projector(lm):
+    """LLaVA's multi-modal projector (under peft, its module-to-save wrapper)."""
+    return base_model(lm).model.multi_modal_projector
 
 
 def image_token_count(lm) -> int:

@@ -69,18 +69,18 @@ def add_special_tokens(tokenizer, tokens) -> list[int]:
     return verify_single_ids(tokenizer, tokens)
 
 
-# LoRA adapts the language model only: LLaVA's CLIP tower stays frozen and its projector trains
-# fully (as a module to save), the split LISA makes
+# LoRA adapts the language model only: LLaVA's CLIP tower stays frozen; its projector trains fully
+# (as a module to save) unless train_projector is off (LISA and LaSagnA freeze it)
 VISION = r".*(vision_tower|multi_modal_projector).*"
 
 
-def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False):
+def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False, train_projector: bool = True):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     modules_to_save = ["embed_tokens", "lm_head"] if train_embeddings else []
     vision = hasattr(getattr(model, "model", None), "multi_modal_projector")
-    if vision:
+    if vision and train_projector:
         modules_to_save.append("multi_modal_projector")
     peft_cfg = PeftLoraConfig(
         r=cfg.r,
@@ -94,10 +94,10 @@ def apply_lora(model, cfg: LoraConfig, train_embeddings: bool = False):
     return get_peft_model(model, peft_cfg)
 
 
-def load_llm(cfg: ModelConfig, device: torch.device | None = None):
+def load_llm(cfg: ModelConfig, device: torch.device | None = None, train_projector: bool = True):
     """(model, tokenizer, special token ids) from cfg.path: tokens added and checked, embeddings
     resized, LoRA applied when cfg.lora.enabled (embeddings and lm_head then train fully when
-    new tokens were added, as LISA does)."""
+    new tokens were added, as LISA does; an image-text model's projector per train_projector)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not cfg.path:
@@ -117,7 +117,7 @@ def load_llm(cfg: ModelConfig, device: torch.device | None = None):
     if len(tokenizer) != before or model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora, train_embeddings=len(tokenizer) != before)
+        model = apply_lora(model, cfg.lora, train_embeddings=len(tokenizer) != before, train_projector=train_projector)
     log.info("segfast: loaded %s (%s) from %s", type(model).__name__, hf_config.model_type, cfg.path)
     return model, tokenizer, token_ids
 

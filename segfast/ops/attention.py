@@ -338,10 +338,9 @@ def _triton_run(q, k, v, packed, scale, unmask):
 def _triton_unsupported(q, k, v, packed, scale, unmask):
     from segfast import kernels
 
-    if not kernels.available():
-        return "triton is not installed"
-    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"inputs are on {q.device} (TRITON_INTERPRET=1 interprets the kernels on the CPU)"
+    reason = kernels.unusable_on(q.device)
+    if reason is not None:
+        return reason
     if q.shape[-1] not in HEAD_DIMS:
         return f"head dim {q.shape[-1]} is not one of {HEAD_DIMS}"
     if q.dtype == torch.float64:

@@ -24,8 +24,6 @@ which F.cross_entropy absorbs; here that is NaN as well: non-finite input, non-f
 Ignored pixels never reach the loss or the gradient, whatever their logits.
 """
 
-import os
-
 import torch
 
 from segfast.ops import _reference
@@ -162,8 +160,12 @@ def select_kept_fused(
     nll: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor, thresh: float | None, budget: int
 ) -> torch.Tensor:
     """`select_kept` by the Triton radix select: same arguments, same mask, on the device."""
-    from segfast.kernels import device_guard
+    from segfast.kernels import device_guard, unusable_on
     from segfast.kernels.ohem import radix_kept_kernel
+
+    reason = unusable_on(nll.device)
+    if reason is not None:
+        raise ValueError(f"select_kept_fused: {reason}; select_kept runs anywhere")
 
     values = torch.where(valid, nll if thresh is None else prob, float("nan")).float().contiguous()
     kept = torch.empty(values.shape, dtype=torch.uint8, device=values.device)
@@ -379,10 +381,9 @@ def _fused(logits, target, class_weight, thresh, budget, ignore_index, reduction
 def _triton_unsupported(logits, *_):
     from segfast import kernels
 
-    if not kernels.available():
-        return "triton is not installed"
-    if logits.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"inputs are on {logits.device} (set TRITON_INTERPRET=1 to interpret the kernels on the CPU)"
+    reason = kernels.unusable_on(logits.device)
+    if reason is not None:
+        return reason
     if logits.dtype == torch.float64:
         return "float64 logits go to the float64 reference"
     return None

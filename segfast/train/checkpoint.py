@@ -282,3 +282,18 @@ def load_trained(directory, device="cpu", overrides=()):
     model = registry.system(cfg.model.name).model(cfg.model, torch.device(device))
     load_weights(directory, model)
     return model.to(device).eval()
+
+
+def save_trained(model, config: dict, directory) -> Path:
+    """A checkpoint that load_trained reads back into `model`: its trainable weights, the config
+    it is rebuilt from, and the manifest over every file already in `directory` (a converter puts
+    the base weights there first); no training state, so it starts a run (run.init_from) but
+    cannot be resumed."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trainable = _trainable_names(model)
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k in trainable}
+    save_file(weights, str(directory / "trainable.safetensors"))
+    (directory / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_manifest(directory)
+    return directory

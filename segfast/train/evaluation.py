@@ -99,11 +99,33 @@ def evaluate(model, inner, dataset, cfg: TrainConfig, env: DistEnv, precision: s
     total = sum_across(scored, env)
     out = {f"eval/{k}": (sum_across(v, env) / total.clamp(min=1)).item() for k, v in sorted(totals.items())}
     out["eval/samples"] = int(total.item())
+    _same_meters(meters, env)
     for name in sorted(meters):  # every process holds the same meters, in this order
         meter = meters[name].sync()
         if bool(meter.state.any()):
             out.update({f"eval/{name}/{k}": v for k, v in meter.compute().items() if isinstance(v, (int, float))})
     return out
+
+
+def _same_meters(meters: dict, env: DistEnv) -> None:
+    """Adds to `meters`, empty, the meters only other processes created (a model's meter per label
+    space that this process's samples never had), so that every process syncs the same ones."""
+    if not env.distributed:
+        return
+    import copy
+
+    import torch.distributed as dist
+
+    mine = {}
+    for name, meter in meters.items():
+        empty = copy.copy(meter)
+        empty.state = torch.zeros_like(meter.state)
+        mine[name] = empty
+    gathered = [None] * env.world_size
+    dist.all_gather_object(gathered, mine)
+    for theirs in gathered:
+        for name, meter in theirs.items():
+            meters.setdefault(name, meter)
 
 
 def evaluate_checkpoint(directory, overrides=(), batches: int = 0, benchmark: str | None = None) -> dict:

@@ -13,7 +13,7 @@ from segfast.data import DATASETS
 from segfast.frames import frame_masks, score_at_original, to_original, valid_size
 from segfast.metrics import IoUMeter
 from segfast.train.protocols import PROTOCOLS
-from tests.data.layouts import ade20k, llmseg40k, pascal_tree, reasonseg, refer, square
+from tests.data.layouts import ade20k, pascal_tree, reasonseg, refer
 
 pytest.importorskip("segment_anything")
 
@@ -27,10 +27,10 @@ def test_refer_benchmark_asks_every_sentence_as_its_own_fixed_question(tmp_path)
     )
     samples = [ds[i] for i in range(len(ds))]
     assert len(samples) == 3  # every sentence of every referent of val, not <= 3 random referents per image
-    assert [s["conversation"] for s in samples] == [
-        [{"question": f"<image> What is {q} in this image? Please output segmentation mask.", "answer": "[SEG]."}]
+    assert [s["conversations"] for s in samples] == [
+        [[{"question": f"<image>\n What is {q} in this image? Please output segmentation mask.", "answer": "[SEG]."}]]
         for q in ("left block", "red one", "right")
-    ]
+    ]  # LISA's ValDataset writes "<image>\n " before the question
     first = samples[0]
     assert first["original_masks"].shape == (1, 30, 50) and int(first["original_masks"].sum()) == 20 * 20
     assert not first["original_ignore"].any() and first["masks"].shape == (1, 64, 64)
@@ -44,10 +44,12 @@ def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path
     assert len(ds) == 2  # one query per json: text[0]
     a, b = ds[0], ds[1]
     assert (
-        a["conversation"][0]["question"]
-        == "<image> What is the left block in this image? Please output segmentation mask."
+        a["conversations"][0][0]["question"]
+        == "<image>\n What is the left block in this image? Please output segmentation mask."
     )
-    assert b["conversation"][0]["question"] == "<image> What could hold a drink? Please output segmentation mask."
+    assert b["conversations"][0][0]["question"] == (
+        "<image>\n What could hold a drink? Please output segmentation mask."
+    )
     target, ignore = a["original_masks"][0], a["original_ignore"]
     assert ignore[10:15, 10:15].all() and int(ignore.sum()) == 25  # "Ignore" (any case): 255, not background
     assert not target[10:15, 10:15].any() and target[0:10, 0:10].all()  # the smaller shape wins its pixels
@@ -55,9 +57,9 @@ def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path
     assert not target[20:30, 40:50].any() and not ignore[20:30, 40:50].any()  # "flag" is skipped
     # training reads the same file with LISA's training rule: the target only, ignore as background
     train = DATASETS["seg-conversations"](
-        {"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16, "eval_split": "val"}, "val", 0
+        {"format": "reasonseg", "root": str(root), "image_size": 64, "explanatory": -1, "eval_split": "val"}, "val", 0
     )
-    assert "original_masks" not in train[0]
+    assert "original_ignore" not in train[0] and not (train[0]["original_masks"] & ignore).any()
 
 
 def test_every_reader_of_the_referring_benchmarks_scores_the_same_queries(tmp_path):
@@ -197,24 +199,27 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
         dataset = DATASETS[data["name"]](data["options"], "eval", 0)
         split = protocol.data["eval_split"]
         assert len(dataset) == (expected[split] if name.startswith("refcoco") else {"val": 2, "test": 1}[split]), name
-        question = dataset[len(dataset) - 1]["conversation"][0]["question"]
+        question = dataset[len(dataset) - 1]["conversations"][0][0]["question"]
         assert question.endswith("Please output segmentation mask."), name
 
 
 def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen):
     """The other protocol families through a checkpoint's data config, on tiny fake layouts."""
     from segfast.train.protocols import get
-    from tests.models.test_llmseg import _proposals_json
+    from tests.data.llmseg_layouts import box, proposals_json, write_llmseg40k
 
     def build(name, data):
         section = get(name).data_section(data)
         return DATASETS[section["name"]](section["options"], "eval", 0)
 
-    # LLM-Seg40K val: every question of every annotation, with proposals at the image's resolution
-    llmseg40k(tmp_path / "l40", "val", ["what is left?", "the thing"], [sum(square(0, 0, 20, 20), [])])
-    masks = np.zeros((2, 30, 50), bool)
-    masks[0, :20, :20] = True
-    _proposals_json(tmp_path / "p40" / "images" / "b.json", masks)
+    # LLM-Seg40K val (validation.json): every question of every annotation, proposals at SAM's resolution
+    target = box(30, 50, 0, 0, 20, 20)
+    write_llmseg40k(
+        tmp_path / "l40",
+        "validation",
+        {"b.jpg": ("coco", (30, 50), [("what is left?", "cup", target), ("the thing", "box", ~target)])},
+    )
+    proposals_json(tmp_path / "p40" / "coco" / "train2017" / "b.json", np.stack([target, box(30, 50, 0, 0, 5, 5)]))
     llmseg = {
         "name": "referring",
         "options": {
@@ -225,8 +230,12 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
         },
     }
     ds = build("llmseg40k-val", llmseg)
-    assert [ds[i]["query"] for i in range(len(ds))] == ["what is left?", "the thing"]
-    assert ds[0]["original_proposals"].shape == (2, 30, 8)
+    assert [ds[i]["conversations"][0][0]["question"] for i in range(len(ds))] == [
+        "<image>\n what is left? Please output segmentation mask.",  # LISA's ValDataset writes "\n "
+        "<image>\n the thing Please output segmentation mask.",
+    ]
+    assert ds[0]["proposals"].shape == (2, 50, 8) and ds[0]["gt_iou"].tolist() == [[1.0, 0.0625]]
+    assert ds[1]["original_masks"].shape == (1, 30, 50) and ds[1]["gt_iop"].tolist() == [[0.0, 0.0]]
     # ADE20K val: the validation folder, every class of objectInfo150.csv
     ade = tmp_path / "ade"
     ade20k(ade, "validation", names=("wall", "sky"))
@@ -244,8 +253,8 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     }
     ds = build("ade20k-val", lasagna)
     assert len(ds) == 1 and ds.classes == ["wall", "sky"]
-    # PASCAL-5i fold 0, 1-shot: 1000 episodes of the fold's classes
+    # PASCAL-5i fold 0, 1-shot: 1000 episodes x 5 seeds of the fold's classes (BAM)
     pascal_tree(tmp_path / "voc", gen)
     llafs = {"name": "fewshot", "options": {"root": str(tmp_path / "voc"), "size": 32, "episodes": 8}}
     ds = build("pascal5i-fold0-1shot", llafs)
-    assert len(ds) == 1000 and ds.classes == [1, 2] and ds.shots == 1
+    assert len(ds) == 5000 and ds.classes == [1, 2] and ds.shots == 1 and ds[4999]["episode_run"] == 4

@@ -14,6 +14,7 @@ from segfast.cli import main
 from segfast.data import check
 from segfast.data.check import MISSING, NO_FILES, OK, WARN
 from tests.data import layouts as build
+from tests.data.llmseg_layouts import box, write_llmseg40k
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,9 +30,13 @@ def _build(name: str, root: Path, gen) -> tuple:
         if name != "refcoco":
             (root / "refcoco").rename(root / name)
             (root / name / "refs(unc).p").rename(root / name / f"refs({split_by}).p")
+        if name == "refclef":  # the ImageCLEF images
+            (root / "images" / "train2014").rename(root / "images" / "saiapr_tc-12")
         return root, {}, None
     if name == "llmseg40k":
-        build.llmseg40k(root, "val", ["what is left?"], [sum(build.square(0, 0, 20, 20), [])])
+        target = box(30, 50, 0, 0, 20, 20)
+        coco = {"b.jpg": ("coco", (30, 50), [("what is left?", "cup", target)])}
+        write_llmseg40k(root, "validation", {**coco, "e.jpg": ("ego_objects", (30, 50), [("here?", "box", ~target)])})
         return root, {}, ["val"]
     if name == "ade20k":
         build.ade20k(root, "validation")
@@ -45,9 +50,42 @@ def _build(name: str, root: Path, gen) -> tuple:
     if name == "coco20i":
         build.coco20i(root, gen, "val2014")
         return root, {}, ["val"]
-    if name == "coco-instances":  # a COCO instances file and its images, wherever they are
-        build.coco20i(root, gen, "val2014")
-        return root, {"annotations": "annotations/instances_val2014.json", "images": "val2014"}, None
+    if name in ("coco-instances", "lvis"):  # COCO-style instances (PACO's parts in them)
+        build.paco(root, "instances.json")
+        return root, {"annotations": "instances.json", "images": "."}, None
+    if name == "pascal-panoptic-parts":
+        build.panoptic_parts(root)
+        return root, {}, ["training"]
+    if name == "visual-genome":
+        build.visual_genome(root)
+        return root, {"masks": "masks.json"}, None
+    if name == "mrseg":
+        build.mrseg(root)
+        return root, {}, None
+    simple = {
+        "cityscapes": (build.cityscapes, ["val"]),
+        "mapillary": (build.mapillary, ["validation"]),
+        "pascal-context-59": (build.pascal_context, ["validation"]),
+        "pascal-context-459": (build.pascal_context, ["validation"]),
+        "pascal-voc-20": (build.pascal_voc20, ["validation"]),
+        "grefcoco": (build.grefcoco, ["val"]),
+        "openimages": (build.openimages, ["train"]),
+        "pascal-part": (build.pascal_part, None),
+    }
+    if name in simple:
+        make, splits = simple[name]
+        make(root)
+        return root, {}, splits
+    if name == "paco-lvis":
+        build.paco_lvis(root, root / "coco")
+        return root, {"images": "coco"}, None
+    if name == "llava-instruct":
+        build.llava_instruct(root)
+        return root, {"images": "coco"}, None
+    if name == "llafs-captions":
+        build.png(root / "cc3m" / "a.jpg", np.zeros((20, 30, 3), np.uint8))
+        (root / "annotations.json").write_text(json.dumps([{"image": "cc3m/a.jpg", "caption": ["a box", "grey"]}]))
+        return root, {}, None
     raise AssertionError(f"no fake layout for {name}: add a builder to tests/data/layouts.py")
 
 

@@ -34,6 +34,18 @@ def test_connected_components_8_connectivity(gen):
     assert connected_components(torch.zeros(3, 3, dtype=torch.bool)) == []
 
 
+def _hsnet_lists(root, truth):
+    """HSNet's layout: trn/fold<i> and val/fold<i> hold the pairs of fold i's own classes."""
+    for sub in ("trn", "val"):
+        (root / "splits" / "pascal" / sub).mkdir(parents=True)
+        for fold in range(4):
+            fold_classes = range(5 * fold + 1, 5 * fold + 6)
+            lines = [f"{n}__{c}" for n, (c, _) in sorted(truth.items()) if c in fold_classes]
+            if sub == "trn" and fold == 0:
+                lines = lines[:4]  # training images of fold 0's classes: never read when fold 0 is tested
+            (root / "splits" / "pascal" / sub / f"fold{fold}.txt").write_text("".join(f"{x}\n" for x in lines))
+
+
 def test_pascal_episodes(tmp_path, gen):
     pascal_tree(tmp_path, gen)
     (tmp_path / "attr.json").write_text(json.dumps({"bicycle": ["two wheels", "a frame"]}))
@@ -63,6 +75,32 @@ def test_pascal_episodes(tmp_path, gen):
     assert batch["query_image"].shape == (2, 3, 40, 40) and len(batch["class_ids"]) == 2
     train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32, episodes=2)
     assert train.classes == [7]
+
+
+def test_split_lists_train_on_the_other_folds(tmp_path, gen):
+    """HSNet's trn/fold0 holds fold 0's own (novel) classes: training on fold 0 reads trn/fold1-3
+    and testing reads val/fold0; without the lists VOC's val.txt keeps train and test apart."""
+    truth = pascal_tree(tmp_path, gen)
+    plain_train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
+    plain_val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32)
+    assert plain_train.source.pairs == [("img2", 7), ("img5", 7)] and len(plain_train) == 2
+    assert {n for n, _ in plain_val.source.pairs}.isdisjoint({n for n, _ in plain_train.source.pairs})
+    _hsnet_lists(tmp_path, truth)
+    train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
+    assert train.source.pairs == [("img2", 7), ("img5", 7)] and train.classes == [7]
+    val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32)
+    assert sorted(val.source.pairs) == sorted((n, c) for n, (c, _) in truth.items() if c in (1, 2))
+    fold1 = FewShotEpisodes(tmp_path, "pascal", fold=1, split="train", size=32, shots=1)
+    assert fold1.classes == [1, 2] and len(fold1.source.pairs) == 4  # fold 0's trn list: its four lines
+    (tmp_path / "splits" / "pascal" / "trn" / "fold3.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="fold3.txt"):
+        FewShotEpisodes(tmp_path, "pascal", fold=0, split="train")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "splits")
+    with pytest.raises(FileNotFoundError, match="val.txt"):
+        FewShotEpisodes(tmp_path, "pascal", fold=0, split="train")
 
 
 def test_pascal_errors(tmp_path, gen):
@@ -111,3 +149,51 @@ def test_fold_iou():
     assert np.isnan(out["per_class"][3]) and out["mIoU"] == pytest.approx((4 / 12 + 1) / 2)
     with pytest.raises(ValueError, match="class 9"):
         meter.update(pred[:1], gt[:1], [9])
+
+
+def test_training_augmentation_keeps_the_support_foreground_and_moves_tables(gen):
+    """Supp B: random resize, noise padding, random crop (never cutting a support's foreground),
+    horizontal flip; the masks and the table's polygons move with the image."""
+    from segfast.data.fewshot import _box, augment
+
+    size = 64
+    img = torch.rand(3, size, size, generator=gen)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[2:21, 40:63] = True  # near the top right corner: a careless crop would cut it
+    ignore = torch.zeros_like(mask)
+    table = {
+        "attributes": ["a"],
+        "regions": [
+            {"polygon": torch.tensor([[40.0, 2.0], [63.0, 2.0], [63.0, 21.0], [40.0, 21.0]]), "attributes": ["a"]}
+        ],
+    }
+    flips, scales = set(), set()
+    for seed in range(24):
+        g = torch.Generator().manual_seed(seed)
+        out_img, out_mask, out_ignore, _, out_table = augment(g, img, mask, ignore, None, table, support=True)
+        assert out_img.shape == (3, size, size) and out_mask.shape == (size, size)
+        x0, y0, x1, y1 = _box(out_mask)
+        scale = (x1 - x0) / 23
+        scales.add(round(scale, 1))
+        area = int(out_mask.sum())
+        assert abs(area - 19 * 23 * scale**2) <= 2 * (19 + 23) * scale + 4  # all of it, resized
+        poly = out_table["regions"][0]["polygon"]
+        assert abs(poly[:, 0].min() - x0) <= 1.01 and abs(poly[:, 0].max() - x1) <= 1.01
+        assert abs(poly[:, 1].min() - y0) <= 1.01 and abs(poly[:, 1].max() - y1) <= 1.01
+        flips.add(bool(poly[0, 0] > poly[1, 0]))  # the first corner was the left one
+        assert not (out_mask & out_ignore).any()
+    assert flips == {True, False} and len(scales) > 3
+
+
+def test_training_episodes_are_drawn_anew_every_epoch(tmp_path, gen):
+    pascal_tree(tmp_path, gen)
+    ds = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
+    first = ds[0]
+    assert torch.equal(first["query_image"], ds[0]["query_image"])  # the same within an epoch
+    ds.set_epoch(1)
+    assert not torch.equal(first["query_image"], ds[0]["query_image"])  # augmentation drawn anew
+    plain = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32, augment=False)
+    val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32, episodes=2, seeds=3)
+    assert len(val) == 6 and [val[i]["episode_run"] for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert "original_mask" in val[0] and val[0]["original_mask"].shape == (40, 50)
+    assert "original_mask" not in plain[0]

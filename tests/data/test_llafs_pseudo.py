@@ -8,18 +8,26 @@ from segfast.data.loader import make_loader
 from segfast.ops import mask_to_polar_polygons
 
 
-def test_curriculum_schedule_values():
+def test_curriculum_schedule_follows_equations_2_and_3():
+    """Supp A.2.3: a 100 -> 0 with b = a + 50, c 0 -> 50 with d = c + 50; M = 15 at the start, one
+    less every N_p / 30 steps, 0 from N_p / 2 on."""
     c = Curriculum()
-    assert c.at(0.0) == {"a": 100.0, "b": 150.0, "c": 0.0, "d": 0.0, "hints": 15}
-    assert c.at(0.25) == {"a": 87.5, "b": 137.5, "c": 12.5, "d": 25.0, "hints": 8}
-    assert c.at(0.5)["hints"] == 0 and c.at(0.75)["hints"] == 0
-    assert c.at(1.0) == {"a": 50.0, "b": 100.0, "c": 50.0, "d": 100.0, "hints": 0}
+    assert c.at(0.0) == {"a": 100.0, "b": 150.0, "c": 0.0, "d": 50.0, "hints": 15}
+    assert c.at(0.25) == {"a": 75.0, "b": 125.0, "c": 12.5, "d": 62.5, "hints": 8}
+    assert c.at(1.0) == {"a": 0.0, "b": 50.0, "c": 50.0, "d": 100.0, "hints": 0}
     assert c.at(3.0) == c.at(1.0)  # past N_p the curriculum holds its final values
-    hints = [c.at(p / 100)["hints"] for p in range(51)]
-    assert all(x >= y for x, y in zip(hints, hints[1:]))
+    hints = [c.at(n / 3000)["hints"] for n in range(3001)]  # N_p = 3000 steps: one hint less every 100
+    assert hints[:100] == [15] * 100 and hints[100] == 14 and hints[1499] == 1 and set(hints[1500:]) == {0}
+    assert Curriculum(a0=125, b0=175, c_end=25, d_end=75).at(0.5) == {
+        "a": 62.5,
+        "b": 112.5,
+        "c": 12.5,
+        "d": 62.5,
+        "hints": 0,
+    }  # Table 7's third setting
 
 
-@pytest.mark.parametrize("progress", [0.0, 0.4, 1.0])
+@pytest.mark.parametrize("progress", [0.0, 0.4, 0.8, 1.0])
 def test_colour_constraints_hold(gen, progress):
     bounds = Curriculum().at(progress)
     for seed in torch.randint(0, 2**40, (12,), generator=gen).tolist():
@@ -31,6 +39,8 @@ def test_colour_constraints_hold(gen, progress):
         qf_dist = (col["query_fg"] - sf).norm()
         assert bounds["c"] - 1e-9 <= qf_dist <= bounds["d"] + 1e-9
         assert all((qb - sf).norm() > qf_dist for qb in col["query_bg"])
+        for qb in col["query_bg"]:  # the query's own foreground/background contrast follows [a, b] too
+            assert bounds["a"] - 1e-9 <= (qb - col["query_fg"]).norm() <= bounds["b"] + 1e-9
         for c in [sf, col["query_fg"], *col["support_bg"], *col["query_bg"]]:
             assert ((c >= 0) & (c <= 255)).all()
         assert 1 <= len(col["support_bg"]) <= 5 and 1 <= len(col["query_bg"]) <= 5
@@ -85,3 +95,17 @@ def test_eval_split_is_hardest_and_separate():
     assert int(ev.sample(0)["hints"].sum()) == 0
     with pytest.raises(ValueError, match="curriculum_samples"):
         PseudoPairs(curriculum_samples=0)
+
+
+def test_ablation_switches_of_the_curriculum_and_the_query(gen):
+    """Table 6f holds the image or the polygon curriculum; Table 5 draws the query at random."""
+    image_off, polygon_off = Curriculum(image=False), Curriculum(polygon=False)
+    assert image_off.at(0.0) == {**Curriculum().at(1.0), "hints": 15}
+    assert polygon_off.at(0.0) == {**Curriculum().at(0.0), "hints": 0}
+    far = 0
+    for seed in torch.randint(0, 2**40, (8,), generator=gen).tolist():
+        col = make_pair(seed, 0.0, random_query=True)["colours"]
+        far += float((col["query_fg"] - col["support_fg"]).norm()) > 50  # c, d = 0, 50 no longer hold
+    assert far >= 2
+    ds = PseudoPairs(size=32, random_query=True, curriculum={"polygon": False})
+    assert int(ds.sample(0)["hints"].sum()) == 0

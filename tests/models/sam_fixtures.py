@@ -24,11 +24,12 @@ class LocalDecoder(MaskDecoder):
         point = sparse_prompt_embeddings[:, 0] - self.foreground.weight[0]  # the point's features alone
         kernel = torch.einsum("nc,chw->nhw", point, image_pe[0]) / (image_pe.shape[1] / 2)
         kernel = F.interpolate(kernel[:, None], size=masks.shape[-2:], mode="bilinear", align_corners=False)
-        levels = torch.tensor([0.5, 0.5, 0.6, 0.7], device=masks.device)[:, None, None]
+        levels = torch.tensor(self.levels, device=masks.device)[:, None, None]
         return 0.05 * masks + 400.0 * (kernel - levels), iou
 
 
-def local_sam(seed: int = 0):
+def local_sam(seed: int = 0, levels=(0.5, 0.5, 0.6, 0.7)):
+    """levels: the bump's threshold per multimask output (a level above 1 makes that output empty)."""
     sam = tiny_sam(seed=seed)
     old = sam.mask_decoder
     decoder = LocalDecoder(
@@ -40,6 +41,7 @@ def local_sam(seed: int = 0):
     )
     decoder.load_state_dict(old.state_dict())
     decoder.foreground = sam.prompt_encoder.point_embeddings[1]
+    decoder.levels = tuple(levels)
     with torch.no_grad():
         sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(1.5)
         head = decoder.iou_prediction_head.layers[-1]

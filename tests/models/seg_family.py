@@ -89,18 +89,59 @@ def train_tiny(output_dir, model: dict, data: dict, steps: int = 2) -> list:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def write_refer(root, image: np.ndarray, refs: list, annotations: list) -> None:
-    """A refCOCO-style folder (the refer toolkit layout) with one image c.jpg (image id 1)."""
+def learning_curve(output_dir, name: str, data: dict, steps: int) -> dict:
+    """A constant-lr run of `steps` on a tiny task; the means of each logged loss over its first
+    and its last three steps: {key: (first, last)}."""
+    import json
+
+    import segfast
+
+    segfast.train(
+        {
+            "model": {"name": name, "lora": {"r": 4, "alpha": 8}},
+            "data": data,
+            "optim": {"lr": 2e-3, "warmup_steps": 0, "schedule": "constant"},
+            "run": {
+                "output_dir": str(output_dir),
+                "total_steps": steps,
+                "global_batch_size": 2,
+                "micro_batch_size": 2,
+                "save_every": 10 * steps,
+                "device": "cpu",
+            },
+        }
+    )
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return {k: (np.mean([r[k] for r in records[:3]]), np.mean([r[k] for r in records[-3:]])) for k in records[0]}
+
+
+def write_refer(
+    root,
+    image: np.ndarray,
+    refs: list,
+    annotations: list,
+    categories: list = (),
+    dataset: str = "refcoco",
+    images: str = "train2014",
+) -> None:
+    """A refCOCO-style folder (the refer toolkit layout) with one image c.jpg (image id 1) under
+    images/<images> (refCLEF's are in saiapr_tc-12)."""
     import json
     import pickle
 
     from PIL import Image
 
-    (root / "refcoco").mkdir(parents=True)
-    (root / "images" / "train2014").mkdir(parents=True)
-    Image.fromarray(image).save(root / "images" / "train2014" / "c.jpg")
-    with open(root / "refcoco" / "refs(unc).p", "wb") as f:
+    (root / dataset).mkdir(parents=True)
+    (root / "images" / images).mkdir(parents=True)
+    Image.fromarray(image).save(root / "images" / images / "c.jpg")
+    with open(root / dataset / "refs(unc).p", "wb") as f:
         pickle.dump(refs, f)
-    (root / "refcoco" / "instances.json").write_text(
-        json.dumps({"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": annotations})
+    (root / dataset / "instances.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "c.jpg", "height": image.shape[0], "width": image.shape[1]}],
+                "annotations": annotations,
+                "categories": list(categories),
+            }
+        )
     )

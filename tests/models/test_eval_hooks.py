@@ -68,20 +68,23 @@ def test_llavaseg_scores_at_the_original_resolution():
 
 
 def test_llmseg_scores_the_chosen_proposals_as_sam_made_them():
+    from segfast.data.referring import pad_square
     from tests.models.seg_family import build
 
     model = build("llm-seg")
     preds, batch = _two_images()
-    # per image: the prediction split in two proposals (both chosen) and a decoy (not chosen)
+    # per image: the prediction split in two proposals (both chosen) and a decoy (not chosen),
+    # at the image's resolution (SAM ran on it unscaled), padded square as the loader gives them
     proposals, chosen = [], torch.zeros(2, 4, dtype=torch.bool)
     for b, p in enumerate(preds):
         top, rest = p.clone(), p.clone()
         top[:, p.shape[1] // 2 :] = False
         rest[:, : p.shape[1] // 2] = False
-        proposals.append(pack_masks(torch.cat([top, ~p, rest])))
+        proposals.append(pad_square(pack_masks(torch.cat([top, ~p, rest])), *p.shape[1:]))
         chosen[b, [0, 2]] = True
-    batch["original_proposals"] = proposals
-    model.predict = lambda b: {"chosen": chosen}
+    batch["proposals"] = proposals
+    batch["proposal_size"] = torch.tensor([p.shape[1:] for p in preds])
+    model.predict = lambda b: {"chosen": chosen, "owner": torch.tensor([0, 1])}
     meters = {"iou": IoUMeter()}
     model.evaluate(batch, meters)
     assert meters["iou"].compute()["cIoU"] == pytest.approx(_expected(), abs=1e-9)  # exact: no resizing

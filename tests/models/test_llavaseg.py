@@ -19,8 +19,7 @@ from segfast.jobs.cot_cache import cache_chain_of_thought  # noqa: E402
 from segfast.models.llavaseg.adapters import LanguageAdapters, global_layers  # noqa: E402
 from segfast.models.llavaseg.prompts import (  # noqa: E402
     Templates,
-    first_rounds,
-    parse_merged,
+    parse_guided,
     parse_target,
     reason_question,
     simulated_answer,
@@ -58,96 +57,114 @@ def _scripted(chain, replies: dict):
 
 
 # ---- prompts ---------------------------------------------------------------------------------------
-def test_reason_question_and_first_rounds():
+PAPER = {  # LLaVASeg §3.2, verbatim
+    "reason": "What is the object or part that is [USER QUERY] in this image?",
+    "target": "Please analyze the conversation and identify the distinct physical objects or areas that the user "
+    "wants from the image.",
+    "attributes": "Briefly describe the target entity or part's visual attributes that can discriminate them from "
+    "the image. Each visual attribute can be color, shape, and relative position to other objects in the image.",
+}
+
+
+def test_the_papers_prompts_are_the_default_templates():
     t = Templates()
+    assert t.reason.replace("{query}", "[USER QUERY]") == PAPER["reason"]
+    assert (
+        t.target
+        == f"Here is the conversation:\nThe question is: {{question}}\nThe answer is: {{answer}}\n{PAPER['target']}"
+    )
+    assert t.attributes == f"Here is the target:\nThe target is: {{target}}\n{PAPER['attributes']}"
+    assert t.merged.endswith(f"Follow these guidelines strictly: (1) {PAPER['target']} (2) {PAPER['attributes']}")
+    assert t.merged.startswith("Here is the conversation:\nThe question is: {question}\nThe answer is: {answer}\n")
     assert (
         reason_question("the thing used to cut bread.", t)
         == "What is the object or part that is the thing used to cut bread in this image?"
     )
     assert reason_question("What can I sit on? ", t) == "What can I sit on?"  # a question is asked as is
-    merged = first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=True)
-    assert merged == [{"question": f"<image> what keeps the rain off? {t.extract}", "answer": None}]
-    assert first_rounds("what keeps the rain off?", "reasoning", "k", t, merged=False) == [
-        {"question": "<image> what keeps the rain off?", "answer": None}
-    ]
-    short = first_rounds("man on the left", "short", "img\tman on the left", t, merged=True)
-    assert short[0]["question"] == "<image> What is the object or part that is man on the left in this image?"
-    assert short[0]["answer"] in [s.format(query="man on the left") for s in t.simulated]
-    assert short[1] == {"question": t.extract, "answer": None}
-    assert first_rounds("man", "short", "k", t, merged=False)[1]["question"] == t.target
-    # the simulated answer is a function of the key: the same every epoch and in the cache
-    keys = [f"img{i}\tman" for i in range(40)]
+    keys = [f"img{i}\tman" for i in range(40)]  # the simulated answer is a function of the key
     assert [simulated_answer("man", k, t) for k in keys] == [simulated_answer("man", k, t) for k in keys]
     assert len({simulated_answer("man", k, t) for k in keys}) == len(t.simulated)
-    with pytest.raises(ValueError, match="kind"):
-        first_rounds("x", "long", "k", t, merged=True)
     with pytest.raises(ValueError, match="unknown templates"):
         Templates.of({"reasons": "x"})
     assert Templates.of({"target": "Name it."}).target == "Name it."
 
 
-def test_parsing_fixed_generations():
-    answer = (
-        "The umbrella keeps the rain off. Target: the black umbrella. "
-        "Attributes: black, round, held above the woman on the right."
+def test_parsing_the_papers_answers():
+    fig4 = (
+        "(1) The target entity in the image is the piano bench. (2) The bench is located in front of the piano, "
+        "and it is black in color."
     )
-    assert parse_merged(answer) == {
-        "reason": "The umbrella keeps the rain off",
-        "target": "the black umbrella",
-        "attributes": "black, round, held above the woman on the right",
+    assert parse_guided(fig4) == {
+        "target": "piano bench",
+        "attributes": "The bench is located in front of the piano, and it is black in color",
         "parsed": True,
     }
-    # word-level tokenizers decode with spaces around punctuation; markers in any case
-    spaced = "it is a box . TARGET : red box . attributes : red , square , on the left ."
-    assert parse_merged(spaced) == {
-        "reason": "it is a box",
-        "target": "red box",
-        "attributes": "red, square, on the left",
-        "parsed": True,
-    }
-    for broken in ("Target: red box", "Attributes: red", "no markers at all", "Target: . Attributes: red"):
-        assert not parse_merged(broken)["parsed"], broken
+    spaced = "1 . the user wants the red box from the image . 2 . red , square , on the left ."
+    assert parse_guided(spaced) == {"target": "red box", "attributes": "red, square, on the left", "parsed": True}
+    unmarked = parse_guided("The target is the wedding ring. It is circular and made of metal.")
+    assert unmarked == {"target": "wedding ring", "attributes": "It is circular and made of metal", "parsed": False}
+    assert parse_target("The user wants the fire from the image.") == "fire"
     assert parse_target("It is the red box. It is on the left.") == "red box"
-    assert parse_target("Target: a man in a blue shirt") == "man in a blue shirt"
     assert parse_target("dog") == "dog"
 
 
-def test_chain_merged_and_separate_rounds_on_fixed_generations():
+def test_the_default_chain_asks_step_1_alone_then_steps_2_and_3_in_one_round():
     model = _model()
     t = model.chain.templates
     replies = {
-        "What is the object or part": "It is the red box.",
-        "which": "x Target: red box. Attributes: red, big.",
-        "Then name": "Target: blue box. Attributes: blue, small.",
-        t.target: "The green box.",
-        "Describe": "green, left.",
+        "which box is red?": "It is the red box, since it is red.",
+        "Here is the conversation": "(1) The user wants the red box. (2) Red, big, on the left.",
     }
     asked = _scripted(model.chain, replies)
     clips = torch.zeros(2, 3, 32, 32)
     records = model.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
-    assert [len(c) for c in asked] == [1, 2]  # one generation round each; the short query's reason round simulated
-    assert records[0]["reason"] == "x" and records[0]["target"] == "red box" and records[0]["attributes"] == "red, big"
-    assert records[1]["reason"] == simulated_answer("blue box", "b", t) and records[1]["target"] == "blue box"
-    assert all(r["parsed"] for r in records) and model.chain.prompt_text(records[0]) == "red box. red, big"
+    questions = [c[0]["question"] for c in asked]
+    assert [len(c) for c in asked] == [1, 1, 1]  # every step its own conversation with the image
+    assert questions[0] == "<image> which box is red?"  # step 1 alone: nothing appended (Table 1 scores it)
+    simulated = simulated_answer("blue box", "b", t)
+    assert questions[1:] == [
+        "<image> " + t.merged.format(question="which box is red?", answer="It is the red box, since it is red."),
+        "<image> " + t.merged.format(question=reason_question("blue box", t), answer=simulated),
+    ]
+    assert records[0]["reason"] == "It is the red box, since it is red." and records[1]["reason"] == simulated
+    assert [r["target"] for r in records] == ["red box", "red box"] and all(r["parsed"] for r in records)
+    assert records[0]["attributes"] == "Red, big, on the left"
+    assert model.chain.prompt_text(records[0]) == "red box. Red, big, on the left"
+    assert [len(r["dialogue"]) for r in records] == [2, 2]
 
     separate = _model(merged=False)
-    asked = _scripted(separate.chain, {**replies, "which": "The red box."})
+    asked = _scripted(
+        separate.chain, {**replies, "Here is the conversation": "The green box.", "Here is the target": "green, left."}
+    )
     records = separate.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
-    assert [len(c) for c in asked] == [1, 2, 2, 3, 3]  # step 1 (reasoning only), step 2, step 3
-    attribute_questions = [c[-1]["question"] for c in asked[-2:]]
-    assert attribute_questions == [t.attributes.format(target="green box")] * 2  # the parsed target goes in
-    assert [r["target"] for r in records] == ["green box", "green box"]
-    assert records[0]["reason"] == "The red box." and records[0]["attributes"] == "green, left"
-    assert [len(r["dialogue"]) for r in records] == [3, 3]
+    assert [c[0]["question"].split("\n")[0] for c in asked] == [
+        "<image> which box is red?",
+        "<image> Here is the conversation:",
+        "<image> Here is the conversation:",
+        "<image> Here is the target:",
+        "<image> Here is the target:",
+    ]
+    assert asked[1][0]["question"].endswith(PAPER["target"])  # step 2 alone
+    assert asked[3][0]["question"] == "<image> " + t.attributes.format(target="green box")  # the parsed target
+    assert [r["target"] for r in records] == ["green box"] * 2 and records[0]["attributes"] == "green, left."
 
+    one = _model(steps=1)  # Table 3a: the reason step's answer prompts the segmenter
+    asked = _scripted(one.chain, replies)
+    records = one.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
+    assert len(asked) == 1 and one.chain.prompt_text(records[0]) == "It is the red box, since it is red"
+    two = _model(steps=2)
+    asked = _scripted(two.chain, {**replies, "Here is the conversation": "The user wants the red box."})
+    records = two.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
+    assert asked[1][0]["question"].endswith(PAPER["target"]) and two.chain.prompt_text(records[0]) == "red box"
+    with pytest.raises(ValueError, match="steps"):
+        _model(steps=4)
     _scripted(model.chain, {"": "nothing useful"})  # unparsable: the query or the reason names the target
     records = model.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
-    assert not any(r["parsed"] for r in records)
-    assert [r["target"] for r in records] == ["nothing useful", "blue box"]
-    asked = _scripted(separate.chain, {"which": "The red box.", "": "?"})  # no name in step 2's answers
-    records = separate.chain.run(clips, ["which box is red?", "blue box"], ["reasoning", "short"], ["a", "b"])
-    assert [r["target"] for r in records] == ["red box", "blue box"] and not any(r["parsed"] for r in records)
-    assert [c[-1]["question"] for c in asked[-2:]] == [t.attributes.format(target=n) for n in ("red box", "blue box")]
+    assert [r["target"] for r in records] == ["nothing useful", "nothing useful"] and not any(
+        r["parsed"] for r in records
+    )
+    with pytest.raises(ValueError, match="kind"):
+        model.chain.run(clips[:1], ["x"], ["long"], ["k"])
 
 
 def test_prompt_embeddings_come_from_the_frozen_mllm_and_ignore_padding():
@@ -281,8 +298,9 @@ def test_segment_returns_the_reason_answer_with_the_mask():
     _scripted(
         model.chain,
         {
-            "which": "The red box is the one you mean. Target: red box. Attributes: red.",
-            "": "Target: blue box. Attributes: blue.",
+            "which": "The red box is the one you mean.",
+            "Here is the conversation:\nThe question is: which": "(1) The red box. (2) red.",
+            "": "(1) The blue box. (2) blue.",
         },
     )
     ds = SegQueries(length=4)
@@ -290,7 +308,7 @@ def test_segment_returns_the_reason_answer_with_the_mask():
     out = model.segment(batch)
     assert [o["answer"] for o in out] == [
         simulated_answer(batch["query"][0], batch["key"][0], model.chain.templates),
-        "The red box is the one you mean",
+        "The red box is the one you mean.",
     ]
     assert [o["target"] for o in out] == ["blue box", "red box"]
     for o, (h, w) in zip(out, batch["valid_size"].tolist()):
@@ -459,3 +477,179 @@ def test_shipped_config_loads():
     assert cfg.data.options["datasets"][1]["options"]["root"] == "/data/rs"
     assert not cfg.model.lora.enabled and (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 1e-4)
     assert all(d["name"] == "seg-queries" and d["options"]["cot_cache"] for d in cfg.data.options["datasets"])
+
+
+# ---- the paper's data, evaluation and ablation switches ---------------------------------------------------
+def _coco_refer(root, image_ids_by_split: dict):
+    """refcoco, refcoco+ and refcocog refs over COCO images named COCO_train2014_<id>.jpg."""
+    import pickle
+
+    for name, split_by in (("refcoco", "unc"), ("refcoco+", "unc"), ("refcocog", "umd")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        refs = [
+            {"split": split, "ann_id": i, "image_id": i, "sentences": [{"sent": f"thing {i}"}]}
+            for split, ids in image_ids_by_split.items()
+            for i in ids
+        ]
+        with open(root / name / f"refs({split_by}).p", "wb") as f:
+            pickle.dump(refs, f)
+        anns = [
+            {"id": i, "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]]}
+            for ids in image_ids_by_split.values()
+            for i in ids
+        ]
+        images = [
+            {"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg"} for ids in image_ids_by_split.values() for i in ids
+        ]
+        (root / name / "instances.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    (root / "images" / "train2014").mkdir(parents=True, exist_ok=True)
+    for ids in image_ids_by_split.values():
+        for i in ids:
+            Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(
+                root / "images" / "train2014" / f"COCO_train2014_{i:012d}.jpg"
+            )
+
+
+def test_semantic_part_and_refclef_queries_without_the_refcoco_val_images(tmp_path):
+    refer = tmp_path / "refer"
+    _coco_refer(refer, {"train": [1, 2], "val": [3]})
+    kept = SegQueries("refcoco", str(refer), exclude_eval_images=str(refer))
+    assert [kept.request(i)["query"] for i in range(len(kept))] == ["thing 1", "thing 2"]
+    # COCO-Stuff over the same COCO ids: image 3 (a refCOCO val image) is dropped from training
+    stuff = tmp_path / "stuff"
+    (stuff / "images" / "train2017").mkdir(parents=True)
+    (stuff / "stuffthingmaps_trainval2017" / "train2017").mkdir(parents=True)
+    (stuff / "labels.txt").write_text("1: person\n2: bicycle\n")
+    for i in (1, 3):
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(stuff / "images" / "train2017" / f"{i:012d}.jpg")
+        label = np.full((30, 40), 255, np.uint8)
+        label[:10, :10], label[20:, 20:] = 0, 1
+        Image.fromarray(label).save(stuff / "stuffthingmaps_trainval2017" / "train2017" / f"{i:012d}.png")
+    semantic = SegQueries("cocostuff", str(stuff), exclude_eval_images=str(refer))
+    assert len(semantic) == 1 and semantic._path(semantic.items[0]).name == "000000000001.jpg"
+    assert len(SegQueries("cocostuff", str(stuff))) == 2
+    queries = set()
+    for epoch in range(8):  # the class asked is drawn anew every epoch
+        semantic.set_epoch(epoch)
+        s = semantic[0]
+        queries.add(s["query"])
+        assert s["kind"] == "short" and s["masks"][0].sum() > 0
+    assert queries == {"person", "bicycle"}
+    assert {r["query"] for r in semantic.requests()} == {"person", "bicycle"}  # the cache covers every class
+    # parts: "object:part" categories, every such part of the image unioned
+    (tmp_path / "parts" / "img").mkdir(parents=True)
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "parts" / "img" / "p.jpg")
+    (tmp_path / "parts" / "train.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "p.jpg", "height": 30, "width": 40}],
+                "categories": [{"id": 1, "name": "dog:ear"}, {"id": 2, "name": "dog"}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]},
+                    {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[30, 0, 35, 0, 35, 5, 30, 5]]},
+                    {"id": 3, "image_id": 1, "category_id": 2, "segmentation": [[0, 0, 40, 0, 40, 30, 0, 30]]},
+                ],
+            }
+        )
+    )
+    parts = SegQueries("pascal_part", str(tmp_path / "parts"), annotations="train.json", images="img")
+    assert len(parts) == 1 and parts.request(0)["query"] == "the ear of the dog"
+    mask = parts[0]["masks"][0]
+    assert mask[:5, :5].all() and mask[:5, 49:54].all() and not mask[20:].any()
+    # refCLEF: the refer layout with its own image folder
+    clef = tmp_path / "clef"
+    write_refer(
+        clef,
+        np.zeros((30, 40, 3), np.uint8),
+        [{"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "sky"}]}],
+        [{"id": 7, "segmentation": [[0, 0, 30, 0, 30, 20, 0, 20]]}],
+    )
+    (clef / "refclef").mkdir()
+    for f in (clef / "refcoco").iterdir():
+        f.rename(clef / "refclef" / f.name)
+    (clef / "images" / "saiapr_tc-12").mkdir()
+    (clef / "images" / "train2014" / "c.jpg").rename(clef / "images" / "saiapr_tc-12" / "c.jpg")
+    assert SegQueries("refcoco", str(clef), dataset="refclef")[0]["query"] == "sky"
+
+
+def test_dialogue_scores_and_evaluation_switches(tmp_path):
+    from segfast.models.llavaseg.dialogue import DialogueMeter
+
+    pytest.importorskip("pycocoevalcap")
+    meter = DialogueMeter()
+    meter.update(["The piano bench, in front of the piano.", "bark"], [["the piano bench in front of the piano"], []])
+    meter.update(["insects are on the bark of the tree"], [["the bark of the tree", "tree bark"]])
+    result = meter.compute()
+    assert result["samples"] == 2 and result["ROUGE-L"] > 0.5 and result["CIDEr"] > 0
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    expected, _ = Rouge().compute_score(
+        {0: ["the piano bench in front of the piano"], 1: ["the bark of the tree", "tree bark"]},
+        {0: ["the piano bench in front of the piano"], 1: ["insects are on the bark of the tree"]},
+    )
+    assert result["ROUGE-L"] == pytest.approx(expected)
+    meter.state = torch.tensor([1])  # the engine undoing a padding batch
+    assert meter.compute()["samples"] == 1
+    # the evaluate hook scores the reason step's answer against the sample's explanations
+    (tmp_path / "rs" / "val").mkdir(parents=True)
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "rs" / "val" / "a.jpg")
+    (tmp_path / "rs" / "val" / "a.json").write_text(
+        json.dumps(
+            {
+                "text": ["what holds the drink?"],
+                "is_sentence": True,
+                "shapes": [{"label": "target", "points": [[0, 0], [20, 0], [20, 20], [0, 20]]}],
+            }
+        )
+    )
+    (tmp_path / "explain.json").write_text(
+        json.dumps([{"image": "a.jpg", "query": "x", "outputs": "the cup holds it"}])
+    )
+    ds = SegQueries("reasonseg", str(tmp_path / "rs"), split="eval", explanations=str(tmp_path / "explain.json"))
+    batch = batch_of(ds, 1)
+    assert batch["explanations"] == [["the cup holds it"]]
+    model = _model().eval()
+    _scripted(model.chain, {"what holds": "the cup holds the drink", "": "(1) The cup. (2) white."})
+    meters = {"iou": __import__("segfast.metrics", fromlist=["IoUMeter"]).IoUMeter()}
+    model.evaluate(batch, meters)
+    assert meters["dialogue"].candidates == ["the cup holds the drink"] and meters["iou"].compute()["samples"] == 1
+    # Table 3b: a single scale (the last global block) instead of every stage end
+    assert _model(adapter_layers="last").adapters.layers == global_layers(_model().decoder.sam.image_encoder)[-1:]
+
+
+def test_config_and_lisa_prompting_from_the_cache(tmp_path):
+    cfg = load_config(base={"model": {"name": "llavaseg"}})
+    assert (cfg.run.global_batch_size, cfg.run.total_steps, cfg.optim.lr, cfg.optim.weight_decay) == (
+        160,
+        12000,
+        1e-4,
+        1e-4,
+    )
+    shipped = load_config("configs/llavaseg.yaml")
+    formats = [(d["options"]["format"], d["options"].get("dataset")) for d in shipped.data.options["datasets"]]
+    assert formats == [
+        ("ade20k", None),
+        ("cocostuff", None),
+        ("paco", None),
+        ("pascal_part", None),
+        ("refcoco", "refclef"),
+        ("refcoco", "refcoco"),
+        ("refcoco", "refcoco+"),
+        ("refcoco", "refcocog"),
+        ("reasonseg", None),
+    ]
+    coco = [d["options"] for d in shipped.data.options["datasets"] if d["options"]["format"] in ("cocostuff", "paco")]
+    assert all("exclude_eval_images" in o for o in coco)
+    config = _config(tmp_path)
+    cache_chain_of_thought(load_config(base=config), splits=["train"], batch_size=4, workers=0)
+    ds = SegQueries(length=6, cot_cache=str(tmp_path / "cot"), lisa_prompt=True)
+    s = ds[1]
+    assert s["conversation"] == [
+        {"question": f"<image> {s['cot']['reason']} Please output segmentation mask.", "answer": "[SEG]."}
+    ]
+    from tests.models.seg_family import build
+
+    lisa = build("lisa")  # Table 3c: a LISA model segments from the cached reason step
+    assert set(lisa(batch_of(ds, 2))) == {"text", "bce", "dice"}
+    with pytest.raises(ValueError, match="cot_cache"):
+        SegQueries(length=6, lisa_prompt=True)

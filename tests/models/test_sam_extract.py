@@ -54,7 +54,8 @@ def test_extract_resume_and_load(tmp_path, capsys):
     areas = [r["area"] for r in data["annotations"]]
     assert 0 < len(areas) <= 7 and areas == sorted(areas, reverse=True)
     # The stored RLE decodes to the generator's own largest masks.
-    packed, records = load_proposals(files[0])
+    packed, records, size = load_proposals(files[0])
+    assert size == (90, 130) and len(records) == len(packed)
     expected = ProposalGenerator(
         tiny_sam(), points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0
     ).generate_batch([blob_image(0, 90, 130)])[0]
@@ -106,3 +107,31 @@ def test_unreadable_images_are_recorded_and_skipped_not_fatal(tmp_path, capsys):
     (images / "d1" / "empty.jpg").unlink()
     assert main(["proposals", "--images", str(images), "--out", str(out), *ARGS]) == 0
     assert not (out / "failed-rank0.json").exists()
+
+
+def test_large_images_are_scaled_to_1024_with_inter_area_first(tmp_path):
+    """LLM-Seg's prepare_datasets: longer side > 1024 -> cv2.resize(..., INTER_AREA) with the size
+    truncated, then SAM; the file records both sizes; 50 proposals by default."""
+    import cv2
+
+    from segfast.jobs.proposals import arguments
+
+    image = blob_image(5, 700, 1100)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(image).save(tmp_path / "images" / "big.png")
+    out = tmp_path / "out"
+    args = [a for a in ARGS if a not in ("--top-k", "7")]
+    assert main(["proposals", "--images", str(tmp_path / "images"), "--out", str(out), *args]) == 0
+    data = json.loads((out / "big.json").read_text())
+    assert (data["height"], data["width"], data["original_height"], data["original_width"]) == (651, 1024, 700, 1100)
+    scaled = cv2.resize(image, (1024, 651), interpolation=cv2.INTER_AREA)
+    expected = ProposalGenerator(tiny_sam(), points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    expected = expected.generate_batch([scaled])[0].top_k_by_area(50)
+    packed, _, size = load_proposals(out / "big.json")
+    assert size == (651, 1024) and data["top_k"] == 50 and torch.equal(unpack_masks(packed, 1024), expected.masks())
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    arguments(parser)
+    defaults = parser.parse_args(["--images", "x", "--out", "y"])
+    assert (defaults.top_k, defaults.max_side) == (50, 1024)

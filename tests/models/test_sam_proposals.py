@@ -24,13 +24,12 @@ def sam():
     return local_sam()
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
-@pytest.mark.parametrize("output_mode", ["coco_rle", "binary_mask"])
-def test_same_records_as_segment_anything(sam, settings, output_mode):
+def assert_same_records(sam, images, output_mode="coco_rle", **settings) -> list:
+    """ProposalGenerator's records equal SamAutomaticMaskGenerator's, field for field, in order."""
     ours = ProposalGenerator(sam, output_mode=output_mode, **settings)
     theirs = SamAutomaticMaskGenerator(sam, output_mode=output_mode, **settings)
-    batched = ours.generate_batch(IMAGES)
-    for image, proposals in zip(IMAGES, batched):
+    records = []
+    for image, proposals in zip(images, ours.generate_batch(images)):
         expected = theirs.generate(image)
         got = proposals.records(output_mode)
         assert len(got) == len(expected) > 0
@@ -39,9 +38,33 @@ def test_same_records_as_segment_anything(sam, settings, output_mode):
             for key in a:
                 if output_mode == "binary_mask" and key == "segmentation":
                     assert np.array_equal(a[key], b[key])
+                elif a[key] != a[key]:  # NaN: the stability score of an empty mask (0 / 0 in both)
+                    assert b[key] != b[key], key
                 else:
                     assert a[key] == b[key], key
-    assert ours.generate(IMAGES[0]) is not None
+        records.append(got)
+    return records
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("output_mode", ["coco_rle", "binary_mask"])
+def test_same_records_as_segment_anything(sam, settings, output_mode):
+    assert_same_records(sam, IMAGES, output_mode, **settings)
+    assert ProposalGenerator(sam, **settings).generate(IMAGES[0]) is not None
+
+
+def test_empty_masks_of_crops_as_segment_anything():
+    """Without the stability filter empty masks survive; segment-anything boxes one at its crop's
+    corner, so is_box_near_crop_edge drops it from a crop more than 20 px from the image's origin
+    and keeps it (boxed at that corner) from one nearer."""
+    sam = local_sam(levels=(0.5, 0.5, 0.6, 100.0))  # the third multimask output is always empty
+    settings = dict(points_per_side=8, crop_n_layers=1, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    images = [IMAGES[0], blob_image(7, 40, 50)]  # 40x50: the second crop column starts at x = 17
+    records = assert_same_records(sam, images, **settings)
+    empties = [[r for r in recs if r["area"] == 0] for recs in records]
+    assert all(empties)
+    assert all(r["crop_box"][:2] == [0, 0] for r in empties[0])  # dropped from offset crops
+    assert any(r["bbox"][0] > 0 for r in empties[1])  # kept from a crop that does not start at 0
 
 
 def test_filters_do_work(sam):

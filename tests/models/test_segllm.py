@@ -1,19 +1,20 @@
-"""SegLLM: multi-round conversations from instance annotations (relations and references), the
-mask encoding, reference-aware decoding and memory in training, round-by-round inference with
-per-round metrics, loading tiny LLaVA/SAM/CLIP from disk, segfast.train."""
-
-import json
-import random
+"""SegLLM: question slots filled with the named mask's encoding, the token after [SEG] trained,
+eq. 1's targets (the reference mask is masks ++ given [refs[r]]) and weights, the trainable set,
+round-by-round inference on the model's own masks or the ground truth, per-round and REC metrics,
+single-round referring data, loading tiny LLaVA/SAM/CLIP from disk, segfast.train and evaluate."""
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip("segment_anything")
 
-from segfast.data.multiround import MultiRoundConversations, build_rounds  # noqa: E402
+from segfast.data.multiround import MultiRoundConversations  # noqa: E402
+from segfast.metrics import BoxAccuracyMeter, box_iou, mask_box  # noqa: E402
+from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT  # noqa: E402
 from segfast.models.segllm.memory import mask_boxes  # noqa: E402
+from segfast.nn.losses import framed_mask_losses  # noqa: E402
+from segfast.text.segllm import ENCODE  # noqa: E402
 from tests.models.seg_family import (  # noqa: E402
     assert_frozen_and_trained,
     batch_of,
@@ -21,184 +22,251 @@ from tests.models.seg_family import (  # noqa: E402
     saved_weights,
     train_tiny,
     trainable_gradients,
+    write_refer,
 )
 
 
-def _inst(id, category, box, parent=None, interactions=()):
-    mask = np.zeros((40, 60), bool)
-    mask[box[1] : box[3], box[0] : box[2]] = True
-    return {
-        "id": id,
-        "category": category,
-        "box": box,
-        "mask": mask,
-        "parent": parent,
-        "interactions": list(interactions),
-    }
+def _batch(n=2, **options):
+    return batch_of(MultiRoundConversations(length=8, max_rounds=3, **options), n)
 
 
-SCENE = [
-    _inst(1, "dog", (0, 10, 10, 30)),
-    _inst(2, "cat", (30, 10, 40, 30)),
-    _inst(3, "cat", (45, 10, 55, 30)),  # two cats: neither is unique by name
-    _inst(4, "tail", (5, 25, 10, 30), parent=1),
-    _inst(5, "person", (15, 0, 25, 12), interactions=[("holding", 1)]),
-]
-
-
-def test_rounds_refer_to_earlier_targets_through_each_relation():
-    seen = set()
-    for seed in range(60):
-        rounds = build_rounds(SCENE, random.Random(seed), num_rounds=4)
-        first = SCENE[rounds[0]["target"]]
-        assert first["category"] in ("dog", "person") and rounds[0]["question"].startswith("<image> ")
-        assert rounds[0]["ref"] is None and rounds[0]["answer"] == "It is [SEG]."
-        for k, r in enumerate(rounds[1:], 1):
-            t = SCENE[r["target"]]
-            assert t["id"] not in {SCENE[x["target"]]["id"] for x in rounds[:k]}  # a new target each round
-            if r["ref"] is None:
-                assert r["answer"] == "It is [SEG]." and r["question"] == f"Please segment the {t['category']}."
-                continue
-            assert 0 <= r["ref"] < k and r["answer"] == "Relative to [REF], it is [SEG]."
-            ref = SCENE[rounds[r["ref"]]["target"]]
-            seen.add(r["relation"])
-            if r["relation"] == "hierarchical":
-                assert t["parent"] == ref["id"] and r["question"] == f"Segment the tail of the {ref['category']}."
-            elif r["relation"] == "interactional":
-                assert (
-                    r["question"] == "Segment the person that is holding the dog." and t["id"] == 5 and ref["id"] == 1
-                )
-            else:
-                where = r["question"].split(t["category"] + " ")[1].split(" the " + ref["category"])[0]
-                tb, rb = t["box"], ref["box"]
-                assert {
-                    "to the left of": tb[2] <= rb[0],
-                    "to the right of": tb[0] >= rb[2],
-                    "above": tb[3] <= rb[1],
-                    "below": tb[1] >= rb[3],
-                }[where]
-                # unambiguous: "the cat to the right of the dog" would match both cats
-                assert not (t["category"] == "cat" and where == "to the right of" and ref["category"] == "dog")
-    assert seen == {"positional", "hierarchical", "interactional"}
-    only = build_rounds(SCENE, random.Random(0), num_rounds=3, relations=("interactional",))
-    assert all(r["relation"] in (None, "interactional") for r in only)
-    with pytest.raises(ValueError, match="relations"):
-        build_rounds(SCENE, random.Random(0), relations=("spatial",))
-
-
-def test_coco_instances_layout_with_parts_and_interactions(tmp_path):
-    (tmp_path / "img").mkdir()
-    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
-    anns = []
-    for inst in SCENE:
-        x0, y0, x1, y1 = inst["box"]
-        ann = {
-            "id": inst["id"],
-            "image_id": 1,
-            "category_id": {"dog": 1, "cat": 2, "tail": 3, "person": 4}[inst["category"]],
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
-            "iscrowd": 0,
-        }
-        if inst["parent"]:
-            ann["parent_id"] = inst["parent"]
-        ann["interactions"] = [{"verb": v, "object_id": o} for v, o in inst["interactions"]]
-        anns.append(ann)
-    anns.append({"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "segmentation": {}, "iscrowd": 1})
-    (tmp_path / "inst.json").write_text(
-        json.dumps(
+def _two_rounds(given: bool = False) -> dict:
+    """A batch of one image with two square targets; round 2 refers to round 1 (or to a given mask)."""
+    sample = MultiRoundConversations(length=2)[0]
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 4:20, 4:20], masks[1, 30:50, 30:60] = True, True
+    other = torch.zeros(1, 64, 64, dtype=torch.bool)
+    other[0, 40:60, 0:20] = True
+    ref = 2 if given else 0
+    sample.update(
+        conversation=[
+            {"question": "<image> Segment the red box.", "answer": "It is [SEG].", "encode": []},
             {
-                "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
-                "annotations": anns,
-                "categories": [{"id": i, "name": n} for i, n in enumerate(["dog", "cat", "tail", "person"], 1)],
-            }
-        )
+                "question": f"{ENCODE} Segment the blue box right of it.",
+                "answer": "Relative to [REF], it is [SEG].",
+                "encode": [ref],
+            },
+        ],
+        masks=masks,
+        given=other if given else masks[:0],
+        refs=torch.tensor([-1, ref]),
     )
-    ds = MultiRoundConversations("coco", str(tmp_path), "inst.json", "img", num_rounds=3, image_size=64)
-    for i in range(5):
-        ds.seed = i
-        sample = ds[0]
-        assert len(sample["conversation"]) == len(sample["masks"]) == len(sample["refs"]) >= 2
-        for r, (turn, ref) in enumerate(zip(sample["conversation"], sample["refs"])):
-            assert (ref >= 0) == ("[REF]" in turn["answer"]) and int(ref) < r
-        assert sample["masks"].flatten(1).any(1).all()  # every round's target is a real, visible mask
-    with pytest.raises(FileNotFoundError, match="annotations"):
-        MultiRoundConversations("coco", str(tmp_path), "missing.json", "img")
+    return batch_of([sample], 1)
 
 
-def test_mask_encoding_sees_only_the_masked_crop():
+def test_question_slots_carry_the_named_masks_encoding():
     model = build("segllm")
-    masks = torch.zeros(3, 64, 64, dtype=torch.bool)
-    masks[0, 5:20, 10:30] = True
-    masks[1, 40:41, 0:64] = True
-    from torchvision.ops import masks_to_boxes
+    batch = _two_rounds(given=True)
+    image = batch["image"][0]
+    encoded = [model.encode(c) for c in batch["conversation"]]
+    feats = model.encode_images(batch)[0]
+    pool = model.encode_masks(image, model.pool_masks(batch, 0))
+    memory = [model.sample_memory(batch["conversation"][0], pool, 2)]
+    embeds, _, _, ids = model.embed(encoded, feats, memory)
+    mask_at = (ids[0] == model.slot_ids[0]).nonzero()[:, 0]
+    box_at = (ids[0] == model.slot_ids[1]).nonzero()[:, 0]
+    assert len(mask_at) == len(box_at) == 1 and box_at[0] == mask_at[0] + 1
+    torch.testing.assert_close(embeds[0, mask_at[0]], pool[2, 0])  # the given mask (index 2 = given[0])
+    torch.testing.assert_close(embeds[0, box_at[0]], pool[2, 1])
+    after = (torch.tensor(encoded[0].kinds) == MEMORY_SLOT).nonzero()[:, 0]
+    torch.testing.assert_close(embeds[0, after[:2]], pool[0])  # after round 1's [SEG]: its own target
+    # the given mask reaches the text loss only through the slot
+    moved = {**batch, "given": [torch.roll(batch["given"][0], 20, dims=-1)]}
+    with torch.no_grad():
+        assert model(batch)["text"] != model(moved)["text"]
+        no_slot = _two_rounds(given=True)
+        no_slot["conversation"][0][1] = {
+            **no_slot["conversation"][0][1],
+            "question": "Segment the blue box.",
+            "encode": [],
+        }
+        no_slot_moved = {**no_slot, "given": moved["given"]}
+        assert model(no_slot)["text"] == model(no_slot_moved)["text"]
+    with pytest.raises(ValueError, match="slots"):
+        model.encode([{"question": f"<image> {ENCODE} x", "answer": "It is [SEG].", "encode": []}])
+    off = build("segllm", mask_encoding=False)  # Table 8's ablations zero one part of the encoding
+    codes = off.encode_masks(image, batch["masks"][0])
+    assert not codes[:, 0].any() and codes[:, 1].abs().sum() > 0
 
-    torch.testing.assert_close(mask_boxes(masks[:2]), masks_to_boxes(masks[:2]) + torch.tensor([0.0, 0, 1, 1]))
-    assert mask_boxes(masks)[2].tolist() == [0, 0, 64, 64]  # empty: the whole frame
-    image = torch.randn(3, 64, 64)
-    other = image.clone()
-    other[:, 30:, :] = 5.0  # changes pixels outside mask 0 only
-    a, b = model.memory(image, masks[:1]), model.memory(other, masks[:1])
-    assert a.shape == (1, 2, model.lm.get_input_embeddings().embedding_dim)
-    torch.testing.assert_close(a, b)
-    assert not torch.allclose(model.memory(image, masks[1:2]), model.memory(other, masks[1:2]))
+
+def test_the_token_after_seg_is_trained():
+    model = build("segllm")
+    rounds = [{"question": "<image> Segment the red box.", "answer": "It is [SEG].", "encode": []}]
+    enc = model.encode(rounds)
+    seg = enc.ids.index(model.seg_id)
+    dot = model.tokenizer.convert_tokens_to_ids(".")
+    assert enc.kinds[seg + 1] == MEMORY_SLOT and enc.labels[seg + 1] == dot  # [SEG]'s position predicts "."
+    assert enc.labels[seg + 2] == IGNORE and enc.labels[seg + 3] == dot  # and the last slot's, with the memory
+    untrained = build("segllm", train_after_seg=False).encode(rounds)
+    assert untrained.labels[seg + 1] == IGNORE
+    assert (
+        model.count_targets({"conversation": [rounds]})
+        == build("segllm", train_after_seg=False).count_targets({"conversation": [rounds]}) + 1
+    )
 
 
-def test_training_step_from_saved_llava_sam_and_clip(tmp_path):
+def test_eq1_targets_weights_and_averaging():
+    model = build("segllm")
+    assert (model.options.lambda_bce, model.options.lambda_dice) == (1.0, 1.0)
+    for given in (False, True):
+        batch = _two_rounds(given)
+        with torch.no_grad():
+            losses = model(batch)
+            _, results = model.run(batch)
+        targets, refs, which = results[0]
+        assert which == [1] and len(refs) == 1
+        pool = model.pool_masks(batch, 0)
+        bce_t, dice_t = framed_mask_losses([targets], [batch["masks"][0]], batch["valid_size"])
+        bce_r, dice_r = framed_mask_losses([refs], [pool[[int(batch["refs"][0][1])]]], batch["valid_size"])
+        torch.testing.assert_close(losses["bce"], (bce_t.sum() + bce_r.sum()) / 2)  # eq. 1 per round, mean of rounds
+        torch.testing.assert_close(losses["dice"], (dice_t.sum() + dice_r.sum()) / 2)
+        wrong = framed_mask_losses([refs], [batch["masks"][0][[1]]], batch["valid_size"])[0]  # masks[r], not refs[r]
+        assert not torch.isclose(losses["bce"], (bce_t.sum() + wrong.sum()) / 2)
+    without = build("segllm", reference_loss=False)
+    with torch.no_grad():
+        plain = without(_two_rounds())
+        _, results = without.run(_two_rounds())
+    bce_t, _ = framed_mask_losses([results[0][0]], [_two_rounds()["masks"][0]], _two_rounds()["valid_size"])
+    torch.testing.assert_close(plain["bce"], bce_t.mean())
+    lisa = build("segllm", lambda_bce=2.0, lambda_dice=0.5)  # LISA's weights as an option
+    with torch.no_grad():
+        weighted = lisa(_two_rounds())
+    with torch.no_grad():
+        base = build("segllm")(_two_rounds())
+    torch.testing.assert_close(weighted["bce"], 2 * base["bce"])
+
+
+def test_training_defaults_and_trainable_set(tmp_path):
+    from segfast.train import load_config
+
+    cfg = load_config(base={"model": {"name": "segllm"}})
+    assert (cfg.optim.lr, cfg.run.global_batch_size, cfg.model.lora.enabled) == (2e-5, 16, False)
+    shipped = load_config("configs/segllm.yaml")
+    assert (shipped.optim.lr, shipped.run.global_batch_size, shipped.model.lora.enabled) == (2e-5, 16, False)
+    assert shipped.model.options["train_mask_decoder"] is False
     weights = saved_weights(tmp_path)
     model = build(
         "segllm", path=weights["path"], sam_checkpoint=weights["sam_checkpoint"], clip_path=weights["clip_path"]
     )
-    batch = batch_of(MultiRoundConversations(length=4))
-    _, results = model.run(batch)
-    for (targets, refs, which), masks, ref_ids in zip(results, batch["masks"], batch["refs"]):
-        assert len(targets) == len(masks) and which == [r for r, x in enumerate(ref_ids.tolist()) if x >= 0]
-        assert len(refs) == len(which)
+    batch = _batch()
     losses = model(batch)
     assert set(losses) == {"text", "bce", "dice"} and all(torch.isfinite(v) for v in losses.values())
     grads = trainable_gradients(model, losses)
     assert_frozen_and_trained(
         model,
         grads,
-        trained=(
-            "lora_B",
-            "text_fc",
-            "mask_decoder",
-            "memory.mask_mlp",
-            "memory.box_proj",
-            "pad_query",
-            "multi_modal_projector",
-        ),
-        frozen=("memory.clip", "vision_tower", "image_encoder"),
+        trained=("lora_B", "text_fc", "memory.mask_mlp", "memory.box_proj", "pad_query", "multi_modal_projector"),
+        frozen=("memory.clip", "vision_tower", "image_encoder", "mask_decoder"),  # §5.1: the decoder frozen
     )
-    # teacher forcing: later rounds read the earlier targets through the memory
-    model.zero_grad()
-    with torch.no_grad():
-        moved = [torch.roll(m, 9, dims=-1) for m in batch["masks"]]
-        assert model(batch)["text"] != model.forward({**batch, "masks": moved})["text"]
+    trained = build("segllm", train_mask_decoder=True)
+    assert any(p.requires_grad for p in trained.decoder.sam.mask_decoder.parameters())
+    # full fine-tuning (the paper's): every language-model weight trains
+    full = build("segllm")
+    full_lm = [p.requires_grad for n, p in full.lm.named_parameters() if "vision_tower" not in n]
+    assert all(full_lm) or any("lora" in n for n, _ in full.lm.named_parameters())
 
 
-def test_round_by_round_inference_and_per_round_metrics(tmp_path):
+def test_memory_own_masks_or_ground_truth_and_per_round_metrics():
     model = build("segllm", max_rounds=3).eval()
-    batch = batch_of(MultiRoundConversations(length=4, num_rounds=3))
-    calls = []
-    embed = model.decoder.embed
-    model.decoder.embed = lambda images: calls.append(len(images)) or embed(images)
-    replies = model.converse(batch)
-    assert calls == [1, 1]  # SAM's image encoder once per conversation, not once per round
-    model.decoder.embed = embed
-    assert [len(r) for r in replies] == [len(c) for c in batch["conversation"]]
-    assert all(r["mask"].shape == (64, 64) for rs in replies for r in rs)
-    meters = {}
-    model.evaluate(batch, meters)
-    result = meters["rounds"].compute()
-    assert result["round0/samples"] == 2 and result["samples"] == sum(len(c) for c in batch["conversation"])
+    batch = _batch()
+    moved = [torch.roll(m, 9, dims=-1) for m in batch["masks"]]
+    own = model.converse(batch)
+    own_moved = model.converse({**batch, "masks": moved})
+    for a, b in zip(own, own_moved):  # the model's own masks: the ground truth never enters
+        assert all(torch.equal(x["mask"], y["mask"]) for x, y in zip(a, b))
+    teacher = [r[0] > 0 for r in model.run(batch)[1]]
+    teacher_moved = [r[0] > 0 for r in model.run({**batch, "masks": moved})[1]]
+    assert any(not torch.equal(a[1:], b[1:]) for a, b in zip(teacher, teacher_moved) if len(a) > 1)
+    for mode in ("own", "ground_truth"):
+        meters = {"iou": __import__("segfast.metrics", fromlist=["IoUMeter"]).IoUMeter()}
+        model.evaluate({**batch, "memory": [mode] * 2}, meters)
+        result = meters["rounds"].compute()
+        assert result["round0/samples"] == 2 and result["samples"] == sum(len(c) for c in batch["conversation"])
+        assert meters["rec"].compute()["samples"] == result["samples"]
+        preds = own if mode == "own" else [[{"mask": m} for m in t] for t in teacher]
+        expect = __import__("segfast.metrics", fromlist=["IoUMeter"]).IoUMeter(num_rounds=3)
+        for b, replies in enumerate(preds):
+            h, w = batch["valid_size"][b].tolist()
+            for r, reply in enumerate(replies):
+                expect.update(reply["mask"][None, :h, :w], batch["masks"][b][r][None, :h, :w], round=r)
+        assert torch.equal(meters["rounds"].state, expect.state)
     with pytest.raises(ValueError, match="max_rounds"):
         build("segllm", max_rounds=1).evaluate(batch, {})
-    # generated answers with no [SEG] and with several: the memory follows what was generated
-    none = model.converse(batch, generate=True, max_new_tokens=4, bad_words_ids=[[model.seg_id]])
-    assert all("[SEG]" not in r["text"] and not r["mask"].any() for rs in none for r in rs)
+
+
+def test_box_accuracy_from_masks():
+    a = torch.zeros(3, 10, 10, dtype=torch.bool)
+    a[0, 0:4, 0:4], a[1, 5:10, 5:10] = True, True
+    assert mask_box(a).tolist() == [[0, 0, 4, 4], [5, 5, 10, 10], [0, 0, 0, 0]]
+    b = a.clone()
+    b[0, 0:4, 4:6] = True  # IoU 16/24 > 0.5
+    b[1] = False
+    b[1, 0:2, 0:2] = True  # no overlap
+    torch.testing.assert_close(box_iou(mask_box(a), mask_box(b)), torch.tensor([16 / 24, 0.0, 0.0]))
+    meter = BoxAccuracyMeter(num_rounds=2)
+    meter.update(b[:2], a[:2], round=1)
+    assert meter.compute()["Acc@0.5"] == 0.5 and meter.compute()["round1/samples"] == 2
+    assert mask_boxes(a[:2]).tolist() == mask_box(a[:2]).tolist()
+
+
+def test_interactive_rounds_with_generation_and_given_masks():
+    model = build("segllm").eval()
+    batch = _two_rounds(given=True)
     several = model.converse(batch, generate=True, max_new_tokens=2, sequence_bias={(model.seg_id,): 1e4})
     assert all(r["text"].split() == ["[SEG]"] * 2 for rs in several for r in rs)
-    records = train_tiny(tmp_path, {"name": "segllm"}, {"name": "multiround", "options": {"length": 8}})
-    assert any("eval/rounds/round1/cIoU" in r for r in records)
+    none = model.converse(batch, generate=True, max_new_tokens=3, bad_words_ids=[[model.seg_id]])
+    assert all("[SEG]" not in r["text"] and not r["mask"].any() for rs in none for r in rs)
+    later = _two_rounds()
+    later["conversation"][0][0] = {**later["conversation"][0][0], "question": f"<image> {ENCODE} x", "encode": [1]}
+    with pytest.raises(ValueError, match="not an earlier one"):
+        model.converse(later)
+
+
+def test_single_round_referring_data_and_evaluate_protocols(tmp_path):
+    """segfast evaluate of SegLLM on LISA's single-round referring data (refs absent) and on its
+    own protocols (refcoco through the multiround reader, REC)."""
+    from segfast.data.conversations import SegConversations
+    from segfast.train.evaluation import evaluate_checkpoint
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    write_refer(
+        tmp_path / "rc",
+        image,
+        [{"split": "val", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left"}, {"sent": "dark one"}]}],
+        [{"id": 7, "image_id": 1, "bbox": [0, 0, 30, 40], "segmentation": [[0, 0, 30, 0, 30, 40, 0, 40]]}],
+    )
+    model = build("segllm").eval()
+    batch = batch_of(SegConversations("refcoco", str(tmp_path / "rc"), split="eval"), 2)
+    assert "refs" not in batch and set(model(batch)) == {"text", "bce", "dice"}
+    meters = {"iou": __import__("segfast.metrics", fromlist=["IoUMeter"]).IoUMeter()}
+    model.evaluate(batch, meters)
+    assert meters["iou"].compute()["samples"] == 2
+    records = train_tiny(
+        tmp_path / "run",
+        {"name": "segllm", "lora": {"enabled": True, "r": 4, "alpha": 8}, "options": {"max_rounds": 4}},
+        {"name": "multiround", "options": {"length": 8, "max_rounds": 4}},
+    )
+    assert any("eval/rounds/round1/cIoU" in r and "eval/rec/Acc@0.5" in r for r in records)
+    step = tmp_path / "run" / "checkpoints" / "step-000002"
+    root = [f"data.options.root={tmp_path / 'rc'}"]
+    for benchmark, key in (("refcoco-val", "eval/iou/cIoU"), ("rec-refcoco-val", "eval/rec/Acc@0.5")):
+        result = evaluate_checkpoint(step, root, benchmark=benchmark)
+        assert result["eval/samples"] == 2 and np.isfinite(result[key]), benchmark
+
+
+def test_the_loss_falls_on_a_tiny_task():
+    model = build("segllm", train_mask_decoder=True)  # a random tiny SAM: its decoder must learn too
+    batch = _two_rounds()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    first = None
+    for _ in range(25):
+        opt.zero_grad()
+        losses = model(batch)
+        total = sum(losses.values())
+        first = first if first is not None else {k: float(v.detach()) for k, v in losses.items()}
+        total.backward()
+        opt.step()
+    with torch.no_grad():
+        last = {k: float(v) for k, v in model(batch).items()}
+    assert last["text"] < 0.5 * first["text"] and last["bce"] + last["dice"] < 0.9 * (first["bce"] + first["dice"])

@@ -154,6 +154,7 @@ def test_cross_attention_layer_is_a_drop_in(gen):
     ref = Mask2FormerCrossAttention(256, 8)  # Mask2Former's sizes: head dim 32
     ours = MaskedCrossAttention(256, 8)
     ours.load_state_dict(ref.state_dict())
+    ours.to(DEVICE)
     q_len, hw, b = 10, 48, 2
     tgt, query_pos = torch.randn(q_len, b, 256), torch.randn(q_len, b, 256)
     memory, pos = torch.randn(hw, b, 256), torch.randn(hw, b, 256)
@@ -209,8 +210,12 @@ def test_no_score_matrix_in_memory(gen):
     """Forward and backward allocate nothing of B*H*Lq*Lk elements: only q/k/v-sized tensors."""
     (q, k, v), mask = make(gen, b=1, h=2, lq=64, lk=256, d=16)
     args = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
+    mask = mask.to(DEVICE)
+    # Once first: on a GPU, autotuning the launch configurations allocates do_bench's 256 MB
+    # L2-flush buffer on the first call of each shape; the claim is about every call after.
+    masked_attention(*args, mask).sum().backward()
     with Allocations() as seen:
-        masked_attention(*args, mask.to(DEVICE)).sum().backward()
+        masked_attention(*args, mask).sum().backward()
     assert max(seen.sizes) <= max(t.numel() for t in args) < 1 * 2 * 64 * 256
 
 
@@ -300,15 +305,21 @@ def test_strided_inputs_are_read_in_place(gen):
     """q, k, v as Mask2Former makes them: projections (L, B, H * D) viewed as (B, H, L, D). The
     kernels take their strides; nothing is copied."""
     b, h, lq, lk, d = 2, 3, 37, 70, 32
-    q = torch.randn(lq, b, h * d, generator=gen).view(lq, b, h, d).permute(1, 2, 0, 3)
-    kv = torch.randn(lk, b, 2 * h * d, generator=gen)  # k and v interleaved in one projection
-    k = kv[..., : h * d].view(lk, b, h, d).permute(1, 2, 0, 3)
-    v = kv[..., h * d :].view(lk, b, h, d).permute(1, 2, 0, 3)
-    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
-    check(q, k, v, torch.rand(b, lq, lk, generator=gen) < 0.3)
+    proj_q = torch.randn(lq, b, h * d, generator=gen)
+    proj_kv = torch.randn(lk, b, 2 * h * d, generator=gen)  # k and v interleaved in one projection
+
+    def heads(pq, pkv):  # views, made on the projections' device (.to would compact them)
+        q = pq.view(lq, b, h, d).permute(1, 2, 0, 3)
+        k = pkv[..., : h * d].view(lk, b, h, d).permute(1, 2, 0, 3)
+        v = pkv[..., h * d :].view(lk, b, h, d).permute(1, 2, 0, 3)
+        assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+        return q, k, v
+
+    check(*heads(proj_q, proj_kv), torch.rand(b, lq, lk, generator=gen) < 0.3)
+    q, k, v = heads(proj_q.to(DEVICE), proj_kv.to(DEVICE))
     mask = (torch.rand(b, lq, lk, generator=gen) < 0.3).to(DEVICE)
     with Allocations() as seen:
-        masked_attention(*(t.to(DEVICE) for t in (q, k, v)), mask)
+        masked_attention(q, k, v, mask)
     assert not {"clone", "contiguous", "_to_copy"} & seen.ops
 
 

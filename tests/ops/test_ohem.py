@@ -250,7 +250,8 @@ def test_ignore_index_outside_int32_reads_in_bounds():
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "TRITON_INTERPRET": "1"},
+        # compiled on a GPU (the interpreter cannot read CUDA tensors), interpreted without one
+        env={**os.environ, "TRITON_INTERPRET": "0" if torch.cuda.is_available() else "1"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -379,7 +380,18 @@ def test_fused_selection_budget_past_int64(gen):
     values, valid = torch.rand(50, generator=gen), torch.rand(50, generator=gen) < 0.5
     for thresh in (None, 0.3):
         expect = select_kept(values, values, valid, thresh, 50)
-        assert torch.equal(select_kept_fused(values, values, valid, thresh, 2**64), expect)
+        fused = select_kept_fused(values.to(DEVICE), values.to(DEVICE), valid.to(DEVICE), thresh, 2**64)
+        assert torch.equal(fused.cpu(), expect)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="needs triton")
+def test_fused_selection_refuses_cpu_tensors_when_compiled(gen, monkeypatch):
+    """Compiled Triton cannot read CPU tensors (on a GPU machine it fails deep in the launcher):
+    the fused selection says so by name unless the kernels are interpreted."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    values = torch.rand(10, generator=gen)
+    with pytest.raises(ValueError, match="select_kept_fused: inputs are on cpu"):
+        select_kept_fused(values, values, values < 0.5, None, 5)
 
 
 @needs_triton
@@ -417,6 +429,7 @@ def test_launches_run_on_the_inputs_device(gen, monkeypatch):
     x, t = inputs(gen)
     for thresh in (None, 0.7):
         ohem_cross_entropy(x.to(DEVICE).requires_grad_(), t.to(DEVICE), thresh=thresh, min_kept=5).backward()
+    x, t = x.to(DEVICE), t.to(DEVICE)
     select_kept_fused(x[:, 0].flatten(), x[:, 1].flatten(), t.flatten() != 255, None, 5)
     names = {launch.kernel for launch in launches.launches}
     assert names == {

@@ -110,3 +110,25 @@ def test_single_process_evaluation_scores_every_sample(tmp_path):
     assert result["eval/samples"] == 7
     limited = evaluate(model, model, _dataset(7), _config(2), DistEnv(), "fp32", batches=2)
     assert limited["eval/samples"] == 4  # run.eval_batches micro-batches per process
+
+
+def test_meters_only_another_process_created_are_added_empty(monkeypatch):
+    """A label space one process never saw (LaSagnA's miou/<format>) still syncs on every process."""
+    import torch.distributed as dist
+
+    from segfast.metrics import IoUMeter, MIoUMeter
+    from segfast.train.distributed import DistEnv
+    from segfast.train.evaluation import _same_meters
+
+    theirs = {"iou": IoUMeter(), "miou/ade20k": MIoUMeter(150)}
+    theirs["miou/ade20k"].state += 7
+
+    def all_gather_object(out, mine):
+        out[0], out[1] = mine, theirs
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    meters = {"iou": IoUMeter(), "miou/synthetic": MIoUMeter(4)}
+    meters["iou"].state += 3
+    _same_meters(meters, DistEnv(world_size=2))
+    assert sorted(meters) == ["iou", "miou/ade20k", "miou/synthetic"]
+    assert int(meters["iou"].state.sum()) == 12 and meters["miou/ade20k"].state.shape == (1, 2, 150)

@@ -3,26 +3,46 @@ each [SEG] goes through an MLP into SAM's mask decoder as a sparse prompt, one m
 
     L = λ_text CE + λ_bce BCE + λ_dice DICE      (1.0, 2.0, 0.5; LISA's definitions, averaged over masks)
 
-Trainable: LoRA on the LLM, the embeddings and LM head (new tokens), LLaVA's projector, the
-MLP and SAM's mask decoder; frozen: CLIP, SAM's image and prompt encoders.
+Trainable, as LISA's train_ds.py sets it: LoRA (model.lora: q_proj, v_proj; r 8, α 16) on the
+language model, its embed_tokens and lm_head (the new tokens), the MLP (text_hidden_fcs) and
+SAM's mask decoder; frozen: CLIP, LLaVA's projector (mm_projector), SAM's image and prompt
+encoders (and the decoder's IoU head, which one mask per prompt never uses).
 
-Batches (segfast.data.conversations): image (B, 3, S, S) SAM-normalised and padded; valid_size
-(B, 2) the unpadded (h, w); clip_image (B, 3, C, C) CLIP-normalised; conversation (B lists of
-rounds, see segfast.models.lisa.conversation); masks (B tensors (n_b, S, S) bool, one per
-[SEG] in answer order).
+Sequences are LISA's: every conversation is one sequence `{system}USER: <image>\\n{question}
+ASSISTANT: {answer}</s>` (LLaVA v1's system prompt; `<image>` between <im_start> and <im_end>
+when the checkpoint uses them), and a sample holds one conversation per sampled sentence or
+class (batch["conversations"]), each with the image; the SAM image embedding is computed once
+per image and decodes the masks of all of its conversations. The mask losses are taken at each
+image's original resolution (SAM's postprocess_masks), against batch["original_masks"].
 
-model.options (LISAOptions, options.py): sam_type (vit_h | vit_l | vit_b | tiny), sam_checkpoint, sam_image_size
-(tiny only), llava (tiny LLaVA fields {text, vision} when model.path is empty), lambda_text,
-lambda_bce, lambda_dice, seg_token, max_new_tokens, system.
+Batches (segfast.data.conversations and its peers): image (B, 3, S, S) SAM-normalised and
+padded; valid_size (B, 2) the unpadded (h, w); clip_image (B, 3, C, C) CLIP-normalised;
+conversations (per sample a list of conversations, each a list of rounds, see
+segfast.models.lisa.conversation) or conversation (one per sample, SegLLM's multi-round data);
+masks (B tensors (n_b, S, S) bool, one per [SEG] in answer order) and original_masks (the same
+at the image's resolution, (n_b, H, W)).
+
+model.options (LISAOptions, options.py): sam_type (vit_h | vit_l | vit_b | tiny), sam_checkpoint,
+sam_image_size (tiny only), llava (tiny LLaVA fields {text, vision} when model.path is empty),
+lambda_text, lambda_bce, lambda_dice, seg_token, max_new_tokens, system, train_projector,
+image_start_end (auto | on | off), loss_resolution (original | frame).
+
+Departures from LISA, each an option off in the paper configuration: loss_resolution=frame.
+Where LISA's code and the checkpoint differ: LISA always wraps <image> in <im_start>/<im_end>
+(use_mm_start_end=True); image_start_end=auto follows the checkpoint (set on to train as LISA's
+train_ds.py does from a checkpoint without them). Not reproduced: LISA cuts training sequences
+at model_max_length (512, image included); segfast never cuts a conversation.
 """
 
+import json
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from segfast.config import ModelConfig, build_options
-from segfast.frames import score_at_original
+from segfast.config import ConfigError, ModelConfig, build_options
+from segfast.frames import logits_at_original, score_at_original
 from segfast.models.lisa.conversation import Encoded, encode, predicting
 from segfast.models.lisa.decoder import PromptedSam, load_prompted_sam
 from segfast.models.lisa.options import LISAOptions
@@ -35,8 +55,35 @@ from segfast.models.llava import (
     image_token_count,
 )
 from segfast.models.llm import LLMHooks, count_labelled, token_mean_kwargs
-from segfast.nn.losses import framed_mask_losses
+from segfast.nn.losses import framed_mask_losses, mask_bce_loss, mask_dice_loss
 from segfast.text.lisa import vocabulary
+from segfast.text.tokens import IM_END, IM_START
+
+
+def uses_image_start_end(setting: str, path: str) -> bool:
+    """image_start_end resolved: on, off, or (auto) what the checkpoint at `path` was trained with:
+    its config's mm_use_im_start_end (LLaVA's and LISA's key, top level or text_config) or
+    <im_start> among its tokenizer's tokens; a random tiny model (no path) has none."""
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"model.options.image_start_end must be auto, on or off, got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
+    if not path:
+        return False
+    folder = Path(path)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if any(c.get("mm_use_im_start_end") for c in (config, config.get("text_config") or {})):
+        return True
+    files = ("added_tokens.json", "tokenizer.json", "tokenizer_config.json")
+    return any(IM_START in (folder / f).read_text() for f in files if (folder / f).is_file())
+
+
+def conversations(batch: dict) -> list:
+    """Per sample its list of conversations: batch["conversations"], or the one conversation of
+    batch["conversation"] (SegLLM's multi-round data)."""
+    if "conversations" in batch:
+        return batch["conversations"]
+    return [[c] for c in batch["conversation"]]
 
 
 class LISA(LLMHooks, nn.Module):
@@ -46,9 +93,15 @@ class LISA(LLMHooks, nn.Module):
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
         o = self.options = build_options(self.OPTIONS, cfg.options)
+        if o.loss_resolution not in ("original", "frame"):
+            raise ConfigError(f"model.options.loss_resolution must be original or frame, got {o.loss_resolution!r}")
         self.decoder = PromptedSam(load_prompted_sam(o.sam_type, o.sam_checkpoint, int(o.sam_image_size)))
         self.seg_token = o.seg_token
-        self.lm, self.tokenizer = build_llava(cfg, o.llava, self.words(), self.tokens(), device)
+        self.image_start_end = uses_image_start_end(o.image_start_end, cfg.path)
+        tokens = self.tokens() + ([IM_START, IM_END] if self.image_start_end else [])
+        self.lm, self.tokenizer = build_llava(
+            cfg, o.llava, self.words(), tokens, device, train_projector=bool(o.train_projector)
+        )
         d = self.lm.get_input_embeddings().embedding_dim
         # LISA's text_hidden_fcs
         self.text_fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, self.decoder.dim))
@@ -66,6 +119,8 @@ class LISA(LLMHooks, nn.Module):
 
     # ---- sequences -----------------------------------------------------------------------------
     def encode(self, rounds: list) -> Encoded:
+        if self.image_start_end:  # LISA's collate_fn replaces <image> before tokenizing
+            rounds = [{**r, "question": r["question"].replace(IMAGE, IM_START + IMAGE + IM_END)} for r in rounds]
         return encode(
             self.tokenizer,
             rounds,
@@ -90,8 +145,8 @@ class LISA(LLMHooks, nn.Module):
         return embeds, attention, labels, ids
 
     def count_targets(self, batch: dict) -> int:
-        """Engine hook: the answer tokens the text loss is taken over."""
-        return count_labelled(self.encode(c).labels for c in batch["conversation"])
+        """Engine hook: the answer tokens the text loss is taken over (every conversation)."""
+        return count_labelled(self.encode(c).labels for group in conversations(batch) for c in group)
 
     # ---- masks ---------------------------------------------------------------------------------
     def queries(self, hidden: torch.Tensor, ids: list, start: int = 0) -> torch.Tensor:
@@ -105,27 +160,49 @@ class LISA(LLMHooks, nn.Module):
             return torch.zeros(0, s, s, device=embedding.device)
         return self.decoder.decode(embedding, queries)
 
-    def mask_losses(self, logits: list, targets: list, valid_size: torch.Tensor) -> dict:
-        """λ_bce BCE + λ_dice DICE averaged over every mask of the batch, on the unpadded region."""
+    def _check_counts(self, logits: list, targets: list) -> None:
         for b, (pred, gt) in enumerate(zip(logits, targets)):
             if len(pred) != len(gt):
                 raise ValueError(
-                    f"masks: sample {b} has {len(gt)} target masks but its answer has {len(pred)} "
+                    f"masks: sample {b} has {len(gt)} target masks but its answers have {len(pred)} "
                     f"{self.seg_token} tokens"
                 )
-        bce, dice = framed_mask_losses(logits, targets, valid_size)
+
+    def _weighted(self, bce: torch.Tensor, dice: torch.Tensor) -> dict:
         o = self.options
         if not len(bce):  # text-only batch: zero, but still connected to the trainable decoder path
             zero = sum(p.sum() for p in self.text_fc.parameters()) * 0.0
             return {"bce": zero, "dice": zero}
         return {"bce": o.lambda_bce * bce.mean(), "dice": o.lambda_dice * dice.mean()}
 
+    def mask_losses(self, logits: list, targets: list, valid_size: torch.Tensor) -> dict:
+        """λ_bce BCE + λ_dice DICE averaged over every mask of the batch, in SAM's frame on the
+        unpadded region (targets (n_b, S, S))."""
+        self._check_counts(logits, targets)
+        return self._weighted(*framed_mask_losses(logits, targets, valid_size))
+
+    def original_mask_losses(self, logits: list, targets: list, valid_size: torch.Tensor) -> dict:
+        """λ_bce BCE + λ_dice DICE averaged over every mask of the batch at each image's original
+        resolution (targets (n_b, H, W)): the logits cropped to the unpadded frame and resized
+        back, as LISA's postprocess_masks does before its losses."""
+        self._check_counts(logits, targets)
+        bce, dice = [], []
+        for b, (pred, gt) in enumerate(zip(logits, targets)):
+            if len(pred):
+                at = logits_at_original(pred, valid_size[b], gt.shape[-2:])
+                bce.append(mask_bce_loss(at, gt))
+                dice.append(mask_dice_loss(at, gt))
+        return self._weighted(torch.cat(bce) if bce else torch.zeros(0), torch.cat(dice) if dice else torch.zeros(0))
+
     def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
-        """Teacher-forced pass: (LM output, mask logits per sample (n_b, S, S)); `images` from
-        encode_images when the caller already has them."""
+        """Teacher-forced pass over every conversation: (LM output, mask logits per sample
+        (n_b, S, S), its conversations' [SEG] masks in order); `images` from encode_images when
+        the caller already has them."""
         feats, image_emb = images or self.encode_images(batch)
-        encoded = [self.encode(c) for c in batch["conversation"]]
-        embeds, attention, labels, ids = self.embed(encoded, feats, memory)
+        groups = conversations(batch)
+        owner = [b for b, group in enumerate(groups) for _ in group]
+        encoded = [self.encode(c) for group in groups for c in group]
+        embeds, attention, labels, ids = self.embed(encoded, feats[owner], memory)
         out = self.lm(
             inputs_embeds=embeds,
             attention_mask=attention,
@@ -134,15 +211,19 @@ class LISA(LLMHooks, nn.Module):
             **token_mean_kwargs(batch),
         )
         hidden = out.hidden_states[-1]
-        logits = [self.decode(image_emb[b], self.queries(hidden[b], ids[b].tolist())) for b in range(len(encoded))]
+        queries = [[] for _ in groups]
+        for row, b in enumerate(owner):
+            queries[b].append(self.queries(hidden[row], ids[row].tolist()))
+        logits = [self.decode(image_emb[b], torch.cat(q) if q else q) for b, q in enumerate(queries)]
         return out, logits
 
     def forward(self, batch: dict) -> dict:
         out, logits = self.run(batch)
-        return {
-            "text": self.options.lambda_text * out.loss,
-            **self.mask_losses(logits, batch["masks"], batch["valid_size"]),
-        }
+        if self.options.loss_resolution == "original":
+            masks = self.original_mask_losses(logits, batch["original_masks"], batch["valid_size"])
+        else:
+            masks = self.mask_losses(logits, batch["masks"], batch["valid_size"])
+        return {"text": self.options.lambda_text * out.loss, **masks}
 
     # ---- inference -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -156,15 +237,15 @@ class LISA(LLMHooks, nn.Module):
         images: tuple | None = None,
         **generate_kwargs,
     ) -> list:
-        """Answers the last question of each conversation (its answer, if any, is ignored) by
-        batched greedy generation; then one pass over prompt + answer gives a mask per generated
-        [SEG]. Returns per sample {"text", "masks" (n, h, w) bool on the unpadded frame, and with
-        return_logits "logits" (n, S, S) on the padded frame}. Warns
-        when a sample's answer has no [SEG] (its masks are then empty, not silently reused).
+        """Answers the last question of each sample's (last) conversation (its answer, if any, is
+        ignored) by batched greedy generation; then one pass over prompt + answer gives a mask per
+        generated [SEG]. Returns per sample {"text", "ids" (the answer's token ids), "masks" (n, h, w)
+        bool on the unpadded frame, and with return_logits "logits" (n, S, S) on the padded frame}.
+        Warns when a sample's answer has no [SEG] (its masks are then empty, not silently reused).
         memory: per sample the mask memory of the history's [SEG] tokens (SegLLM). warn=False
         for answers that may rightly hold none (LaSagnA's all-<NEG> chunks). images: from
         encode_images, to reuse across calls on the same images."""
-        prompts = [[*c[:-1], {**c[-1], "answer": None}] for c in batch["conversation"]]
+        prompts = [[*group[-1][:-1], {**group[-1][-1], "answer": None}] for group in conversations(batch)]
         encoded = [self.encode(p) for p in prompts]
         feats, image_emb = images or self.encode_images(batch)
         embeds, attention, _, _ = self.embed(encoded, feats, memory, left=True)
@@ -194,13 +275,48 @@ class LISA(LLMHooks, nn.Module):
                 )
             h, w = (int(x) for x in batch["valid_size"][b])
             results.append(
-                {"text": text, "masks": logits[:, :h, :w] > 0, **({"logits": logits} if return_logits else {})}
+                {
+                    "text": text,
+                    "ids": answer,
+                    "masks": logits[:, :h, :w] > 0,
+                    **({"logits": logits} if return_logits else {}),
+                }
             )
         return results
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU of every [SEG] mask at the image's original resolution, the
-        answers teacher-forced as LISA's validation does."""
-        _, logits = self.run(batch)
+        """Engine hook: gIoU / cIoU of the masks at the image's original resolution, the answer
+        teacher-forced as LISA's validation does (one mask per [SEG]); a benchmark whose samples
+        say generate (gRefCOCO: a query may have no target) is scored on the generated answer, the
+        union of its masks (none: empty) being the prediction."""
+        ignore = batch.get("original_ignore")
+        if isinstance(ignore, list) and None in ignore:  # a mixture's members without a benchmark (VQA, ...)
+            scored = [i for i, x in enumerate(ignore) if x is not None]
+            if not scored:
+                return
+            batch = pick(batch, scored)
+        if any(batch.get("generate") or []):
+            logits = [union(r["logits"]) for r in self.generate(batch, return_logits=True, warn=False)]
+        else:
+            _, logits = self.run(batch)
         score_at_original(meters["iou"], logits, batch)
+
+
+def pick(batch: dict, rows: list) -> dict:
+    """Samples `rows` of a collated batch (per-sample tensors and lists; other values as they are)."""
+    n = len(batch["image"])
+
+    def cut(value):
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n:
+            return value[rows]
+        return [value[i] for i in rows] if isinstance(value, list) and len(value) == n else value
+
+    return {k: cut(v) for k, v in batch.items()}
+
+
+def union(logits: torch.Tensor) -> torch.Tensor:
+    """(1, S, S) logits of the union of n masks (n, S, S): their maximum; -1 (empty) for none."""
+    if len(logits):
+        return logits.amax(0, keepdim=True)
+    return torch.full((1, *logits.shape[1:]), -1.0, device=logits.device)

@@ -4,6 +4,7 @@ fields every system built on those two shares."""
 from dataclasses import dataclass
 
 from segfast.config import option
+from segfast.text.lisa import SYSTEM
 
 
 @dataclass
@@ -24,4 +25,16 @@ class LISAOptions(LLaVASamOptions):
     lambda_bce: float = option(2.0, "LISA, authors' code (bce_loss_weight)")
     lambda_dice: float = option(0.5, "LISA, authors' code (dice_loss_weight)")
     seg_token: str = option("[SEG]", "LISA")
-    max_new_tokens: int = option(32, "ours: LISA's answers are a few words")
+    max_new_tokens: int = option(32, "LISA, authors' code (LISAForCausalLM.evaluate; chat.py allows 512)")
+    system: str = option(SYSTEM, "LISA, authors' code: conv_templates['llava_v1'].system (empty: none)")
+    train_projector: bool = option(False, "LISA, authors' code (train_ds.py: mm_projector requires_grad = False)")
+    image_start_end: str = option(
+        "auto",
+        "LISA, authors' code (use_mm_start_end): <im_start><image><im_end> when the checkpoint uses them "
+        "(auto: its config's mm_use_im_start_end, or <im_start> in its tokenizer); on | off force it",
+    )
+    loss_resolution: str = option(
+        "original",
+        "LISA, authors' code (postprocess_masks to the label's size before BCE/DICE); frame: in SAM's "
+        "padded frame, on its unpadded region (ours, cheaper)",
+    )

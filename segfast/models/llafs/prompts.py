@@ -1,79 +1,130 @@
-"""LLaFS instructions: the segmentation task instruction and the pretraining instruction.
+"""LLaFS instructions in the paper's wording.
 
-Each image enters the text as IMAGE, which the model replaces with that image's Q-Former
-tokens. Support masks enter twice: through the image path (a learned embedding added to the
-features inside the mask) and as text, each support object's polygon in the answer format.
+Task instruction (§3.2.1, its K-shot form Supp A.6, as assembled in Supp D's "Complete
+Instruction"): the task, the answer format with the outer tuple, the clockwise rule, the
+coordinate range, the class's properties (§3.2.2's attributes), then per support image its
+ground truth and its region-attribute table, then the query:
 
-The paper's exact wording was not available to us; these templates carry the same information
-in the same places (support images with their objects, the optional fine-grained in-context
-description, the query image, and for pretraining the query polygon with hidden vertices
-written as MASK_TOKEN). Change TASK / PRETRAIN / ATTRIBUTES to match a released checkpoint.
+    For each object within the class {class} in an image, output coordinates of a 16-point polygon
+    that encloses the object. These points should be arranged in a clockwise direction. The output
+    should be a tuple in the format of (c1, c2, ..., cn), where cn is the coordinates for the n-th
+    object and its format should be ((x1,y1),(x2,y2),..., (x16,y16)). The coordinate value should be
+    within (0, 384). To accomplish this task, you can refer to the following properties of {class}:
+    {class} has {attributes}. For example, for image <image>, the output should be {answer},
+    because in these regions, {polygon} is {attributes}, ...; for image <image>, ... . For image
+    <image>, what is the output?
 
-Region attributes (the fine-grained in-context instruction) are pre-computed dataset input,
-as the paper pre-generates them: a JSON file mapping each class name to a list of short
-phrases, e.g. {"dog": ["four legs", "furry coat", "a tail"]}; they are joined with "; ".
+Pretraining instruction (Supp A.2.4), the query polygon with its hidden vertices written as
+MASK_TOKEN; the answer is the hidden vertices in order (segfast.models.llafs.answer):
+
+    For the target object in a query image that has the same class as the support image
+    foreground, output coordinates of a 16-point polygon that encloses the object. These points
+    should be arranged in a clockwise direction and the format of their coordinates is ((x1, y1),
+    (x2, y2), ..., (x16, y16)). The coordinate value should be within (0, 384). For support image
+    <image>, the foreground is {polygon}. For the target object in the query image <image>, the
+    output should be {masked polygon}. What is the remaining points?
+
+Ablations (Tables 2-4): `abstract` replaces the task definition by "Perform image segmentation."
+(Table 4's abstract summary); without support images the examples are left out (Table 2); without
+attributes or tables the fine-grained in-context parts are left out (Tables 3-4).
+
+A region-attribute table (segfast.jobs.llafs_tables) is, per support image, a list of regions
+{"polygon": (16, 2) pixels in the episode's frame, "attributes": [phrases]}.
 """
 
-from segfast.models.llafs.answer import coordinate_tokens, format_answer, quantize
+import re
+
+from segfast.models.llafs.answer import COORDINATE_BINS, coordinate_tokens, format_answer, format_points, point_texts
+from segfast.text.fewshot import class_words
 from segfast.text.tokens import IMAGE
 
 MASK_TOKEN = "[mask]"
 
-SUPPORT = "Support image {index}: {image} Its target objects: {polygons}."
-ATTRIBUTES = "The target class is {name}, described by: {attributes}."
 TASK = (
-    "{supports} {attributes}Query image: {image} Segment every object of the target class in the query "
-    "image and answer with a 16-vertex polygon for each."
+    "For each object within the class {name} in an image, output coordinates of a 16-point polygon that "
+    "encloses the object. These points should be arranged in a clockwise direction. The output should be a "
+    "tuple in the format of (c1, c2, ..., cn), where cn is the coordinates for the n-th object and its format "
+    "should be ((x1,y1),(x2,y2),..., (x16,y16)). The coordinate value should be within (0, {bins})."
 )
+ABSTRACT = "Perform image segmentation."
+PROPERTIES = " To accomplish this task, you can refer to the following properties of {name}: {name} has {attributes}."
+EXAMPLE = "for image {image}, the output should be {answer}"
+BECAUSE = ", because in these regions, {regions}"
+QUERY = " For image {image}, what is the output?"
 PRETRAIN = (
-    "{supports} Query image: {image} Some vertices of the query object are given and the others are "
-    "[mask]: {hints}. Answer with all 16 vertices of the query object."
+    "For the target object in a query image that has the same class as the support image foreground, output "
+    "coordinates of a 16-point polygon that encloses the object. These points should be arranged in a "
+    "clockwise direction and the format of their coordinates is ((x1, y1), (x2, y2), ..., (x16, y16)). The "
+    "coordinate value should be within (0, {bins}). {supports} For the target object in the query image "
+    "{image}, the output should be {masked}. What is the remaining points?"
 )
+PRETRAIN_SUPPORT = "For support image {image}, the foreground is {polygon}."
 
 
-def special_tokens() -> list[str]:
+def special_tokens(bins: int = COORDINATE_BINS) -> list[str]:
     """Tokens added to the LLM's vocabulary as single ids."""
-    return [IMAGE, MASK_TOKEN, *coordinate_tokens()]
+    return [IMAGE, MASK_TOKEN, *coordinate_tokens(bins)]
 
 
-def _supports(support_polygons, width, height) -> str:
-    return " ".join(
-        SUPPORT.format(index=i + 1, image=IMAGE, polygons=format_answer(p, width, height))
-        for i, p in enumerate(support_polygons)
+def _table(regions, size, bins) -> str:
+    return ", ".join(
+        f"{format_points(r['polygon'], size, size, bins)} is {', '.join(r['attributes'])}"
+        for r in regions
+        if r["attributes"]
     )
 
 
 def task_instruction(
-    support_polygons, width: float, height: float, class_name: str | None = None, attributes=None
+    support_polygons,
+    size: float,
+    class_name: str,
+    attributes=None,
+    tables=None,
+    bins: int = COORDINATE_BINS,
+    abstract: bool = False,
+    with_support: bool = True,
 ) -> str:
-    """support_polygons: per support image, its (n_objects, V, 2) polygons; attributes: the
-    region-attribute phrases of the target class, or None."""
-    described = ""
+    """support_polygons: per support image its (n_objects, V, 2) polygons (pixels of a size x size
+    image); attributes: the class's phrases or None; tables: per support image its regions or
+    None. One IMAGE per support (unless with_support is False), then one for the query."""
+    text = ABSTRACT if abstract else TASK.format(name=class_name, bins=bins)
     if attributes:
-        phrases = [attributes] if isinstance(attributes, str) else list(attributes)
-        described = ATTRIBUTES.format(name=class_name or "the target", attributes="; ".join(phrases)) + " "
-    return TASK.format(supports=_supports(support_polygons, width, height), attributes=described, image=IMAGE)
+        text += PROPERTIES.format(name=class_name, attributes=", ".join(attributes))
+    if with_support:
+        examples = []
+        for k, polygons in enumerate(support_polygons):
+            example = EXAMPLE.format(image=IMAGE, answer=format_answer(polygons, size, size, bins))
+            regions = _table(tables[k], size, bins) if tables else ""
+            examples.append(example + (BECAUSE.format(regions=regions) if regions else ""))
+        text += " For example, " + "; ".join(examples) + "."
+    return text + QUERY.format(image=IMAGE)
 
 
-def hint_text(polygon, hints, width: float, height: float) -> str:
+def masked_polygon(polygon, hints, size: float, bins: int = COORDINATE_BINS) -> str:
     """The query polygon with the vertices not in `hints` (V,) bool written as MASK_TOKEN."""
-    xs, ys = quantize(polygon[:, 0], width).tolist(), quantize(polygon[:, 1], height).tolist()
-    items = [f"([c-{x}],[c-{y}])" if keep else MASK_TOKEN for x, y, keep in zip(xs, ys, hints.tolist())]
-    return "(" + ",".join(items) + ")"
+    items = point_texts(polygon, size, size, bins)
+    return "(" + ",".join(item if keep else MASK_TOKEN for item, keep in zip(items, hints.tolist())) + ")"
 
 
-def pretrain_instruction(support_polygons, query_polygon, hints, width: float, height: float) -> str:
+def pretrain_instruction(support_polygons, query_polygon, hints, size: float, bins: int = COORDINATE_BINS) -> str:
+    """support_polygons: per support image (1, V, 2), its pseudo foreground."""
+    supports = " ".join(
+        PRETRAIN_SUPPORT.format(image=IMAGE, polygon=format_points(p[0], size, size, bins)) for p in support_polygons
+    )
     return PRETRAIN.format(
-        supports=_supports(support_polygons, width, height),
-        image=IMAGE,
-        hints=hint_text(query_polygon, hints, width, height),
+        bins=bins, supports=supports, image=IMAGE, masked=masked_polygon(query_polygon, hints, size, bins)
     )
 
 
-def template_words() -> list[str]:
-    """Every word and punctuation mark the templates use (the tiny demo tokenizer's vocabulary)."""
-    import re
+def pretrain_answer(query_polygon, hints, size: float, bins: int = COORDINATE_BINS) -> str:
+    """The hidden vertices in order, "((x,y),...)": what the pretraining instruction asks for."""
+    return format_points(query_polygon[~hints], size, size, bins)
 
-    text = " ".join([SUPPORT, ATTRIBUTES, TASK, PRETRAIN])
+
+def template_words() -> list[str]:
+    """Every word and punctuation mark the templates use, and the benchmarks' class names (the
+    tiny offline tokenizer's vocabulary)."""
+    text = " ".join([TASK, ABSTRACT, PROPERTIES, EXAMPLE, BECAUSE, QUERY, PRETRAIN, PRETRAIN_SUPPORT])
     text = re.sub(r"\{[a-z]+\}", " ", text).replace(MASK_TOKEN, " ")
-    return sorted(set(re.findall(r"\w+|[^\w\s]", text)) | set("(),;.:"))
+    words = set(re.findall(r"\w+|[^\w\s]", text)) | set("(),;.:") | class_words() | {"64", "384"}
+    return sorted(words)

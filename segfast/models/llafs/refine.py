@@ -1,10 +1,13 @@
-"""LLaFS refinement network: turns the rasterized LLM polygon into a refined mask.
+"""LLaFS refinement network (Supp A.3, Fig. 8): turns the rasterized LLM polygon into a refined mask.
 
-A pixel decoder (convolutions and bilinear up-sampling) lifts the 1/8-scale image features to
-1/4 scale; a Mask2Former-style decoder of `num_layers` masked-attention layers lets learned
-queries attend only inside the current mask — the rasterized polygon for the first layer, the
-previous layer's prediction after that (segfast's masked attention, Mask2Former's empty-row
-rule) — each followed by self-attention and a feed-forward block. Each layer predicts mask logits
+A light pixel decoder of 6 convolutions with bilinear up-sampling lifts the 1/8-scale image
+features to 1/4 scale (two 3x3 convolutions at 1/8, up-sampling, three 3x3 at 1/4, a 1x1 giving
+the mask features); a Mask2Former-style decoder applied once, `num_layers` = 3 masked-attention
+layers, lets learned queries attend only inside the current mask — the rasterized polygon M for
+the first layer, the previous layer's prediction after that (segfast's masked attention,
+Mask2Former's empty-row rule) — each followed by self-attention and a feed-forward block. M
+reaches the network only as that attention mask, as in the paper; `polygon_input` (ours) also
+concatenates it to the pixel decoder's input. Each layer predicts mask logits
 as query-pixel dot products combined by per-query weights; the output is two-class (background,
 foreground) logits at the input image size, ready for segfast's OHEM cross-entropy.
 """
@@ -49,16 +52,28 @@ class _Block(nn.Module):
 
 
 class RefinementNetwork(nn.Module):
-    def __init__(self, in_channels: int, dim: int = 64, num_queries: int = 8, num_layers: int = 3, heads: int = 4):
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int = 128,
+        num_queries: int = 100,
+        num_layers: int = 3,
+        polygon_input: bool = False,
+        heads: int = 4,
+    ):
         super().__init__()
+        self.polygon_input = polygon_input
+
+        def conv(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.ReLU()]
+
         self.pixel_decoder = nn.Sequential(
-            nn.Conv2d(in_channels + 1, dim, 3, padding=1),
-            nn.GroupNorm(8, dim),
-            nn.ReLU(),
+            *conv(in_channels + int(polygon_input), dim),
+            *conv(dim, dim),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.GroupNorm(8, dim),
-            nn.ReLU(),
+            *conv(dim, dim),
+            *conv(dim, dim),
+            *conv(dim, dim),
             nn.Conv2d(dim, dim, 1),
         )
         self.queries = nn.Embedding(num_queries, dim)
@@ -79,8 +94,10 @@ class RefinementNetwork(nn.Module):
         """features (B, C, h, w) at 1/8 scale; polygon_masks (B, H, W) bool (the rasterized LLM
         answer); returns {"logits": (B, 2, *out_size), "layer_logits": [(B, h', w')...]}."""
         b = features.shape[0]
-        prior = F.interpolate(polygon_masks[:, None].float(), size=features.shape[-2:], mode="area")
-        pixels = self.pixel_decoder(torch.cat([features, prior], 1))  # (B, dim, h', w')
+        if self.polygon_input:
+            prior = F.interpolate(polygon_masks[:, None].float(), size=features.shape[-2:], mode="area")
+            features = torch.cat([features, prior], 1)
+        pixels = self.pixel_decoder(features)  # (B, dim, h', w')
         h, w = pixels.shape[-2:]
         memory = pixels.flatten(2).permute(2, 0, 1)  # (hw, B, dim)
         pos = sine_position(h, w, memory.shape[-1], memory.device)[:, None].expand(-1, b, -1)

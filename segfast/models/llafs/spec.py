@@ -8,9 +8,9 @@ register(
         "llafs",
         LLaFS,
         LLaFSOptions,
-        datasets=("llafs-pseudo", "fewshot"),
+        datasets=("llafs-captions", "llafs-pseudo", "fewshot"),
         special_tokens=tuple(special_tokens()),
-        jobs=("llafs-eval",),
+        jobs=("llafs-eval", "llafs-tables"),
         summary="LLaFS: the LLM writes 16-point polygons, rasterized and refined (few-shot)",
     )
 )

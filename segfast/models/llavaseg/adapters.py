@@ -58,11 +58,14 @@ class LanguageAdapters(nn.Module):
     def __init__(self, encoder, layers, text_dim: int, inner: int, heads: int):
         super().__init__()
         depth = len(encoder.blocks)
-        layers = global_layers(encoder) if layers == "global" else sorted({int(i) for i in layers})
+        if layers in ("global", "last"):  # all stage ends (multi-scale) or the last one (single scale)
+            layers = global_layers(encoder)[-1:] if layers == "last" else global_layers(encoder)
+        else:
+            layers = sorted({int(i) for i in layers})
         if not layers or any(not 0 <= i < depth for i in layers):
             raise ValueError(
                 f"model.options.adapter_layers must name blocks 0..{depth - 1} of the image encoder "
-                f"(or 'global'), got {layers}"
+                f"(or 'global' / 'last'), got {layers}"
             )
         dim = encoder.blocks[0].norm1.normalized_shape[0]
         self.layers = layers

@@ -27,18 +27,19 @@ from segfast.models.llava import (
 from segfast.models.llavaseg.prompts import (
     REASONING,
     Templates,
+    check_kind,
     fallback_target,
-    first_rounds,
-    parse_attributes,
-    parse_merged,
+    parse_guided,
     parse_target,
+    reason_question,
+    simulated_answer,
 )
 
 PROMPT_FEATURES = ("hidden", "input")
 
 
 class ChainOfThought(nn.Module):
-    """options (LLaVASegOptions): templates (Templates fields to override), merged, max_new_tokens, system,
+    """options (LLaVASegOptions): templates (Templates fields to override), steps, merged, max_new_tokens, system,
     prompt_features ("hidden": the MLLM's last-layer states of the prompt text read alone;
     "input": its input token embeddings), llava (tiny LLaVA fields when model.path is empty)."""
 
@@ -54,7 +55,9 @@ class ChainOfThought(nn.Module):
                 f"model.options.prompt_features must be one of {PROMPT_FEATURES}, got {options.prompt_features!r}"
             )
         self.templates = Templates.of(options.templates)
-        self.merged, self.system = bool(options.merged), options.system
+        if int(options.steps) not in (1, 2, 3):
+            raise ValueError(f"model.options.steps must be 1, 2 or 3 (Table 3a), got {options.steps}")
+        self.merged, self.system, self.steps = bool(options.merged), options.system, int(options.steps)
         self.max_new_tokens, self.features = int(options.max_new_tokens), options.prompt_features
         frozen = ModelConfig(**{**cfg.__dict__, "lora": LoraConfig(enabled=False)})
         with torch.random.fork_rng(devices=[]):
@@ -81,6 +84,7 @@ class ChainOfThought(nn.Module):
             "model": self.source,
             "templates": asdict(self.templates),
             "merged": self.merged,
+            "steps": self.steps,
             "system": self.system,
             "max_new_tokens": self.max_new_tokens,
         }
@@ -103,58 +107,66 @@ class ChainOfThought(nn.Module):
     @torch.no_grad()
     def run(self, clip_images: torch.Tensor, queries: list, kinds: list, keys: list) -> list:
         """One record per query: {"reason" (step 1's answer, the conversational reply), "target",
-        "attributes", "parsed" (False when a fallback name was used), "dialogue" (the rounds),
-        "prompting" (a fingerprint of the MLLM and templates)}."""
+        "attributes", "parsed" (False when a fallback was used), "dialogue" (every step's
+        conversation), "prompting" (a fingerprint of the MLLM and templates)}. Step 1 is asked
+        alone (simulated for short queries); steps 2 and 3 follow in one round (merged) or two."""
         if not (len(queries) == len(kinds) == len(keys) == len(clip_images)):
             raise ValueError(
                 f"queries, kinds, keys and clip_images must have one entry per sample, got "
                 f"{len(queries)}, {len(kinds)}, {len(keys)}, {len(clip_images)}"
             )
+        for k in kinds:
+            check_kind(k)
         feats = image_features(self.lm, clip_images)
-        dialogues = [first_rounds(q, k, key, self.templates, self.merged) for q, k, key in zip(queries, kinds, keys)]
-        if self.merged:
-            self._fill(dialogues, range(len(dialogues)), feats)
-        else:
-            self._fill(dialogues, [b for b, k in enumerate(kinds) if k == REASONING], feats)
-            for b, k in enumerate(kinds):
-                if k == REASONING:
-                    dialogues[b].append({"question": self.templates.target, "answer": None})
-            self._fill(dialogues, range(len(dialogues)), feats)
-            for d, q, k in zip(dialogues, queries, kinds):  # step 3 asks about the name the record will hold
-                name = parse_target(d[-1]["answer"]) or fallback_target(q, k, d[0]["answer"])
-                d.append({"question": self.templates.attributes.format(target=name), "answer": None})
-            self._fill(dialogues, range(len(dialogues)), feats)
-        return [self._record(d, q, k) for d, q, k in zip(dialogues, queries, kinds)]
+        t = self.templates
+        questions = [reason_question(q, t) for q in queries]
+        reasoning = [b for b, k in enumerate(kinds) if k == REASONING]
+        reasons = [simulated_answer(q, key, t) for q, key in zip(queries, keys)]
+        for b, text in zip(reasoning, self.ask([questions[b] for b in reasoning], feats[reasoning])):
+            reasons[b] = text
+        dialogue = [[{"question": q, "answer": a}] for q, a in zip(questions, reasons)]
+        records = [
+            {"reason": a, "target": "", "attributes": "", "parsed": True, "dialogue": d}
+            for a, d in zip(reasons, dialogue)
+        ]
+        if self.steps >= 2:
+            template = t.merged if self.steps == 3 and self.merged else t.target
+            asked = [template.format(question=q, answer=a) for q, a in zip(questions, reasons)]
+            for b, text in enumerate(self.ask(asked, feats)):
+                dialogue[b].append({"question": asked[b], "answer": text})
+                if template is t.merged:
+                    records[b].update(parse_guided(text))
+                else:
+                    records[b].update(target=parse_target(text), parsed=bool(parse_target(text)))
+        for r, q, k in zip(records, queries, kinds):  # step 3 asks about the name the record holds
+            if not r["target"]:
+                r.update(target=fallback_target(q, k, r["reason"]), parsed=False)
+        if self.steps == 3 and not self.merged:
+            asked = [t.attributes.format(target=r["target"]) for r in records]
+            for b, text in enumerate(self.ask(asked, feats)):
+                dialogue[b].append({"question": asked[b], "answer": text})
+                records[b]["attributes"] = " ".join(text.split())
+        for r in records:
+            r["prompting"] = self.prompting
+        return records
 
-    def _fill(self, dialogues: list, which, feats: torch.Tensor) -> None:
-        which = list(which)
-        if which:
-            for b, text in zip(which, self.answer([dialogues[b] for b in which], feats[which])):
-                dialogues[b][-1]["answer"] = text
-
-    def _record(self, dialogue: list, query: str, kind: str) -> dict:
-        reason = dialogue[0]["answer"]
-        if self.merged:
-            parsed = parse_merged(dialogue[-1]["answer"])
-            if kind == REASONING:
-                reason = parsed["reason"] or reason
-            target, attributes, ok = parsed["target"], parsed["attributes"], parsed["parsed"]
-        else:
-            target, attributes = parse_target(dialogue[1]["answer"]), parse_attributes(dialogue[2]["answer"])
-            ok = bool(target)
-        return {
-            "reason": reason,
-            "target": target if ok else fallback_target(query, kind, reason),
-            "attributes": attributes,
-            "parsed": ok,
-            "dialogue": dialogue,
-            "prompting": self.prompting,
-        }
+    def ask(self, questions: list, feats: torch.Tensor) -> list:
+        """The greedy answers to single-round questions about each image (the <image> first)."""
+        if not questions:
+            return []
+        return self.answer([[{"question": f"{IMAGE} {q}", "answer": None}] for q in questions], feats)
 
     # ---- the segmentation prompt ---------------------------------------------------------------
     def prompt_text(self, record: dict) -> str:
-        text = self.templates.prompt.format(target=record["target"], attributes=record["attributes"])
-        return " ".join(text.split()).strip(" .") or record["target"]
+        """What prompts the segmenter: step 1's answer, the target, or the target with its
+        attributes (steps 1, 2, 3)."""
+        if self.steps == 1:
+            text = record["reason"]
+        elif self.steps == 2:
+            text = record["target"]
+        else:
+            text = self.templates.prompt.format(target=record["target"], attributes=record["attributes"])
+        return " ".join(text.split()).strip(" .") or record["target"] or record["reason"]
 
     @torch.no_grad()
     def prompt_embeddings(self, texts: list) -> tuple:

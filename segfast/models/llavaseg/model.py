@@ -1,6 +1,7 @@
-"""LLaVASeg: a frozen LLaVA-style MLLM reasons about the query in a chain of thought (reason,
-target, attributes; segfast.models.llavaseg.prompts); the MLLM's embeddings of "target.
-attributes" go through an MLP to the SAM encoder's width, condition the frozen encoder through
+"""LLaVASeg: a frozen LLaVA-style MLLM reasons about the query in a chain of thought (step 1, the
+reason, asked alone; then steps 2 and 3, target and attributes, in one round, with the paper's
+prompts: segfast.models.llavaseg.prompts); the MLLM's embeddings of "target. attributes" go
+through an MLP to the SAM encoder's width, condition the frozen encoder through
 language-aware adapters (segfast.models.llavaseg.adapters) and, projected to the prompt width,
 prompt SAM's two-way mask decoder as sparse tokens.
 
@@ -14,9 +15,20 @@ and, with a chain-of-thought cache, cot (the cached records). Without one the ch
 fly under no_grad; its records are kept in the batch so the evaluate hook reuses them.
 
 model.options (LLaVASegOptions, options.py): sam_type, sam_checkpoint, sam_image_size (tiny only), llava (tiny
-LLaVA fields), templates, merged, max_new_tokens, system, prompt_features (see chain.py),
-adapter_layers ("global" = after SAM's global-attention blocks, or a list of block indices),
-adapter_dim, adapter_heads, lambda_bce, lambda_dice.
+LLaVA fields), templates, steps, merged, max_new_tokens, system, prompt_features (see chain.py),
+adapter_layers ("global" = after SAM's global-attention blocks, "last" = the last one only, or a
+list of block indices), adapter_dim, adapter_heads, lambda_bce, lambda_dice.
+
+Evaluation: gIoU / cIoU at the original resolution (LISA's protocol) and, for samples with
+reference explanations, ROUGE-L and CIDEr of the reason step's answer (segfast.models.llavaseg
+.dialogue, Table 1). Ablations (Table 3): steps 1 / 2 / 3, adapter_layers "last", a mixture
+without ReasonSeg (its rate 0); Table 3c evaluates a LISA checkpoint on seg-queries with
+lisa_prompt (the cached reason step as LISA's instruction).
+
+Departures: the step prompts' elided middles ("(1) Please analyze the conversation...") are filled
+with the steps' own sentences; each step is its own single-round conversation quoting the earlier
+exchange, as the paper's prompts write it; the tokenizer of the dialogue scores is Python, not
+the toolkit's Java PTB tokenizer.
 """
 
 import re
@@ -101,8 +113,15 @@ class LLaVASeg(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, batch: dict, meters: dict) -> None:
-        """Engine hook: gIoU / cIoU of each sample's mask at the image's original resolution."""
-        score_at_original(meters["iou"], self.mask_logits(batch, self.chain_of_thought(batch)), batch)
+        """Engine hook: gIoU / cIoU of each sample's mask at the image's original resolution and,
+        when the batch carries reference explanations, ROUGE-L / CIDEr of the reason step's
+        answer ("dialogue", Table 1)."""
+        records = self.chain_of_thought(batch)
+        score_at_original(meters["iou"], self.mask_logits(batch, records), batch)
+        if "explanations" in batch:
+            from segfast.models.llavaseg.dialogue import DialogueMeter
+
+            meters.setdefault("dialogue", DialogueMeter()).update([r["reason"] for r in records], batch["explanations"])
 
     @torch.no_grad()
     def segment(self, batch: dict) -> list:

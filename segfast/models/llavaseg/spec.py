@@ -9,8 +9,13 @@ register(
         LLaVASegOptions,
         datasets=("seg-queries", "mixture"),
         jobs=("cot-cache",),
-        # the MLLM stays frozen (no LoRA); AdamW at 1e-4 with weight decay 1e-4 (LLaVASeg §4.1)
-        config_defaults={"model": {"lora": {"enabled": False}}, "optim": {"lr": 1e-4, "weight_decay": 1e-4}},
+        # the MLLM stays frozen (no LoRA); AdamW at 1e-4 with weight decay 1e-4, batch 160, 12,000
+        # iterations (LLaVASeg §4.1)
+        config_defaults={
+            "model": {"lora": {"enabled": False}},
+            "optim": {"lr": 1e-4, "weight_decay": 1e-4},
+            "run": {"global_batch_size": 160, "total_steps": 12000},
+        },
         summary="LLaVASeg: chain-of-thought prompts of a frozen MLLM, language-aware SAM adapters",
     )
 )

@@ -10,7 +10,7 @@ register(
         LLMSegOptions,
         datasets=("referring",),
         special_tokens=(SEG,),
-        jobs=("proposals",),
+        jobs=("proposals", "llmseg40k"),
         summary="LLM-Seg: the LLM's [SEG] token chooses among SAM's everything-mode proposals",
     )
 )

@@ -238,6 +238,12 @@ class ProposalGenerator:
             canvas=image_size,
             origin=(y0, x0),
         )
+        # segment-anything boxes an empty mask as (0, 0, 0, 0) in the crop and uncrops it to the
+        # crop's corner, where is_box_near_crop_edge then drops it unless the corner is near the image's
+        empty = out.area == 0
+        if bool(empty.any()):
+            corner = torch.tensor([x0, y0, x0, y0], dtype=out.boxes.dtype, device=out.boxes.device)
+            out.boxes[empty] = corner
         keep = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
         if self.stability_score_thresh > 0.0:
             keep &= out.stability >= self.stability_score_thresh

@@ -1,4 +1,4 @@
-"""SegLLM's model.options: LISA's plus the mask memory's."""
+"""SegLLM's model.options: LISA's fields with SegLLM's values, and the mask memory's."""
 
 from dataclasses import dataclass
 
@@ -8,7 +8,24 @@ from segfast.models.lisa.options import LISAOptions
 
 @dataclass
 class SegLLMOptions(LISAOptions):
+    lambda_bce: float = option(1.0, "SegLLM eq. 1: L_seg = L_ce + λ L_DICE (LISA's 2.0 is an option)")
+    lambda_dice: float = option(1.0, "SegLLM §4.2: λ = 1 (LISA's 0.5 is an option)")
+    reference_loss: bool = option(True, "SegLLM eq. 1: the ([REF], [PAD]) reference mask is supervised (Table 8)")
+    mask_encoding: bool = option(True, "SegLLM §4.2 mask embedding (off: Table 8's ablation)")
+    box_encoding: bool = option(True, "SegLLM §4.2 box embedding (off: Table 8's ablation)")
+    seg_memory: bool = option(
+        True, "SegLLM §A.3: each mask's encoding follows its [SEG] (off: only the question slots, authors' code)"
+    )
+    train_after_seg: bool = option(
+        True, "ours: the position after [SEG] learns the next text token, so free generation continues"
+    )
+    train_mask_decoder: bool = option(
+        False, "SegLLM §5.1: the mask decoder (HIPIE-R50 there, SAM here) stays frozen (LISA trains it)"
+    )
+    train_projector: bool = option(True, "SegLLM §5.1: the LLM and the projector f_V2L are fine-tuned")
     clip_path: str = option("", "a local CLIP vision model for the mask encoder (empty: tiny random from `clip`)")
     clip: dict = option({}, "ours: tiny CLIP vision fields when clip_path is empty")
-    fourier_bands: int = option(8, "ours: Fourier bands of the box embedding")
-    max_rounds: int = option(3, "ours: rounds the per-round meter reports")
+    fourier_bands: int = option(8, "ours: Fourier bands of the box embedding (§A.3 names no form)")
+    max_rounds: int = option(20, "ours: rounds the per-round meters report (MRSeg has up to 19, Table A1)")
+    system: str = option("", "ours: no system prompt (as before the LISA base took LLaVA v1's)")
+    loss_resolution: str = option("frame", "ours: SegLLM's masks live in SAM's frame (its data have no original_masks)")
