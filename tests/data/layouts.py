@@ -169,7 +169,15 @@ def paco_lvis(root: Path, coco: Path) -> Path:
             {
                 "images": [{"id": 5, "file_name": "train2017/b.jpg", "height": 20, "width": 30}],
                 "categories": [{"id": 1, "name": "car_(automobile):wheel"}, {"id": 2, "name": "mug"}],
-                "annotations": [{"id": 9, "image_id": 5, "category_id": 2, "bbox": [0, 0, 5, 5], "segmentation": [[0, 0, 5, 0, 5, 5]]}],
+                "annotations": [
+                    {
+                        "id": 9,
+                        "image_id": 5,
+                        "category_id": 2,
+                        "bbox": [0, 0, 5, 5],
+                        "segmentation": [[0, 0, 5, 0, 5, 5]],
+                    }
+                ],
             }
         )
     )
