@@ -1,6 +1,6 @@
 """Command line: `segfast train | evaluate | export | predict | convert | serve | demo | bench |
-doctor | protocols | systems | options`, plus every registered job's subcommand (segfast.registry:
-proposals, cot-cache, llafs-eval, ...)."""
+doctor | protocols | systems | options | data check | data docs`, plus every registered job's
+subcommand (segfast.registry: proposals, cot-cache, llafs-eval, ...)."""
 
 import argparse
 import json
@@ -104,6 +104,40 @@ def protocols_command(args) -> int:
         for r in protocol.reported:
             print(f"  {r.paper} {r.table}, {r.row}: {r.metric} {r.value}")
         print()
+    return 0
+
+
+def data_check_command(args) -> int:
+    """Checks a dataset folder against the layout its reader expects (segfast.data.check); without
+    --dataset, lists the known layouts."""
+    from segfast.data import check
+
+    if not args.dataset:
+        print(check.listing())
+        return 0
+    if not args.root:
+        sys.exit("segfast data check: --root is required with --dataset")
+    options = dict(o.split("=", 1) for o in args.options if "=" in o)
+    bad = [o for o in args.options if "=" not in o]
+    if bad:
+        sys.exit(f"segfast data check: options are key=value, got {bad[0]!r}")
+    try:
+        report = check.check(args.dataset, args.root, args.split, options, args.samples)
+    except KeyError as exc:
+        sys.exit(f"segfast data check: {exc.args[0]}")
+    print(report.text())
+    return 1 if report.missing else 0
+
+
+def data_docs_command(args) -> int:
+    """Renders docs/data.md from the declared layouts."""
+    from segfast.data.check import render_docs
+
+    text = render_docs()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -280,6 +314,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="a new directory for the segfast checkpoint")
     p.add_argument("--clip", help="local CLIP vision model the release's mm_vision_tower names (its config)")
     p.set_defaults(func=convert_command)
+
+    p = sub.add_parser("data", help="check a dataset folder against its reader's layout; render docs/data.md")
+    data = p.add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("check", help="what a dataset folder holds and what its reader misses (no training)")
+    p.add_argument("--dataset", help="a layout name; omitted = list the known layouts")
+    p.add_argument("--root", help="the dataset's folder")
+    p.add_argument("--split", action="append", help="check only this split (repeatable; default every split)")
+    p.add_argument("--samples", type=int, default=3, help="files parsed per folder (image headers, label maps)")
+    p.add_argument("options", nargs="*", help="the layout's path options, key=value (e.g. annotations=...)")
+    p.set_defaults(func=data_check_command)
+    p = data.add_parser("docs", help="render the layouts as docs/data.md")
+    p.add_argument("--out", help="write here (default: print)")
+    p.set_defaults(func=data_docs_command)
 
     p = sub.add_parser("doctor", help="report how segfast was built and what it can use")
     p.set_defaults(func=doctor)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.layout import Index, Layout, Need, declare, image_size, label_values
 from segfast.data.rng import EpochChoices
 from segfast.frames import read_rgb
 from segfast.ops import mask_to_polar_polygons
@@ -424,3 +425,73 @@ def _crop_origin(g, canvas: int, size: int, keep) -> tuple[int, int]:
 def fewshot_episodes(options: dict, split: str, seed: int) -> FewShotEpisodes:
     """FewShotEpisodes of the fold: the engine's eval split reads the val lists."""
     return FewShotEpisodes(seed=seed, split="train" if split == "train" else "val", **options)
+
+
+# The layouts this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _pascal_index(root: Path, split: str, options: dict) -> Index:
+    counts, names = {}, set()
+    for fold in range(4):
+        pairs = _Pascal(root, "train" if split == "trn" else "val", fold).pairs
+        counts[f"fold{fold} (image, class) pairs"] = len(pairs)
+        names |= {n for n, _ in pairs}
+    files = [root / "JPEGImages" / f"{n}.jpg" for n in names] + [
+        root / "SegmentationClassAug" / f"{n}.png" for n in names
+    ]
+    return Index(counts, tuple(str(f) for f in sorted(files)))
+
+
+def _coco_index(root: Path, split: str, options: dict) -> Index:
+    source = _Coco(root, "train" if split == "train2014" else "val", 0)
+    counts = {"images": len(source.images), "annotations": sum(len(a) for a in source.anns.values())}
+    return Index(counts, tuple(str(source.dir / im["file_name"]) for im in source.images.values()))
+
+
+declare(
+    Layout(
+        name="pascal5i",
+        title="PASCAL-5i (VOC 2012 with SBD's augmented masks, HSNet's fold lists)",
+        download=(
+            "VOC 2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (JPEGImages); SegmentationClassAug: "
+            "the SBD-augmented masks HSNet and PFENet link (https://github.com/juhongm999/hsnet#preparing-few-shot-"
+            "segmentation-datasets); fold lists: HSNet's data/splits/pascal/{trn,val}/fold<i>.txt"
+        ),
+        readers={"fewshot": {"dataset": "pascal"}},
+        needs=(
+            Need("JPEGImages", "the VOC 2012 images", files="*.jpg", sample=image_size),
+            Need(
+                "SegmentationClassAug",
+                "a class-index mask <name>.png per image (0 background, 1-20, 255 ignore)",
+                files="*.png",
+                sample=label_values(20),
+            ),
+            *(
+                Need(
+                    f"splits/pascal/{{split}}/fold{i}.txt",
+                    "HSNet's '<name>__<class>' list (without it the reader scans every mask, train and val alike)",
+                )
+                for i in range(4)
+            ),
+        ),
+        splits={"train": "trn", "val": "val"},
+        index=_pascal_index,
+        published={"": {"JPEGImages": 17125, "SegmentationClassAug": 12031}},
+        source="VOC 2012 (17,125 images) and SBD's augmented set (10,582 train + 1,449 val masks)",
+    ),
+    Layout(
+        name="coco20i",
+        title="COCO-20i (COCO 2014, HSNet / PFENet's interleaved folds)",
+        download="https://cocodataset.org/#download (train2014.zip, val2014.zip, annotations_trainval2014.zip)",
+        readers={"fewshot": {"dataset": "coco"}},
+        needs=(
+            Need("annotations/instances_{split}.json", "the COCO instances (polygons, RLE for crowds)"),
+            Need("{split}", "the images the instances name", files="*.jpg", sample=image_size),
+        ),
+        splits={"train": "train2014", "val": "val2014"},
+        index=_coco_index,
+        published={
+            "train": {"{split}": 82783, "images": 82783},
+            "val": {"{split}": 40504, "images": 40504},
+        },
+        source="COCO 2014 (cocodataset.org): 82,783 train and 40,504 val images",
+    ),
+)

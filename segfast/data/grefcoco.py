@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.layout import Index, Layout, Need, declare, image_size
 
 
 def read_grefcoco(root: Path, split: str, split_by: str = "unc") -> list:
@@ -58,3 +59,31 @@ def union_mask(segmentations: list, height: int, width: int) -> torch.Tensor:
     for seg in segmentations:
         mask |= segmentation_mask(seg, height, width)
     return mask
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _grefcoco_index(root: Path, split: str, options: dict) -> Index:
+    entries = read_grefcoco(root, split)
+    counts = {
+        "expressions": len(entries),
+        "sentences": sum(len(e["queries"]) for e in entries),
+        "no-target expressions": sum(not e["segmentations"] for e in entries),
+    }
+    return Index(counts, tuple(sorted({str(e["image"]) for e in entries})))
+
+
+declare(
+    Layout(
+        name="grefcoco",
+        title="gRefCOCO (GRES: one, several or no target)",
+        download="https://github.com/henghuiding/gRefCOCO (grefs(unc).json, instances.json); images: COCO train2014",
+        readers={"seg-conversations": {"format": "grefcoco"}},
+        needs=(
+            Need("grefcoco/grefs(unc).json|grefcoco/grefs(unc).p", "the expressions with their split and targets"),
+            Need("grefcoco/instances.json", "the COCO images and annotations the expressions point to"),
+            Need("images/train2014", "the COCO train2014 images", files="*.jpg", sample=image_size),
+        ),
+        splits={s: s for s in ("train", "val", "testA", "testB")},
+        index=_grefcoco_index,
+    ),
+)

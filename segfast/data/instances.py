@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.layout import Index, Layout, Need, declare
 
 
 def _load(path: Path, what: str) -> dict:
@@ -122,3 +123,46 @@ def instance_mask(instance: dict, height: int, width: int) -> torch.Tensor:
     if "mask" in instance:
         return torch.as_tensor(instance["mask"])
     return segmentation_mask(instance["segmentation"], height, width)
+
+
+# The layouts read_coco reads (segfast.data.layout: `segfast data check`, docs/data.md).
+def _coco_index(root: Path, split: str, options: dict) -> Index:
+    items = read_coco(root, options["annotations"], options["images"])
+    counts = {"annotated images": len(items), "instances": sum(len(insts) for *_, insts in items)}
+    return Index(counts, tuple(str(path) for path, *_ in items))
+
+
+def _coco_layout(name, title, download, format, annotations, images, what, notes="") -> Layout:
+    return Layout(
+        name=name,
+        title=title,
+        download=download,
+        readers={"multiround": {"format": format, "annotations": "{annotations}", "images": "{images}"}},
+        needs=(Need("{annotations}", what), Need("{images}/", "the images the annotations name")),
+        options={"annotations": annotations, "images": images},
+        index=_coco_index,
+        notes=notes,
+    )
+
+
+declare(
+    _coco_layout(
+        "coco-instances",
+        "COCO-format instance annotations (SegLLM's positional conversations)",
+        "https://cocodataset.org/#download, or any COCO-format instances file",
+        "coco",
+        "annotations/instances_train2017.json",
+        "train2017",
+        "a COCO instances JSON; optional parent_id and interactions fields",
+    ),
+    _coco_layout(
+        "lvis",
+        "LVIS v1 (SegLLM's positional conversations)",
+        "https://www.lvisdataset.org/dataset (lvis_v1_train.json); images: COCO 2017",
+        "lvis",
+        "lvis_v1_train.json",
+        ".",
+        "the LVIS instances JSON (an image's coco_url names its COCO file)",
+        notes="images is the folder holding train2017/ and val2017/ (LVIS names its images by coco_url).",
+    ),
+)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segfast.data.layout import Index, Layout, Need, declare, image_size, label_values
+
 IGNORE = 255
 FORMATS = ("ade20k", "cocostuff", "mapillary", "cityscapes", "pascal-context-59", "pascal-context-459", "pascal-voc-20")
 CITYSCAPES = {  # labelId -> (trainId, name): the 19 classes of cityscapesScripts' labels.py
@@ -160,3 +162,152 @@ def read_label_maps(format: str, root, split: str) -> LabelMaps:
     if not pairs:
         raise ValueError(f"no {format} images for split {split!r} under {root}")
     return LabelMaps(format, pairs, list(classes))
+
+
+# The layouts these readers expect (segfast.data.layout: `segfast data check`, docs/data.md).
+LABEL_READERS = ("semantic-queries",)  # the dataset that reads every label-map format
+CONVERSATION_READERS = (*LABEL_READERS, "sem-seg-conversations")  # ade20k, cocostuff and mapillary
+LISA_READERS = (*CONVERSATION_READERS, "referring", "multiround")  # ade20k and cocostuff: LISA's sem_seg part
+
+
+def _pairs_index(format: str, train: str):
+    """The reader's pairs of a split (`train`: the folder word of the training split)."""
+
+    def index(root: Path, split: str, options: dict) -> Index:
+        maps = read_label_maps(format, root, "train" if split == train else "eval")
+        return Index({"image and label map pairs": len(maps.pairs), "class names": len(maps.classes)})
+
+    return index
+
+
+def _classes(read):
+    return lambda path: f"{sum(n is not None for n in read(Path(path).parent))} class names"
+
+
+def _label_layout(format, title, download, needs, splits, published=None, source="", readers=LABEL_READERS):
+    return Layout(
+        name=format,
+        title=title,
+        download=download,
+        readers={name: {"format": format} for name in readers},
+        needs=needs,
+        splits={s: s for s in splits},
+        index=_pairs_index(format, splits[0]),
+        published={s: {need.path: n for need in needs if need.files} for s, n in (published or {}).items()},
+        source=source,
+    )
+
+
+def _images(path: str, files: str = "*.jpg") -> Need:
+    return Need(path, "the images", files=files, sample=image_size)
+
+
+def _labels(path: str, what: str, top: int, ignore=(IGNORE,), files: str = "*.png") -> Need:
+    return Need(path, what, files=files, sample=label_values(top, ignore))
+
+
+_D2 = "the detectron2 layout written by ODISE / SAN / OVSeg's datasets/prepare_pascal_*.py"
+declare(
+    _label_layout(
+        "ade20k",
+        "ADE20K (ADEChallengeData2016, SceneParsing 150 classes)",
+        "http://sceneparsing.csail.mit.edu (ADEChallengeData2016.zip)",
+        (
+            Need("objectInfo150.csv", "the class names (Name column)", sample=_classes(ade20k_classes)),
+            _images("images/{split}"),
+            _labels("annotations/{split}", "a label map <name>.png per image (0 other, 1-150)", 150, ()),
+        ),
+        ("training", "validation"),
+        {"training": 20210, "validation": 2000},
+        "the SceneParsing benchmark page: 20,210 training and 2,000 validation images",
+        readers=LISA_READERS,
+    ),
+    _label_layout(
+        "cocostuff",
+        "COCO-Stuff 164k (171 classes)",
+        "https://github.com/nightrome/cocostuff (stuffthingmaps_trainval2017.zip and labels.txt); images: COCO 2017 "
+        "train/val (https://cocodataset.org/#download)",
+        (
+            Need(
+                "labels.txt",
+                "the cocostuff repo's '<id>: <name>' class list",
+                sample=_classes(lambda root: _names_file(root / "labels.txt", offset=1)),
+            ),
+            _images("images/{split}"),
+            _labels("stuffthingmaps_trainval2017/{split}", "a label map <name>.png (0-181, 255 unlabeled)", 181),
+        ),
+        ("train2017", "val2017"),
+        {"train2017": 118287, "val2017": 5000},
+        "COCO 2017 (cocodataset.org): 118,287 train and 5,000 val images, each with a stuffthingmap",
+        readers=LISA_READERS,
+    ),
+    _label_layout(
+        "mapillary",
+        "Mapillary Vistas v2.0",
+        "https://www.mapillary.com/dataset/vistas (v2.0)",
+        (
+            Need("config_v2.0.json", "the label list (labels[].readable)"),
+            _images("{split}/images"),
+            Need("{split}/v2.0/labels", "a label map <name>.png per image indexing that list", files="*.png"),
+        ),
+        ("training", "validation"),
+        {"training": 18000, "validation": 2000},
+        "the Mapillary Vistas page: 18,000 training and 2,000 validation images",
+        readers=CONVERSATION_READERS,
+    ),
+    _label_layout(
+        "cityscapes",
+        "Cityscapes (gtFine, the 19 evaluated classes)",
+        "https://www.cityscapes-dataset.com (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip)",
+        (
+            _images("leftImg8bit/{split}", "*/*_leftImg8bit.png"),
+            _labels("gtFine/{split}", "<city>/<name>_gtFine_labelIds.png per image", 33, (), "*/*_gtFine_labelIds.png"),
+        ),
+        ("train", "val"),
+        {"train": 2975, "val": 500},
+        "the Cityscapes page: 2,975 train and 500 val images with fine annotations",
+    ),
+    _label_layout(
+        "pascal-context-59",
+        "PASCAL-Context, 59 classes (open-vocabulary benchmark)",
+        "https://cs.stanford.edu/~roozbeh/pascal-context/ with VOC 2010 images, converted by " + _D2,
+        (
+            _images("pascal_ctx_d2/images/{split}"),
+            _labels("pascal_ctx_d2/annotations_ctx59/{split}", "a label map <name>.png (0-58, 255 ignored)", 58),
+        ),
+        ("training", "validation"),
+        {"training": 4998, "validation": 5105},
+        "PASCAL-Context (Mottaghi et al., CVPR 2014): 4,998 train and 5,105 val images",
+    ),
+    _label_layout(
+        "pascal-context-459",
+        "PASCAL-Context, 459 classes (open-vocabulary benchmark)",
+        "https://cs.stanford.edu/~roozbeh/pascal-context/ with VOC 2010 images, converted by " + _D2,
+        (
+            Need("pascal_ctx_d2/labels.txt", "the release's '<id>: <name>' list of the 459 classes"),
+            _images("pascal_ctx_d2/images/{split}"),
+            _labels(
+                "pascal_ctx_d2/annotations_ctx459/{split}",
+                "a uint16 label map <name>.tif (0-458, 65535 ignored)",
+                458,
+                (65535,),
+                "*.tif",
+            ),
+        ),
+        ("training", "validation"),
+        {"training": 4998, "validation": 5105},
+        "PASCAL-Context (Mottaghi et al., CVPR 2014): 4,998 train and 5,105 val images",
+    ),
+    _label_layout(
+        "pascal-voc-20",
+        "PASCAL VOC 2012, 20 classes (open-vocabulary benchmark)",
+        "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/, converted by " + _D2,
+        (
+            _images("pascal_voc_d2/images/{split}"),
+            _labels("pascal_voc_d2/annotations_pascal20/{split}", "a label map <name>.png (0-19; 255 ignored)", 19),
+        ),
+        ("training", "validation"),
+        {"training": 1464, "validation": 1449},
+        "VOC 2012 segmentation: 1,464 train and 1,449 val images",
+    ),
+)

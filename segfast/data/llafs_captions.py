@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from segfast.data.layout import Index, Layout, Need, declare
 from segfast.data.rng import EpochChoices
 from segfast.frames import read_rgb
 from segfast.registry import dataset
@@ -44,3 +45,24 @@ class CaptionPairs(EpochChoices, Dataset):
         rgb = torch.from_numpy(read_rgb(self.root / item["image"])).permute(2, 0, 1)[None].float() / 255
         image = F.interpolate(rgb, size=(self.size,) * 2, mode="bilinear", align_corners=False, antialias=True)[0]
         return {"image": image.clamp(0, 1), "caption": self.rng(index).choice(captions)}
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _captions_index(root: Path, split: str, options: dict) -> Index:
+    items = CaptionPairs(root, options["annotations"]).items
+    captions = sum(1 if isinstance(item["caption"], str) else len(item["caption"]) for item in items)
+    return Index({"images": len(items), "captions": captions}, tuple(sorted({str(root / i["image"]) for i in items})))
+
+
+declare(
+    Layout(
+        name="llafs-captions",
+        title="Image-caption pairs in LAVIS's format (LLaFS stage 1: CC3M, CC12M, SBU, LAION)",
+        download="the BLIP-2 caption sets as LAVIS's dataset builders download them (https://github.com/salesforce/LAVIS)",
+        readers={"llafs-captions": {"annotations": "{annotations}"}},
+        needs=(Need("{annotations}", 'a JSON list of {"image": path under the root, "caption": text or [texts]}'),),
+        options={"annotations": "annotations.json"},
+        index=_captions_index,
+        notes="The images are wherever the entries say, relative to the root; the check opens the ones they name.",
+    ),
+)

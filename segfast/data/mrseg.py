@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.layout import Index, Layout, Need, declare
 from segfast.frames import read_rgb
 from segfast.text.segllm import ENCODE
 from segfast.text.tokens import IMAGE
@@ -209,3 +210,49 @@ def read_conversations(root: Path, name: str) -> Conversations:
     if not path.is_file():
         raise FileNotFoundError(f"conversations: no released MRSeg file {path}")
     return Conversations(root, json.loads(path.read_text()))
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _mrseg_index(root: Path, split: str, options: dict) -> Index:
+    """The conversations of one file, the images they show and the annotation files of the masks
+    they name (ReasonSeg / ADE20K / COCO-Stuff masks are per image: not listed here)."""
+    source = read_conversations(root, options["conversations"])
+    evaluating = "val" in Path(options["conversations"]).parent.name
+    files, rounds, datasets = set(), 0, set()
+    for entry in source.entries:
+        parsed = parse_conversation(entry)
+        rounds += len(parsed["rounds"])
+        datasets |= {r["target"][0] for r in parsed["rounds"]}
+        try:
+            files.add(str(source.image_path(parsed["image"])))
+        except FileNotFoundError:
+            files.add(str(root / "images_folder" / parsed["image"]))
+    for name in datasets & {*COCO_FILES, *RLE_FILES}:
+        train, val = {**COCO_FILES, **RLE_FILES}[name]
+        files.add(str(root / "annotations_folder" / (val if evaluating and val else train)))
+    return Index({"conversations": len(source), "rounds": rounds}, tuple(sorted(files)))
+
+
+def _conversations(path: Path) -> str:
+    entries = json.loads(Path(path).read_text())
+    parse_conversation(entries[0])
+    return f"{len(entries)} conversations"
+
+
+declare(
+    Layout(
+        name="mrseg",
+        title="MRSeg, the released conversations (SegLLM)",
+        download="https://huggingface.co/datasets/Marlo-Z/SegLLM_dataset (the authors' DATASET.md layout)",
+        readers={"multiround": {"format": "mrseg", "conversations": "{conversations}"}},
+        needs=(
+            Need("conversations_folder/{conversations}", "a released conversation file", sample=_conversations),
+            Need("images_folder/", "the images the conversations show (coco/train2014, vg/VG_100K, ...)"),
+            Need("annotations_folder/", "the masks the conversations name, per dataset"),
+        ),
+        options={"conversations": "all_data_mix_val/mr_refcoco_val.json"},
+        index=_mrseg_index,
+        notes="Set the training file as conversations and the validation file as eval_conversations in "
+        "data.options; check each with conversations=<file under conversations_folder>.",
+    ),
+)

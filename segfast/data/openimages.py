@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segfast.data.layout import Index, Layout, Need, declare, image_size
+
 
 def _class_names(root: Path) -> dict:
     for name, header in (("oidv6-class-descriptions.csv", True), ("class-descriptions-boxable.csv", False)):
@@ -66,3 +68,33 @@ def load_class_masks(paths: list, height: int, width: int) -> np.ndarray:
                 im = im.resize((width, height), Image.NEAREST)
             out |= np.asarray(im) > 0
     return out
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _openimages_index(root: Path, split: str, options: dict) -> Index:
+    items, classes = read_openimages(root, split)
+    masks = [p for _, per in items for paths in per.values() for p in paths]
+    counts = {"images with masks": len(items), "masks": len(masks), "classes": len(classes)}
+    return Index(counts, tuple(str(p) for p in [image for image, _ in items] + masks))
+
+
+declare(
+    Layout(
+        name="openimages",
+        title="OpenImages V6 instance masks (a LaSagnA training source)",
+        download="https://storage.googleapis.com/openimages/web/download_v6.html (segmentation masks and annotations)",
+        readers={"semantic-queries": {"format": "openimages"}},
+        needs=(
+            Need(
+                "oidv6-class-descriptions.csv|class-descriptions-boxable.csv", "the class names (MID -> display name)"
+            ),
+            Need("{split}-annotations-object-segmentation.csv", "the mask table (MaskPath, ImageID, LabelName)"),
+            Need("{split}-masks/", "the masks the table names (the per-letter zips extracted)"),
+            Need("{split}", "the images", files="*.jpg", sample=image_size),
+        ),
+        splits={s: s for s in ("train", "validation", "test")},
+        index=_openimages_index,
+        published={"train": {"masks": 2686666}, "validation": {"masks": 24730}, "test": {"masks": 74102}},
+        source="the OpenImages V6 page: 2,686,666 train, 24,730 validation and 74,102 test masks",
+    ),
+)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from segfast.data.layout import Index, Layout, Need, declare
+
 SPLITS = {"train": "training", "eval": "validation"}
 
 
@@ -98,3 +100,44 @@ def _instance(id: int, name: str, mask: np.ndarray, parent) -> dict:
         "interactions": [],
         "instance": id,
     }
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _parts_index(root: Path, split: str, options: dict) -> Index:
+    """The spec's classes and parts, and an image per label map (the reader's rule; the label maps
+    themselves are only sampled: the reader decodes each one to find the objects with parts)."""
+    classes, parts = read_spec(root / options["annotations"])
+    labels = sorted((root / "labels" / split).glob("*.tif"))
+    counts = {"scene classes": len(classes), "part classes": len(set(parts.values())), "label maps": len(labels)}
+    return Index(counts, tuple(str(root / options["images"] / f"{p.stem}.jpg") for p in labels))
+
+
+def _has_uids(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        uids = np.asarray(im)
+    if uids.dtype.kind not in "iu":
+        raise ValueError(f"not an integer uid map ({uids.dtype})")
+    return f"{int((uids >= 100_000).sum())} part pixels"
+
+
+declare(
+    Layout(
+        name="pascal-panoptic-parts",
+        title="PASCAL-Panoptic-Parts (SegLLM's hierarchical conversations)",
+        download=(
+            "https://github.com/pmeletis/panoptic_parts (labels and ppp_datasetspec.yaml); images: PASCAL VOC "
+            "2010 JPEGImages (http://host.robots.ox.ac.uk/pascal/VOC/voc2010/)"
+        ),
+        readers={"multiround": {"format": "pascal_part", "annotations": "{annotations}", "images": "{images}"}},
+        needs=(
+            Need("{annotations}", "the dataset spec (scene_class2part_classes, countable_pids_groupings)"),
+            Need("labels/{split}", "an int32 uid map <image id>.tif per image", files="*.tif", sample=_has_uids),
+            Need("{images}/", "the VOC 2010 images the label maps name (<image id>.jpg)"),
+        ),
+        splits={"training": "training", "validation": "validation"},
+        options={"annotations": "ppp_datasetspec.yaml", "images": "JPEGImages"},
+        index=_parts_index,
+    ),
+)

@@ -14,6 +14,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from segfast.data.layout import Index, Layout, Need, declare, image_size
+
 FORMATS = ("paco_lvis", "pascal_part")
 
 
@@ -54,3 +56,55 @@ def read_part_annotations(format: str, root, images: str = "") -> list:
         for info in data["images"]
         if by_image[info["id"]]
     ]
+
+
+# The layouts this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+PACO_LVIS_FILE = "annotations/paco_lvis_v1_train.json"  # where read_part_annotations looks
+
+
+def _parts_index(format: str):
+    def index(root: Path, split: str, options: dict) -> Index:
+        images = str(root / options["images"]) if "images" in options else ""
+        items = read_part_annotations(format, root, images)
+        counts = {"annotated images": len(items), "part annotations": sum(len(anns) for _, anns, _ in items)}
+        return Index(counts, tuple(str(path) for path, *_ in items))
+
+    return index
+
+
+declare(
+    Layout(
+        name="paco-lvis",
+        title="PACO-LVIS (objects and their parts)",
+        download="https://github.com/facebookresearch/paco (paco_lvis_v1_train.json); images: COCO 2017",
+        readers={
+            "sem-seg-conversations": {"format": "paco_lvis", "images": "{images}"},
+            "multiround": {"format": "paco", "annotations": PACO_LVIS_FILE, "images": "{images}"},
+        },
+        needs=(
+            Need(
+                PACO_LVIS_FILE,
+                "the PACO-LVIS annotations (parts named object:part; obj_ann_id links a part to its object)",
+            ),
+            Need("{images}/", "the COCO folder the file names (train2017/<id>.jpg) are relative to"),
+        ),
+        options={"images": "coco"},
+        index=_parts_index("paco_lvis"),
+        notes="sem-seg-conversations takes images as a path of its own (give it absolutely); the check and "
+        "multiround take a relative images under the root. multiround builds SegLLM's hierarchical conversations.",
+    ),
+    Layout(
+        name="pascal-part",
+        title="PASCAL-Part in COCO format (VLPart's preparation)",
+        download=(
+            "https://github.com/facebookresearch/VLPart (datasets/pascal_part: train.json); images: PASCAL VOC 2010 "
+            "(http://host.robots.ox.ac.uk/pascal/VOC/voc2010/)"
+        ),
+        readers={"sem-seg-conversations": {"format": "pascal_part"}},
+        needs=(
+            Need("train.json", "the part annotations (categories object:part)"),
+            Need("VOCdevkit/VOC2010/JPEGImages", "the VOC 2010 images", files="*.jpg", sample=image_size),
+        ),
+        index=_parts_index("pascal_part"),
+    ),
+)

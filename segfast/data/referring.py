@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from segfast.data.coco_masks import segmentation_mask
+from segfast.data.layout import Index, Layout, Need, declare, image_size
 from segfast.data.rng import EpochChoices, content_rng
 from segfast.frames import clip_crop_input, read_rgb, sam_frame
 from segfast.ops import mask_iop, mask_iou, pack_masks
@@ -410,3 +411,176 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         if self.split == "eval":
             sample.update(original_masks=targets, original_ignore=ignore)
         return sample
+
+
+# The layouts these readers expect (segfast.data.layout: `segfast data check`, docs/data.md).
+def _readers(names, **options) -> dict:
+    return {name: options for name in names}
+
+
+LISA_FAMILY = ("seg-conversations", "seg-queries", "referring")  # the readers of reasonseg and refcoco
+
+
+def _entries_index(read, entries: str, queries: str) -> callable:
+    """An Index from a reader of entries: how many entries and queries (named as the dataset
+    names them), and the image files they name."""
+
+    def index(root: Path, split: str, options: dict) -> Index:
+        read_entries = read(root, split, options)
+        counts = {entries: len(read_entries), queries: sum(len(e["queries"]) for e in read_entries)}
+        return Index(counts, tuple(sorted({str(e["image"]) for e in read_entries})))
+
+    return index
+
+
+def _json_fields(*fields):
+    def sample(path: Path) -> str:
+        data = json.loads(Path(path).read_text())
+        first = data[0] if isinstance(data, list) and data else data
+        absent = [f for f in fields if not isinstance(first, dict) or f not in first]
+        if absent:
+            raise ValueError(f"no field {absent[0]!r}")
+        return f"{len(data)} records" if isinstance(data, list) else "fields ok"
+
+    return sample
+
+
+def _llmseg40k_fields(path: Path) -> str:
+    data = json.loads(Path(path).read_text())
+    first = next(iter(data.values()), {}) if isinstance(data, dict) else None
+    absent = [f for f in ("from_dataset", "qa_pairs") if not isinstance(first, dict) or f not in first]
+    if absent:
+        raise ValueError(f"no field {absent[0]!r} in its first image's record")
+    return f"{len(data)} images"
+
+
+def _refer(name, title, dataset, split_by, splits, published=None, source="", notes=""):
+    images = IMAGE_FOLDERS.get(dataset, "train2014")
+    return Layout(
+        name=name,
+        title=title,
+        download=(
+            "annotations: https://github.com/lichengunc/refer (refs(*).p and instances.json per dataset, "
+            "the `refer` toolkit's data/ folder); images: "
+            + (
+                "the ImageCLEF IAPR TC-12 images (saiapr_tc-12, linked from the refer toolkit's README)"
+                if dataset == "refclef"
+                else "COCO train2014 (https://cocodataset.org/#download)"
+            )
+        ),
+        readers=_readers((*LISA_FAMILY, "multiround"), format="refcoco", dataset=dataset, split_by=split_by),
+        needs=(
+            Need(f"{dataset}/refs({split_by}).p", "the referring expressions with their split (a pickle)"),
+            Need(f"{dataset}/instances.json", "the COCO images and annotations the refs point to"),
+            Need(f"images/{images}", "the images the instances name", files="*.jpg", sample=image_size),
+        ),
+        splits={s: s for s in splits},
+        index=_entries_index(
+            lambda root, split, o: read_refcoco(root, split, dataset, split_by), "refs", "expressions"
+        ),
+        published=published or {},
+        source=source,
+        notes=notes,
+    )
+
+
+_UNC = "the refer toolkit's UNC partition, refs and expressions per split (Yu et al., ECCV 2016"
+declare(
+    Layout(
+        name="reasonseg",
+        title="ReasonSeg (LISA)",
+        download="https://github.com/dvlab-research/LISA#dataset (ReasonSeg, Google Drive)",
+        readers=_readers((*LISA_FAMILY, "multiround"), format="reasonseg"),
+        needs=(
+            Need(
+                "{split}",
+                "<name>.json annotations (text, is_sentence, shapes) beside their <name>.jpg images",
+                files="*.json",
+                sample=_json_fields("text", "shapes"),
+            ),
+        ),
+        splits={"train": "train", "val": "val", "test": "test"},
+        index=_entries_index(lambda root, split, o: read_reasonseg(root, split), "annotated images", "texts"),
+        published={
+            "train": {"annotated images": 239},
+            "val": {"annotated images": 200},
+            "test": {"annotated images": 779},
+        },
+        source="LISA (Lai et al., CVPR 2024) §3.2: 239 train, 200 val and 779 test images",
+    ),
+    Layout(
+        name="llmseg40k",
+        title="LLM-Seg40K (LLM-Seg)",
+        download=(
+            "https://github.com/wangjunchi/LLMSeg (the LLM-Seg40K Google Drive folder its README links; "
+            "images: COCO 2017 train and EgoObjects)"
+        ),
+        readers={"referring": {"format": "llmseg40k"}},
+        needs=(
+            Need(
+                "LLMSeg-40K/{split}.json",
+                "a dict keyed by image file name: {from_dataset, qa_pairs: [{question, answer, rle_seg}]}",
+                sample=_llmseg40k_fields,
+            ),
+            Need("coco/train2017", "the COCO images (from_dataset coco)", files="*.jpg", sample=image_size),
+            # a split whose records name no EgoObjects image reads without it (the index checks each image)
+            Need("ego_objects/images", "the EgoObjects images", files="*.jpg", required=False, sample=image_size),
+        ),
+        splits={"train": "train", "val": "validation", "test": "test"},
+        index=_entries_index(lambda root, split, o: read_llmseg40k(root, split), "questions", "queries"),
+        notes=(
+            "The paper (§4.3) gives rounded counts: 14K images, 11K train, 1K val and 2K test, about 3.95 "
+            "questions per training image; `image_roots` moves the two image folders."
+        ),
+    ),
+    _refer(
+        "refcoco",
+        "RefCOCO (UNC splits)",
+        "refcoco",
+        "unc",
+        ("train", "val", "testA", "testB"),
+        {
+            "train": {"expressions": 120624, "refs": 42404},
+            "val": {"expressions": 10834, "refs": 3811},
+            "testA": {"expressions": 5657, "refs": 1975},
+            "testB": {"expressions": 5095, "refs": 1810},
+        },
+        source=_UNC + ": 142,209 expressions for 50,000 objects in 19,994 images)",
+    ),
+    _refer(
+        "refcoco+",
+        "RefCOCO+ (UNC splits)",
+        "refcoco+",
+        "unc",
+        ("train", "val", "testA", "testB"),
+        {
+            "train": {"expressions": 120191, "refs": 42278},
+            "val": {"expressions": 10758, "refs": 3805},
+            "testA": {"expressions": 5726, "refs": 1975},
+            "testB": {"expressions": 4889, "refs": 1798},
+        },
+        source=_UNC + ": 141,564 expressions for 49,856 objects in 19,992 images)",
+    ),
+    _refer(
+        "refcocog",
+        "RefCOCOg (UMD splits)",
+        "refcocog",
+        "umd",
+        ("train", "val", "test"),
+        {
+            "train": {"expressions": 80512, "refs": 42226},
+            "val": {"expressions": 4896, "refs": 2573},
+            "test": {"expressions": 9602, "refs": 5023},
+        },
+        source="the UMD partition of Nagaraja et al. (ECCV 2016), refs and expressions per split: 95,010 "
+        "expressions for 49,822 objects",
+    ),
+    _refer(
+        "refclef",
+        "RefCLEF (ReferItGame, UNC splits; LISA trains on its train split)",
+        "refclef",
+        "unc",
+        ("train",),
+        notes="No published per-split counts are compared: the UNC partition of refCLEF is the refer toolkit's.",
+    ),
+)

@@ -18,6 +18,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from segfast.data.layout import Index, Layout, Need, declare
+
 
 def _name(obj: dict) -> str:
     return (obj.get("name") or (obj.get("names") or ["object"])[0]).strip().lower()
@@ -68,3 +70,35 @@ def read_visual_genome(root: Path, masks: str = "", box_masks: bool = False) -> 
         folder, name = info["url"].split("/")[-2:]
         result.append((root / folder / name, info["height"], info["width"], relations))
     return result
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _vg_index(root: Path, split: str, options: dict) -> Index:
+    images = read_visual_genome(root, str(root / options["masks"]))
+    counts = {"images with relationships": len(images), "relationships": sum(len(r) for *_, r in images)}
+    return Index(counts, tuple(str(path) for path, *_ in images))
+
+
+declare(
+    Layout(
+        name="visual-genome",
+        title="Visual Genome v1.4 relationships with SAM masks (SegLLM's interactional conversations)",
+        download=(
+            "https://homes.cs.washington.edu/~ranjay/visualgenome/api.html (relationships.json, image_data.json, "
+            "VG_100K, VG_100K_2); masks: SegLLM's annotations_folder/visual_genome/vg_masks_train_new.json "
+            "(https://huggingface.co/datasets/Marlo-Z/SegLLM_dataset), as {object id: COCO RLE}"
+        ),
+        readers={"multiround": {"format": "vg", "masks": "<root>/{masks}"}},
+        needs=(
+            Need("relationships.json", "the relationships (subject, predicate, object with boxes)"),
+            Need("image_data.json", "each image's size and url (its folder: VG_100K or VG_100K_2)"),
+            Need("{masks}", "a JSON {object id: COCO RLE} of the objects' masks"),
+            Need("VG_100K/", "the images (part 1)"),
+            Need("VG_100K_2/", "the images (part 2)", required=False),
+        ),
+        options={"masks": "vg_masks.json"},
+        index=_vg_index,
+        notes="The reader takes masks as a path of its own; without masks, box_masks=true uses the boxes "
+        "(a departure from the paper).",
+    ),
+)

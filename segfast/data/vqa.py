@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from segfast.data.conversations import sample
+from segfast.data.layout import Index, Layout, Need, declare
 from segfast.frames import read_rgb
 from segfast.registry import dataset
 from segfast.text.tokens import IMAGE
@@ -74,3 +75,34 @@ class VQAConversations(torch.utils.data.Dataset):
         image = read_rgb(self.images / item["image"])
         empty = torch.zeros(0, *image.shape[:2], dtype=torch.bool)
         return sample(image, [llava_rounds(item["conversations"])], empty, self.size, self.clip_size)
+
+
+# The layout this reader expects (segfast.data.layout: `segfast data check`, docs/data.md).
+def _llava_index(root: Path, split: str, options: dict) -> Index:
+    items = json.loads((root / options["file"]).read_text())
+    images = root / options["images"]
+    return Index({"conversations": len(items)}, tuple(sorted({str(images / i["image"]) for i in items})))
+
+
+def _has_conversations(path: Path) -> str:
+    items = json.loads(Path(path).read_text())
+    llava_rounds(items[0]["conversations"])
+    return f"{len(items)} conversations"
+
+
+declare(
+    Layout(
+        name="llava-instruct",
+        title="LLaVA-Instruct-150K (LISA's VQA data)",
+        download="https://huggingface.co/datasets/liuhaotian/LLaVA-Instruct-150K; images: COCO train2017",
+        readers={"vqa-conversations": {"file": "{file}", "images": "{images}"}},
+        needs=(
+            Need("{file}", "a list of {id, image, conversations}", sample=_has_conversations),
+            Need("{images}/", "the COCO train2017 images the conversations name"),
+        ),
+        options={"file": "llava_instruct_150k.json", "images": "train2017"},
+        index=_llava_index,
+        notes="The reader takes images as a path of its own (give it absolutely); the check takes a relative "
+        "images under the root.",
+    ),
+)

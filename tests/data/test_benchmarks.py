@@ -2,77 +2,26 @@
 ValDataset uses, IoU at the image's original resolution, and a registry whose paper numbers are
 the papers' own."""
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from segfast.data import DATASETS
 from segfast.frames import frame_masks, score_at_original, to_original, valid_size
 from segfast.metrics import IoUMeter
 from segfast.train.protocols import PROTOCOLS
+from tests.data.layouts import ade20k, pascal_tree, reasonseg, refer
 
 pytest.importorskip("segment_anything")
 
 PAPERS = Path(__file__).resolve().parents[3] / "shared" / "papers"
 
 
-def _square(x0, y0, x1, y1):
-    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
-
-
-def _reasonseg(root: Path) -> Path:
-    (root / "val").mkdir(parents=True)
-    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(root / "val" / "a.jpg")
-    (root / "val" / "a.json").write_text(
-        json.dumps(
-            {
-                "text": ["the left block", "another wording"],
-                "is_sentence": False,
-                "shapes": [
-                    {"label": "target", "points": _square(0, 0, 20, 20)},
-                    {"label": "Ignore", "points": _square(10, 10, 15, 15)},  # inside the target: smaller, wins
-                    {"label": "person", "points": _square(30, 0, 40, 10)},  # any other label is target
-                    {"label": "flag", "points": _square(40, 20, 50, 30)},
-                ],
-            }
-        )
-    )  # deprecated: skipped
-    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(root / "val" / "b.jpg")
-    (root / "val" / "b.json").write_text(
-        json.dumps(
-            {
-                "text": ["What could hold a drink?"],
-                "is_sentence": True,
-                "shapes": [{"label": "target", "points": _square(5, 5, 25, 25)}],
-            }
-        )
-    )
-    return root
-
-
-def _refer(root: Path) -> Path:
-    from tests.models.seg_family import write_refer
-
-    refs = [
-        {"split": "val", "ann_id": 1, "image_id": 1, "sentences": [{"sent": " Left Block "}, {"sent": "red one"}]},
-        {"split": "val", "ann_id": 2, "image_id": 1, "sentences": [{"sent": "right"}]},
-        {"split": "testA", "ann_id": 2, "image_id": 1, "sentences": [{"sent": "not in val"}]},
-    ]
-    anns = [
-        {"id": 1, "segmentation": [sum(_square(0, 0, 20, 20), [])]},
-        {"id": 2, "segmentation": [sum(_square(30, 0, 50, 30), [])]},
-    ]
-    write_refer(root, np.zeros((30, 50, 3), np.uint8), refs, anns)
-    return root
-
-
 def test_refer_benchmark_asks_every_sentence_as_its_own_fixed_question(tmp_path):
-    root = _refer(tmp_path)
+    root = refer(tmp_path)
     ds = DATASETS["seg-conversations"](
         {"format": "refcoco", "root": str(root), "image_size": 64, "clip_size": 16}, "eval", 0
     )
@@ -88,7 +37,7 @@ def test_refer_benchmark_asks_every_sentence_as_its_own_fixed_question(tmp_path)
 
 
 def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path):
-    root = _reasonseg(tmp_path)
+    root = reasonseg(tmp_path)
     ds = DATASETS["seg-conversations"](
         {"format": "reasonseg", "root": str(root), "image_size": 64, "clip_size": 16}, "eval", 0
     )
@@ -114,7 +63,7 @@ def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path
 
 
 def test_every_reader_of_the_referring_benchmarks_scores_the_same_queries(tmp_path):
-    root = _reasonseg(tmp_path / "rs")
+    root = reasonseg(tmp_path / "rs")
     queries = DATASETS["seg-queries"]({"format": "reasonseg", "root": str(root)}, "eval", 0)
     assert [queries.request(i)["query"] for i in range(len(queries))] == ["the left block", "What could hold a drink?"]
     assert queries[0]["original_ignore"].sum() == 25
@@ -220,7 +169,7 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
 
     from segfast.train.protocols import get
 
-    _refer(tmp_path / "refer")
+    refer(tmp_path / "refer")
     for dataset, split_by in (("refcoco+", "unc"), ("refcocog", "umd")):
         shutil.copytree(tmp_path / "refer" / "refcoco", tmp_path / "refer" / dataset)
         (tmp_path / "refer" / dataset / "refs(unc).p").rename(tmp_path / "refer" / dataset / f"refs({split_by}).p")
@@ -231,7 +180,7 @@ def test_every_referring_and_reasoning_protocol_reads_its_own_split(tmp_path):
     for dataset, split_by in (("refcoco", "unc"), ("refcoco+", "unc"), ("refcocog", "umd")):
         with open(tmp_path / "refer" / dataset / f"refs({split_by}).p", "wb") as f:
             pickle.dump(refs, f)
-    _reasonseg(tmp_path / "rs")
+    reasonseg(tmp_path / "rs")
     shutil.copytree(tmp_path / "rs" / "val", tmp_path / "rs" / "test")
     (tmp_path / "rs" / "test" / "b.json").unlink()
     lisa = {
@@ -258,7 +207,6 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     """The other protocol families through a checkpoint's data config, on tiny fake layouts."""
     from segfast.train.protocols import get
     from tests.data.llmseg_layouts import box, proposals_json, write_llmseg40k
-    from tests.data.test_fewshot import _pascal_tree
 
     def build(name, data):
         section = get(name).data_section(data)
@@ -290,12 +238,7 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     assert ds[1]["original_masks"].shape == (1, 30, 50) and ds[1]["gt_iop"].tolist() == [[0.0, 0.0]]
     # ADE20K val: the validation folder, every class of objectInfo150.csv
     ade = tmp_path / "ade"
-    for sub, name in (("images", "a.jpg"), ("annotations", "a.png")):
-        (ade / sub / "validation").mkdir(parents=True)
-        Image.fromarray(np.zeros((20, 30) + ((3,) if sub == "images" else ()), np.uint8)).save(
-            ade / sub / "validation" / name
-        )
-    (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,sky\n")
+    ade20k(ade, "validation", names=("wall", "sky"))
     lasagna = {
         "name": "mixture",
         "options": {
@@ -311,7 +254,7 @@ def test_llmseg40k_ade20k_and_fewshot_protocols_read_their_layouts(tmp_path, gen
     ds = build("ade20k-val", lasagna)
     assert len(ds) == 1 and ds.classes == ["wall", "sky"]
     # PASCAL-5i fold 0, 1-shot: 1000 episodes x 5 seeds of the fold's classes (BAM)
-    _pascal_tree(tmp_path / "voc", gen)
+    pascal_tree(tmp_path / "voc", gen)
     llafs = {"name": "fewshot", "options": {"root": str(tmp_path / "voc"), "size": 32, "episodes": 8}}
     ds = build("pascal5i-fold0-1shot", llafs)
     assert len(ds) == 5000 and ds.classes == [1, 2] and ds.shots == 1 and ds[4999]["episode_run"] == 4

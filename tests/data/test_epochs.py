@@ -91,9 +91,9 @@ def test_refcoco_conversations_reach_every_sentence_over_epochs(tmp_path):
 
 def test_fewshot_training_episodes_are_redrawn_every_epoch(tmp_path, gen):
     from segfast.data.fewshot import FewShotEpisodes
-    from tests.data.test_fewshot import _pascal_tree
+    from tests.data.layouts import pascal_tree
 
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     episodes = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32, episodes=6)
     assert _epoch(episodes, 0, 6) != _epoch(episodes, 1, 6)
 

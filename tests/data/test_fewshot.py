@@ -7,6 +7,7 @@ import torch
 from segfast.data import collate
 from segfast.data.fewshot import FewShotEpisodes, connected_components, fold_classes
 from segfast.metrics import FoldIoU
+from tests.data.layouts import coco20i, pascal_tree
 
 
 def test_fold_classes():
@@ -33,30 +34,6 @@ def test_connected_components_8_connectivity(gen):
     assert connected_components(torch.zeros(3, 3, dtype=torch.bool)) == []
 
 
-def _pascal_tree(root, gen):
-    from PIL import Image
-
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "SegmentationClassAug").mkdir()
-    truth = {}
-    for i in range(8):
-        labels = np.zeros((40, 50), dtype=np.uint8)
-        cls = [1, 2, 7][i % 3]  # fold 0 has classes 1-5; class 7 belongs to the other folds
-        y, x = (torch.randint(0, 20, (2,), generator=gen)).tolist()
-        labels[y : y + 15, x : x + 20] = cls
-        labels[y + 15, x : x + 20] = 255  # an ignored boundary row
-        labels[35:38, 45:48] = cls  # a second, small part
-        Image.fromarray(labels).save(root / "SegmentationClassAug" / f"img{i}.png")
-        rgb = (torch.rand(40, 50, 3, generator=gen) * 255).byte().numpy()
-        Image.fromarray(rgb).save(root / "JPEGImages" / f"img{i}.jpg")
-        truth[f"img{i}"] = (cls, labels)
-    # VOC's val image set: the images of classes 1 and 2; img2 and img5 (class 7) are training images
-    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
-    val = [f"img{i}" for i in range(8) if truth[f"img{i}"][0] != 7]
-    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(val) + "\n")
-    return truth
-
-
 def _hsnet_lists(root, truth):
     """HSNet's layout: trn/fold<i> and val/fold<i> hold the pairs of fold i's own classes."""
     for sub in ("trn", "val"):
@@ -70,7 +47,7 @@ def _hsnet_lists(root, truth):
 
 
 def test_pascal_episodes(tmp_path, gen):
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     (tmp_path / "attr.json").write_text(json.dumps({"bicycle": ["two wheels", "a frame"]}))
     ds = FewShotEpisodes(
         tmp_path,
@@ -103,7 +80,7 @@ def test_pascal_episodes(tmp_path, gen):
 def test_split_lists_train_on_the_other_folds(tmp_path, gen):
     """HSNet's trn/fold0 holds fold 0's own (novel) classes: training on fold 0 reads trn/fold1-3
     and testing reads val/fold0; without the lists VOC's val.txt keeps train and test apart."""
-    truth = _pascal_tree(tmp_path, gen)
+    truth = pascal_tree(tmp_path, gen)
     plain_train = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
     plain_val = FewShotEpisodes(tmp_path, "pascal", fold=0, split="val", size=32)
     assert plain_train.source.pairs == [("img2", 7), ("img5", 7)] and len(plain_train) == 2
@@ -127,7 +104,7 @@ def test_split_lists_train_on_the_other_folds(tmp_path, gen):
 
 
 def test_pascal_errors(tmp_path, gen):
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     with pytest.raises(ValueError, match="shots"):
         FewShotEpisodes(tmp_path, shots=0)
     with pytest.raises(ValueError, match="needs shots"):
@@ -138,24 +115,7 @@ def test_pascal_errors(tmp_path, gen):
 
 def test_coco_episodes_match_pycocotools(tmp_path, gen):
     mask_utils = pytest.importorskip("pycocotools.mask")
-    from PIL import Image
-
-    (tmp_path / "annotations").mkdir()
-    (tmp_path / "val2014").mkdir()
-    images, anns = [], []
-    for i in range(4):
-        Image.fromarray((torch.rand(30, 40, 3, generator=gen) * 255).byte().numpy()).save(
-            tmp_path / "val2014" / f"{i}.jpg"
-        )
-        images.append({"id": i, "file_name": f"{i}.jpg", "height": 30, "width": 40})
-        for _ in range(2):  # two instances of category 18 ("dog", class 17 in fold 0) per image
-            pts = (torch.rand(7, 2, generator=gen) * torch.tensor([40.0, 30.0])).flatten().tolist()
-            anns.append({"id": len(anns), "image_id": i, "category_id": 18, "segmentation": [pts], "iscrowd": 0})
-    cats = [{"id": c, "name": f"cat{c}"} for c in range(1, 91) if c % 10 != 0][:80]
-    cats[16]["name"] = "dog"
-    (tmp_path / "annotations" / "instances_val2014.json").write_text(
-        json.dumps({"images": images, "annotations": anns, "categories": cats})
-    )
+    images, anns = coco20i(tmp_path, gen)
     ds = FewShotEpisodes(tmp_path, "coco", fold=0, shots=1, size=30, episodes=3, min_object_area=0)
     assert ds.classes == [17]
     src = ds.source
@@ -226,7 +186,7 @@ def test_training_augmentation_keeps_the_support_foreground_and_moves_tables(gen
 
 
 def test_training_episodes_are_drawn_anew_every_epoch(tmp_path, gen):
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     ds = FewShotEpisodes(tmp_path, "pascal", fold=0, split="train", size=32)
     first = ds[0]
     assert torch.equal(first["query_image"], ds[0]["query_image"])  # the same within an epoch

@@ -21,6 +21,7 @@ from segfast.data.multiround import (
     same_class_pairs,
 )
 from segfast.text.segllm import BY_INDEX, ENCODE, RELATIONS, TRAIN, VAL, parse_references, position
+from tests.data.layouts import coco_box, mrseg, paco, panoptic_parts, visual_genome
 from tests.models.seg_family import write_refer
 
 
@@ -34,20 +35,6 @@ def _inst(id, category, box, parent=None, instance=None, captions=None):
         "parent": parent,
         "interactions": [],
         "instance": id if instance is None else instance,
-    }
-
-
-def _ann(id, cat, box, **extra):
-    """A COCO-style box annotation of image 1."""
-    x0, y0, x1, y1 = box
-    return {
-        "id": id,
-        "image_id": 1,
-        "category_id": cat,
-        "bbox": [x0, y0, x1 - x0, y1 - y0],
-        "iscrowd": 0,
-        "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
-        **extra,
     }
 
 
@@ -139,7 +126,7 @@ def test_interactive_references():
 
 
 def _refer(tmp_path):
-    anns = [_ann(7, 1, (0, 0, 20, 40)), _ann(8, 1, (30, 0, 50, 40)), _ann(9, 2, (50, 30, 60, 40))]
+    anns = [coco_box(7, 1, (0, 0, 20, 40)), coco_box(8, 1, (30, 0, 50, 40)), coco_box(9, 2, (50, 30, 60, 40))]
     refs = [
         {"split": "train", "ann_id": 7, "image_id": 1, "sentences": [{"sent": "left man "}, {"sent": "Guy in red"}]},
         {"split": "train", "ann_id": 8, "image_id": 1, "sentences": [{"sent": "right man"}]},
@@ -186,18 +173,7 @@ def test_refcoco_conversations_benchmark_and_hard_subset(tmp_path):
 
 
 def test_paco_hierarchy_from_obj_ann_id(tmp_path):
-    (tmp_path / "train2017").mkdir()
-    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "train2017" / "a.jpg")
-
-    def ann(id, cat, box, obj):
-        return _ann(id, cat, box, obj_ann_id=obj)
-
-    data = {
-        "images": [{"id": 1, "file_name": "train2017/a.jpg", "height": 40, "width": 60}],
-        "categories": [{"id": 1, "name": "mug"}, {"id": 2, "name": "mug:handle"}, {"id": 3, "name": "mug:rim"}],
-        "annotations": [ann(1, 1, (0, 0, 30, 30), 1), ann(2, 2, (20, 5, 30, 20), 1), ann(3, 3, (0, 0, 30, 4), 1)],
-    }
-    (tmp_path / "paco.json").write_text(json.dumps(data))
+    paco(tmp_path)
     ds = MultiRoundConversations("paco", str(tmp_path), annotations="paco.json", images=".")
     s = ds[0]
     assert "mug" in s["conversation"][0]["question"] and s["refs"][0] == -1
@@ -207,32 +183,8 @@ def test_paco_hierarchy_from_obj_ann_id(tmp_path):
 
 
 def test_visual_genome_relationships(tmp_path):
-    (tmp_path / "VG_100K").mkdir()
-    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "VG_100K" / "5.jpg")
-    (tmp_path / "image_data.json").write_text(
-        json.dumps([{"image_id": 5, "width": 60, "height": 40, "url": "http://x/VG_100K/5.jpg"}])
-    )
-    man = {"object_id": 1, "x": 0, "y": 0, "w": 20, "h": 30, "names": ["man"]}
-    cup = {"object_id": 2, "x": 25, "y": 10, "w": 5, "h": 5, "name": "cup"}
-    (tmp_path / "relationships.json").write_text(
-        json.dumps(
-            [
-                {
-                    "image_id": 5,
-                    "relationships": [
-                        {"predicate": "holding", "subject": man, "object": cup},
-                        {"predicate": "near", "subject": cup, "object": cup},  # same box: skipped
-                    ],
-                }
-            ]
-        )
-    )
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(np.pad(np.ones((5, 5), np.uint8), ((10, 25), (25, 30)))))
-    rle["counts"] = rle["counts"].decode()
-    (tmp_path / "masks.json").write_text(json.dumps({"1": rle, "2": rle}))
-    ds = MultiRoundConversations("vg", str(tmp_path), masks=str(tmp_path / "masks.json"))
+    masks = visual_genome(tmp_path)
+    ds = MultiRoundConversations("vg", str(tmp_path), masks=str(masks))
     assert len(ds) == 1
     s = ds[0]
     assert "man" in s["conversation"][0]["question"] and "holding" in s["conversation"][1]["question"]
@@ -244,48 +196,7 @@ def test_visual_genome_relationships(tmp_path):
 
 def test_released_conversations_in_their_own_format(tmp_path):
     root = tmp_path / "segllm"
-    (root / "images_folder" / "coco" / "train2014").mkdir(parents=True)
-    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(root / "images_folder" / "coco" / "train2014" / "x.jpg")
-    (root / "annotations_folder" / "refcoco").mkdir(parents=True)
-    anns = [
-        {
-            "id": k,
-            "image_id": 1,
-            "category_id": 1,
-            "bbox": [10 * k, 0, 10, 10],
-            "segmentation": [[10 * k, 0, 10 * k + 10, 0, 10 * k + 10, 10, 10 * k, 10]],
-        }
-        for k in (1, 2, 3)
-    ]
-    (root / "annotations_folder" / "refcoco" / "instances.json").write_text(json.dumps({"annotations": anns}))
-    img = "coco/val2014/x.jpg"  # the authors' path fallback: val2014 -> train2014
-    entries = [
-        {
-            "image": img,
-            "conversations": [
-                {"from": "human", "value": f"[IMAGE256:{img}] Segment a person."},
-                {"from": "gpt", "value": f"[MASK-DECODE:none:none:1:{img}:refcoco]."},
-                {
-                    "from": "human",
-                    "value": f"[MASK-ENCODE:{img}|refcoco|1][BOX-ENCODE:{img}|refcoco|1] Segment the person "
-                    "next to instance 1.",
-                },
-                {"from": "gpt", "value": f"Sure, [MASK-DECODE:relational:1:2:{img}:refcoco]."},
-            ],
-        },
-        {
-            "conversations": [  # MRSeg-hard: the encoded mask is no round's output
-                {
-                    "from": "human",
-                    "value": f"[IMAGE256:{img}] [MASK-ENCODE:{img}|refcoco|3][BOX-ENCODE:{img}|refcoco|3] "
-                    "Please segment the other person",
-                },
-                {"from": "gpt", "value": f"[MASK-DECODE:hard:3:2:{img}:refcoco]"},
-            ]
-        },
-    ]
-    (root / "conversations_folder" / "all_data_mix_val").mkdir(parents=True)
-    (root / "conversations_folder" / "all_data_mix_val" / "mr_refcoco_val.json").write_text(json.dumps(entries))
+    entries = mrseg(root)
     parsed = parse_conversation(entries[0])
     assert parsed["rounds"][1]["question"] == f"{ENCODE} Segment the person next to instance 1."
     assert parsed["rounds"][1]["answer"] == "Sure, [REF] [SEG]." and parsed["rounds"][0]["answer"] == "[SEG]."
@@ -340,7 +251,7 @@ def test_coco_lvis_semantic_and_reasonseg_conversations(tmp_path):
     (tmp_path / "img").mkdir()
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
 
-    ann = _ann
+    ann = coco_box
     anns = [
         ann(1, 1, (0, 10, 10, 30)),
         ann(2, 2, (30, 10, 40, 30)),
@@ -411,22 +322,7 @@ def test_pascal_panoptic_parts_objects_and_their_parts(tmp_path):
     grouped raw pids make one part, an object's unlabelled-part pixels stay in its mask."""
     from segfast.data.panoptic_parts import object_instances, read_spec
 
-    (tmp_path / "labels" / "training").mkdir(parents=True)
-    (tmp_path / "JPEGImages").mkdir()
-    (tmp_path / "ppp_datasetspec.yaml").write_text(
-        "version: 2.0\n"
-        "scene_class2part_classes: {aeroplane: [body, engine], person: [head, torso], sky: []}\n"
-        "countable_pids_groupings: {aeroplane: {engine: [2, 3]}}\n"
-    )
-    uid = np.full((40, 60), 3, np.int32)  # sky (sid 3), no instances
-    uid[0:20, 0:30] = 1_001_01  # aeroplane 1 body
-    uid[0:5, 0:10], uid[15:20, 0:10] = 1_001_02, 1_001_03  # its two engines (raw pids 2, 3)
-    uid[20:40, 40:60] = 2_001_01  # person 1 head
-    uid[30:40, 40:50] = 2001  # person 1, no part label
-    uid[0:10, 50:60] = 1002  # aeroplane 2: no parts, left out
-    for name, label in (("a", uid), ("b", np.full((40, 60), 2001, np.int32))):  # b: no part anywhere
-        Image.fromarray(label).save(tmp_path / "labels" / "training" / f"{name}.tif")
-        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "JPEGImages" / f"{name}.jpg")
+    uid = panoptic_parts(tmp_path)
     classes, parts = read_spec(tmp_path / "ppp_datasetspec.yaml")
     insts = object_instances(tmp_path / "labels" / "training" / "a.tif", classes, parts)
     names = [(x["category"], x["parent"]) for x in insts]

@@ -8,18 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from segfast.data import DATASETS, MixtureDataset
 from segfast.data.label_maps import IGNORE, read_label_maps
 from segfast.text.lisa import ANSWERS, SHORT_QUESTIONS
+from tests.data import layouts
 
 pytest.importorskip("segment_anything")
-
-
-def _png(path, array):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
 
 
 def _asked(question: str) -> str:
@@ -35,8 +30,8 @@ def _cocostuff(root):
     image = np.zeros((20, 30, 3), np.uint8)
     label = np.full((20, 30), 255, np.uint8)
     label[:5], label[5:10], label[10:15, :10], label[10:15, 20:], label[15:] = 0, 1, 3, 4, 95  # 95: "wall-brick"
-    _png(root / "images" / "train2017" / "a.jpg", image)
-    _png(root / "stuffthingmaps_trainval2017" / "train2017" / "a.png", label)
+    layouts.png(root / "images" / "train2017" / "a.jpg", image)
+    layouts.png(root / "stuffthingmaps_trainval2017" / "train2017" / "a.png", label)
     names = {1: "person", 2: "bicycle", 4: "motorcycle", 5: "airplane", 96: "wall-brick"}
     (root / "labels.txt").write_text("0: unlabeled\n" + "".join(f"{k}: {v}\n" for k, v in names.items()))
     return root
@@ -62,20 +57,7 @@ def test_lisa_semantic_conversations_ask_up_to_three_present_classes(tmp_path):
 
 
 def test_lisa_part_conversations_name_object_parts_as_lisa(tmp_path):
-    voc = tmp_path / "pascal_part"
-    _png(voc / "VOCdevkit" / "VOC2010" / "JPEGImages" / "2008_000001.jpg", np.zeros((20, 30, 3), np.uint8))
-    (voc / "train.json").write_text(
-        json.dumps(
-            {
-                "images": [{"id": 1, "file_name": "2008_000001.jpg", "height": 20, "width": 30}],
-                "categories": [{"id": 3, "name": "dog:head"}, {"id": 4, "name": "dog:tail"}],
-                "annotations": [
-                    {"id": 1, "image_id": 1, "category_id": 3, "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]},
-                    {"id": 2, "image_id": 1, "category_id": 4, "segmentation": [[20, 0, 30, 0, 30, 5, 20, 5]]},
-                ],
-            }
-        )
-    )
+    voc = layouts.pascal_part(tmp_path / "pascal_part")
     ds = DATASETS["sem-seg-conversations"]({"format": "pascal_part", "root": str(voc), "image_size": 32}, "train", 0)
     forms = set()
     for epoch in range(8):
@@ -87,18 +69,7 @@ def test_lisa_part_conversations_name_object_parts_as_lisa(tmp_path):
             assert int(mask.sum()) == (100 if "head" in name else 50)
             forms.add(name.startswith("the "))
     assert forms == {True, False}  # "obj part" and "the part of the obj" at even odds
-    paco = tmp_path / "paco"
-    (paco / "annotations").mkdir(parents=True)
-    (paco / "annotations" / "paco_lvis_v1_train.json").write_text(
-        json.dumps(
-            {
-                "images": [{"id": 5, "file_name": "train2017/b.jpg", "height": 20, "width": 30}],
-                "categories": [{"id": 1, "name": "car_(automobile):wheel"}, {"id": 2, "name": "mug"}],
-                "annotations": [{"id": 9, "image_id": 5, "category_id": 2, "segmentation": [[0, 0, 5, 0, 5, 5]]}],
-            }
-        )
-    )
-    _png(tmp_path / "coco" / "train2017" / "b.jpg", np.zeros((20, 30, 3), np.uint8))
+    paco = layouts.paco_lvis(tmp_path / "paco", tmp_path / "coco")
     s = DATASETS["sem-seg-conversations"](
         {"format": "paco_lvis", "root": str(paco), "images": str(tmp_path / "coco"), "image_size": 32}, "train", 0
     )[0]
@@ -108,21 +79,8 @@ def test_lisa_part_conversations_name_object_parts_as_lisa(tmp_path):
     assert category_name("car_(automobile):wheel", "paco_lvis") == ("car", "wheel")
 
 
-def vqa_layout(root) -> dict:
-    """A LLaVA-Instruct-150k layout with one two-round conversation: the dataset's options."""
-    _png(root / "coco" / "x.jpg", np.zeros((20, 30, 3), np.uint8))
-    turns = [
-        {"from": "human", "value": "What is shown?\n<image>"},
-        {"from": "gpt", "value": "A grey box."},
-        {"from": "human", "value": "Is it dark?"},
-        {"from": "gpt", "value": "Yes."},
-    ]
-    (root / "llava_instruct_150k.json").write_text(json.dumps([{"id": "1", "image": "x.jpg", "conversations": turns}]))
-    return {"root": str(root), "images": str(root / "coco")}
-
-
 def test_vqa_conversations_keep_the_whole_dialogue_with_no_mask(tmp_path):
-    s = DATASETS["vqa-conversations"](vqa_layout(tmp_path), "train", 0)[0]
+    s = DATASETS["vqa-conversations"](layouts.llava_instruct(tmp_path), "train", 0)[0]
     assert s["conversations"] == [
         [
             {"question": "<image>\nWhat is shown?", "answer": "A grey box."},
@@ -133,23 +91,7 @@ def test_vqa_conversations_keep_the_whole_dialogue_with_no_mask(tmp_path):
 
 
 def test_grefcoco_targets_are_unions_and_no_target_is_empty(tmp_path):
-    folder = tmp_path / "grefcoco"
-    folder.mkdir()
-    _png(tmp_path / "images" / "train2014" / "c.jpg", np.zeros((20, 30, 3), np.uint8))
-    refs = [
-        {"ref_id": 0, "image_id": 1, "split": "val", "ann_id": [1, 2], "no_target": False,
-         "sentences": [{"sent": "Both Blocks"}]},
-        {"ref_id": 1, "image_id": 1, "split": "val", "ann_id": [-1], "no_target": True,
-         "sentences": [{"sent": "the purple cat"}, {"sent": "a dog"}]},
-    ]  # fmt: skip
-    (folder / "grefs(unc).json").write_text(json.dumps(refs))
-    anns = [
-        {"id": 1, "image_id": 1, "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]},
-        {"id": 2, "image_id": 1, "segmentation": [[20, 0, 30, 0, 30, 10, 20, 10]]},
-    ]
-    (folder / "instances.json").write_text(
-        json.dumps({"images": [{"id": 1, "file_name": "c.jpg"}], "annotations": anns, "categories": []})
-    )
+    layouts.grefcoco(tmp_path)
     ds = DATASETS["seg-conversations"]({"format": "grefcoco", "root": str(tmp_path), "image_size": 32}, "eval", 0)
     assert len(ds) == 3  # every sentence of every expression
     both, cat = ds[0], ds[1]
@@ -162,29 +104,18 @@ def test_grefcoco_targets_are_unions_and_no_target_is_empty(tmp_path):
 
 def test_label_maps_of_the_benchmark_layouts(tmp_path):
     # Cityscapes: labelIds -> the 19 trainIds, everything else ignored
-    city = tmp_path / "city"
-    _png(city / "leftImg8bit" / "val" / "bonn" / "b_000_leftImg8bit.png", np.zeros((4, 6, 3), np.uint8))
-    ids = np.array([[7, 8, 0, 33, 26, 1]] * 4, np.uint8)
-    _png(city / "gtFine" / "val" / "bonn" / "b_000_gtFine_labelIds.png", ids)
+    city = layouts.cityscapes(tmp_path / "city")
     maps = read_label_maps("cityscapes", city, "eval")
     assert len(maps.classes) == 19 and maps.classes[0] == "road" and maps.classes[18] == "bicycle"
     assert maps.load(maps.pairs[0][1])[0].tolist() == [0, 1, IGNORE, 18, maps.classes.index("car"), IGNORE]
     # PASCAL-Context 459 (uint16 tif, 65535 ignored, names from labels.txt) and 59, PASCAL-VOC 20
-    ctx = tmp_path / "ctx" / "pascal_ctx_d2"
-    _png(ctx / "images" / "validation" / "2008_1.jpg", np.zeros((4, 6, 3), np.uint8))
-    (ctx / "annotations_ctx459" / "validation").mkdir(parents=True)
-    tif = np.array([[0, 458, 65535, 3, 3, 3]] * 4, np.uint16)
-    Image.fromarray(tif).save(ctx / "annotations_ctx459" / "validation" / "2008_1.tif")
-    _png(ctx / "annotations_ctx59" / "validation" / "2008_1.png", np.array([[0, 58, 255, 1, 1, 1]] * 4, np.uint8))
-    (ctx / "labels.txt").write_text("".join(f"{k}: name{k}\n" for k in range(1, 460)))
+    layouts.pascal_context(tmp_path / "ctx")
     full = read_label_maps("pascal-context-459", tmp_path / "ctx", "eval")
     assert len(full.classes) == 459 and full.classes[0] == "name1"
     assert full.load(full.pairs[0][1])[0].tolist() == [0, 458, IGNORE, 3, 3, 3]
     ctx59 = read_label_maps("pascal-context-59", tmp_path / "ctx", "eval")
     assert len(ctx59.classes) == 59 and ctx59.load(ctx59.pairs[0][1])[0, :3].tolist() == [0, 58, IGNORE]
-    voc = tmp_path / "voc" / "pascal_voc_d2"
-    _png(voc / "images" / "validation" / "2007_1.jpg", np.zeros((4, 6, 3), np.uint8))
-    _png(voc / "annotations_pascal20" / "validation" / "2007_1.png", np.full((4, 6), 14, np.uint8))
+    voc = layouts.pascal_voc20(tmp_path / "voc") / "pascal_voc_d2"
     pas = read_label_maps("pascal-voc-20", tmp_path / "voc", "eval")
     assert len(pas.classes) == 20 and pas.classes[14] == "person"
     with pytest.raises(FileNotFoundError, match="label maps are missing"):
@@ -193,17 +124,7 @@ def test_label_maps_of_the_benchmark_layouts(tmp_path):
 
 
 def test_openimages_classes_are_unions_of_their_masks(tmp_path):
-    root = tmp_path / "oi"
-    _png(root / "train" / "img1.jpg", np.zeros((8, 12, 3), np.uint8))
-    half = np.zeros((4, 6), np.uint8)
-    half[:, :3] = 255  # stored at half resolution: the left half
-    _png(root / "train-masks" / "img1_m01_a.png", half)
-    _png(root / "train-masks" / "img1_m01_b.png", np.pad(np.full((2, 6), 255, np.uint8), ((2, 0), (0, 0))))
-    _png(root / "train-masks" / "img1_m02_a.png", np.full((8, 12), 255, np.uint8))
-    (root / "train-annotations-object-segmentation.csv").write_text(
-        "MaskPath,ImageID,LabelName\nimg1_m01_a.png,img1,/m/01\nimg1_m01_b.png,img1,/m/01\nimg1_m02_a.png,img1,/m/02\n"
-    )
-    (root / "oidv6-class-descriptions.csv").write_text("LabelName,DisplayName\n/m/01,Cat\n/m/02,Sky\n/m/03,Dog\n")
+    root = layouts.openimages(tmp_path / "oi")
     ds = DATASETS["semantic-queries"](
         {"format": "openimages", "root": str(root), "image_size": 16, "clip_size": 16, "random_class_list": False},
         "train",
@@ -234,12 +155,8 @@ def test_lasagna_protocols_read_their_layouts_through_a_checkpoints_config(tmp_p
     each builds its reader on the validation split with the sample's own class list."""
     from segfast.train.protocols import get
 
-    city = tmp_path / "city"
-    _png(city / "leftImg8bit" / "val" / "ulm" / "u_leftImg8bit.png", np.zeros((4, 6, 3), np.uint8))
-    _png(city / "gtFine" / "val" / "ulm" / "u_gtFine_labelIds.png", np.full((4, 6), 7, np.uint8))
-    voc = tmp_path / "voc" / "pascal_voc_d2"
-    _png(voc / "images" / "validation" / "v.jpg", np.zeros((4, 6, 3), np.uint8))
-    _png(voc / "annotations_pascal20" / "validation" / "v.png", np.full((4, 6), 3, np.uint8))
+    city = layouts.cityscapes(tmp_path / "city", "ulm", "u", np.full((4, 6), 7, np.uint8))
+    layouts.pascal_voc20(tmp_path / "voc", "v", 3)
     lasagna = {
         "name": "mixture",
         "options": {

@@ -94,11 +94,11 @@ def test_segfast_evaluate_benchmark_prints_the_protocol_and_the_papers(tmp_path,
     """A tiny LISA trained on generated data, evaluated on a fake refCOCO val: every sentence is
     scored once and the output names the protocol and the papers' numbers."""
     from segfast.cli import main
-    from tests.data.test_benchmarks import _refer
+    from tests.data.layouts import refer
     from tests.models.seg_family import train_tiny
 
     train_tiny(tmp_path / "run", {"name": "lisa"}, {"name": "seg-conversations", "options": {"length": 4}}, steps=1)
-    root = _refer(tmp_path / "refer")
+    root = refer(tmp_path / "refer")
     assert (
         main(
             [

@@ -251,10 +251,10 @@ def test_lasagna_trains_on_referring_and_reasoning_data_in_its_own_answer_format
 
 
 def test_lasagna_evaluates_referring_benchmarks_with_its_token(tmp_path):
-    from tests.data.test_benchmarks import _refer
+    from tests.data.layouts import refer
 
     ds = DATASETS["seg-conversations"](
-        {"format": "refcoco", "root": str(_refer(tmp_path)), "image_size": 64, "seg_token": "<SEG>"}, "eval", 0
+        {"format": "refcoco", "root": str(refer(tmp_path)), "image_size": 64, "seg_token": "<SEG>"}, "eval", 0
     )
     assert ds[0]["conversations"][0][0]["answer"] == "<SEG>."  # LaSagnA's ValDataset: INS_TOKEN + "."
 

@@ -450,9 +450,9 @@ def test_sam_frame_matches_segment_anything_preprocessing():
 
 
 def test_vqa_conversations_train_the_text_only(tmp_path):
-    from tests.data.test_seg_family_layouts import vqa_layout
+    from tests.data.layouts import llava_instruct
 
-    vqa = segfast.data.DATASETS["vqa-conversations"](vqa_layout(tmp_path), "train", 0)
+    vqa = segfast.data.DATASETS["vqa-conversations"](llava_instruct(tmp_path), "train", 0)
     model = build("lisa")
     batch = batch_of([vqa[0], vqa[0]])
     losses = model(batch)

@@ -188,9 +188,9 @@ def test_local_checkpoint_path_and_bad_options(tmp_path):
 
 def test_evaluate_fold_on_a_generated_pascal_tree(tmp_path, gen):
     from segfast.jobs.fewshot_eval import evaluate_fold
-    from tests.data.test_fewshot import _pascal_tree
+    from tests.data.layouts import pascal_tree
 
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     result = evaluate_fold(tiny(max_objects=1), tmp_path, "pascal", fold=0, shots=1, episodes=3, batch_size=2)
     assert set(result["per_class"]) == {1, 2} and 0.0 <= result["mIoU"] <= 1.0 and 0.0 <= result["parsed"] <= 1.0
 
@@ -248,9 +248,9 @@ def test_engine_evaluation_reports_the_fold_miou_of_evaluate_fold(tmp_path, gen)
     from segfast.jobs.fewshot_eval import evaluate_fold
     from segfast.train.distributed import DistEnv
     from segfast.train.evaluation import evaluate
-    from tests.data.test_fewshot import _pascal_tree
+    from tests.data.layouts import pascal_tree
 
-    _pascal_tree(tmp_path, gen)
+    pascal_tree(tmp_path, gen)
     model = tiny(max_objects=1)
     reference = evaluate_fold(model, tmp_path, "pascal", fold=0, shots=1, episodes=3, batch_size=2)
     episodes = FewShotEpisodes(tmp_path, "pascal", 0, 1, "val", model.image_size, 3, 0)

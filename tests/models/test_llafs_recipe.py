@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import segfast
 from segfast.train import load_config
-from tests.data.test_fewshot import _pascal_tree
+from tests.data.layouts import pascal_tree
 from tests.models.test_llafs_model import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -47,7 +47,7 @@ def test_three_stages_hand_over_their_weights_and_evaluate(tmp_path, gen, capsys
     (tmp_path / "cap" / "annotations.json").write_text(
         json.dumps([{"image": "0.jpg", "caption": "a cat"}, {"image": "1.jpg", "caption": ["a dog", "dog"]}])
     )
-    _pascal_tree(tmp_path / "voc", gen)
+    pascal_tree(tmp_path / "voc", gen)
 
     stage1 = load_config(
         CONFIGS / "llafs_stage1_qformer.yaml",
