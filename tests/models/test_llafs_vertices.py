@@ -113,3 +113,17 @@ def test_few_shot_evaluation_reads_the_models_vertex_count(tmp_path, gen):
     pascal_tree(tmp_path, gen)
     result = evaluate_fold(tiny(num_vertices=8, max_objects=1), tmp_path, "pascal", 0, 1, episodes=2, batch_size=2)
     assert 0.0 <= result["mIoU"] <= 1.0
+
+
+def test_the_predictor_gives_the_model_its_vertex_count():
+    """segfast.load's LLaFS runner turns support masks into the model's V-point polygons."""
+    import numpy as np
+
+    from segfast.inference.systems import LLaFSRunner
+    from tests.inference.tiny import picture
+
+    runner = LLaFSRunner(tiny(num_vertices=8, max_objects=1).eval(), {})
+    mask = np.zeros((50, 50), np.uint8)
+    mask[10:30, 15:40] = 255
+    out = runner.predict([picture()], ["box"], supports=[[(picture(50, 50, 2), mask)]])
+    assert out[0][0].shape == (1, 45, 70)
