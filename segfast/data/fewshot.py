@@ -35,7 +35,8 @@ IoU_c = I_c / U_c, the mean over the fold's classes, averaged over the runs.
 Masks are the class's pixels after resizing to size x size (nearest; images bilinear with
 antialiasing). The query's objects are the COCO instances, or for PASCAL the mask's 8-connected
 components; objects smaller than min_object_area pixels are left out of the polygons (never out of
-the mask). Polygons are polar 16-gons (segfast.ops.mask_to_polar_polygons).
+the mask). Polygons are polar num_vertices-gons (segfast.ops.mask_to_polar_polygons; the paper's
+16, Fig. 5 ablates the number, and model.options.num_vertices must match).
 
 Fine-grained instruction inputs: `attributes` (a JSON {class name: [phrases]}) gives each episode
 its class's attributes; `tables` (the JSON lines of `segfast llafs-tables`) gives each support
@@ -232,7 +233,10 @@ class FewShotEpisodes(EpochChoices, Dataset):
         sampling: str | None = None,
         min_class_pixels: int = 0,
         augment: bool = True,
+        num_vertices: int = 16,
     ):
+        if num_vertices < 3:
+            raise ValueError(f"num_vertices must be >= 3, got {num_vertices}")
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
         if split not in ("train", "val"):
@@ -267,6 +271,7 @@ class FewShotEpisodes(EpochChoices, Dataset):
         self.shots, self.size, self.seed, self.split, self.sampling = shots, size, seed, split, sampling
         self.episodes, self.seeds = episodes, seeds
         self.min_object_area, self.augment = min_object_area, augment and split == "train"
+        self.num_vertices = num_vertices
         self.attributes = json.loads(Path(attributes).read_text()) if attributes else None
         self.tables = _read_tables(tables) if tables else None
 
@@ -286,9 +291,8 @@ class FewShotEpisodes(EpochChoices, Dataset):
         if objects is None:
             objects = connected_components(mask)
         objects = [o for o in objects if int(o.sum()) >= self.min_object_area]
-        polygons = (
-            mask_to_polar_polygons(torch.stack(objects)) if objects else torch.zeros(0, 16, 2, dtype=torch.float64)
-        )
+        v = self.num_vertices
+        polygons = mask_to_polar_polygons(torch.stack(objects), v) if objects else torch.zeros(0, v, 2).double()
         return {
             "image": img,
             "mask": mask,

@@ -16,14 +16,18 @@ reproducible and cheap (a few milliseconds at 64 x 64) to make on the fly in loa
     scaled by s in [0.5, 1.5] and moved to a random position where it fits the image.
   * random_query (Table 5's ablation): the query's contour and foreground colour are drawn on
     their own, not adjusted from the support's, and the query background is not kept farther.
-  * hints: the pretraining instruction gives M of the query polygon's 16 vertices (a random
-    subset) and hides the rest behind [mask]; the answer is the hidden 16 - M.
+  * hints: the pretraining instruction gives M of the query polygon's V vertices (a random
+    subset) and hides the rest behind [mask]; the answer is the hidden V - M. V = num_vertices
+    (the paper's 16; Fig. 5 ablates it, and model.options.num_vertices must match).
 
 Curriculum (Supp A.2.3), at step n of N_p (progress p = n / N_p):
     a_n = a0 - n a0 / N_p,  b_n = a_n + b0 - a0            (Eq. 2: a 100 -> 0, b 150 -> 50)
     c_n = n c_Np / N_p,     d_n = c_n + d_Np - c_Np        (Eq. 3: c 0 -> 50, d 50 -> 100)
     M = 15 - floor(n / (N_p / 30)) in the first half, then 0
-with (a0, b0, c_Np, d_Np) = (100, 150, 50, 100). All are arguments of `Curriculum`.
+with (a0, b0, c_Np, d_Np) = (100, 150, 50, 100). All are arguments of `Curriculum`. M starts at
+max_hints = V - 1 (the paper's 15 for 16 vertices) and falls by one every N_p / (2 (V - 1))
+steps, so it reaches 0 at N_p / 2 for any V; llafs-pseudo sets max_hints = num_vertices - 1
+unless data.options.curriculum gives it.
 """
 
 import math
@@ -45,7 +49,7 @@ class Curriculum:
     b0: float = 150.0
     c_end: float = 50.0  # c at N_p
     d_end: float = 100.0  # d at N_p
-    max_hints: int = 15
+    max_hints: int = 15  # V - 1 for V-point polygons (the paper's 16)
     image: bool = True  # Table 6f: False holds the colours at their final bounds (no image curriculum)
     polygon: bool = True  # Table 6f: False gives no hints from the start (no polygon curriculum)
 
@@ -138,7 +142,7 @@ def make_pair(
     seed: int,
     progress: float,
     size: int = 64,
-    curriculum: Curriculum = Curriculum(),
+    curriculum: Curriculum | None = None,
     noise_std: float = 12.0,
     num_vertices: int = 16,
     random_query: bool = False,
@@ -146,7 +150,14 @@ def make_pair(
     """One pseudo support-query pair (see the module doc). Images are (3, size, size) float32 in
     [0, 1]; masks (size, size) bool; polygons (1, V, 2) float64 polar polygons (x, y); "hints"
     (V,) bool marks the query vertices the pretraining instruction reveals; "colours" holds the
-    RGB means for inspection and tests."""
+    RGB means for inspection and tests. curriculum: by default the paper's, with max_hints =
+    num_vertices - 1."""
+    curriculum = Curriculum(max_hints=num_vertices - 1) if curriculum is None else curriculum
+    if curriculum.max_hints >= num_vertices:
+        raise ValueError(
+            f"curriculum.max_hints ({curriculum.max_hints}) must be below num_vertices ({num_vertices}): "
+            "at least one vertex is left to predict"
+        )
     g = torch.Generator().manual_seed(int(seed))
     bounds = curriculum.at(progress)
     shape = _shape(g, size)
@@ -198,7 +209,8 @@ class PseudoPairs(IterableDataset):
     seed (seed, n) and curriculum progress n / curriculum_samples; each (rank, worker) makes the
     micro-batches it will deliver, so the stream order, and a resumed run (on any number of
     processes), are exact. The eval
-    split uses other seeds and the difficulty at `eval_progress` (default: the final one)."""
+    split uses other seeds and the difficulty at `eval_progress` (default: the final one).
+    num_vertices: the polygons' vertex count (model.options.num_vertices must match)."""
 
     def __init__(
         self,
@@ -210,11 +222,13 @@ class PseudoPairs(IterableDataset):
         curriculum: dict | None = None,
         eval_progress: float = 1.0,
         random_query: bool = False,
+        num_vertices: int = 16,
     ):
         if curriculum_samples < 1:
             raise ValueError(f"curriculum_samples must be >= 1, got {curriculum_samples}")
         self.size, self.curriculum_samples, self.noise_std = size, curriculum_samples, noise_std
-        self.curriculum = Curriculum(**(curriculum or {}))
+        self.curriculum = Curriculum(**{"max_hints": num_vertices - 1, **(curriculum or {})})
+        self.num_vertices = num_vertices
         self.seed, self.split, self.eval_progress, self.random_query = seed, split, eval_progress, random_query
         self.start, self.micro_batch, self.rank, self.world = 0, 1, 0, 1
 
@@ -226,7 +240,9 @@ class PseudoPairs(IterableDataset):
     def sample(self, n: int) -> dict:
         base = self.seed * 1_000_003 + (0 if self.split == "train" else 7_919 * 1_000_003)
         progress = n / self.curriculum_samples if self.split == "train" else self.eval_progress
-        pair = make_pair(base + n, progress, self.size, self.curriculum, self.noise_std, random_query=self.random_query)
+        pair = make_pair(
+            base + n, progress, self.size, self.curriculum, self.noise_std, self.num_vertices, self.random_query
+        )
         del pair["colours"]  # inspection only; not collated
         return pair
 

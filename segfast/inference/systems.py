@@ -192,7 +192,8 @@ class LLaFSRunner(Runner):
                 return img
             m = _resize_mask(torch.as_tensor(np.asarray(support_mask(mask))).bool(), size)
             parts = connected_components(m)
-            polys = mask_to_polar_polygons(torch.stack(parts)) if parts else torch.zeros(0, 16, 2, dtype=torch.float64)
+            v = self.model.options.num_vertices
+            polys = mask_to_polar_polygons(torch.stack(parts), v) if parts else torch.zeros(0, v, 2).double()
             return img, m, polys
 
         views = [[view(i, m) for i, m in pairs] for pairs in supports]

@@ -47,6 +47,7 @@ def evaluate_fold(
         tables=tables,
         seeds=seeds,
         min_class_pixels=min_class_pixels,
+        num_vertices=model.options.num_vertices,
     )
     meter, parsed, total = FoldIoU(data.classes, seeds), 0, len(data)
     model.eval()

@@ -23,9 +23,10 @@ mask-adapted CLIP ViT-L/14 that the paper uses, [28]).
 Output: JSON lines, one per pair, appended and flushed as they are made, so an interrupted run
 resumes where it stopped (pairs already in the file are skipped):
     {"key": "<image>__<class>", "size": [H, W], "attributes": [...], "regions":
-     [{"polygon": [[x, y] x 16] (pixels of the original image), "attributes": [...]}, ...],
+     [{"polygon": [[x, y] x V] (pixels of the original image), "attributes": [...]}, ...],
      "ambiguous": [classes], "iterations": n}
-segfast.data.fewshot reads them (data.options.tables).
+segfast.data.fewshot reads them (data.options.tables). The regions are V-point polygons, V =
+num_vertices (--num-vertices; the paper's 16, §3.2.2), which must be model.options.num_vertices.
 """
 
 import json
@@ -159,6 +160,7 @@ def make_tables(
     iterations: int = 3,
     scales=(100, 300, 1000),
     limit: int = 0,
+    num_vertices: int = 16,
 ) -> int:
     """Appends the tables of `data`'s pairs not yet in `out`; returns how many it made."""
     out = Path(out)
@@ -182,7 +184,7 @@ def make_tables(
             regions = [r for o in objects for r in superpixels(image, o.numpy(), scales)]
             feats = matcher.image_features([masked_crop(image, r) for r in regions]) if regions else torch.zeros(0, 1)
             result = table.build(name, known[name], feats)
-            polygons = mask_to_polar_polygons(torch.from_numpy(np.stack(regions))) if regions else []
+            polygons = mask_to_polar_polygons(torch.from_numpy(np.stack(regions)), num_vertices) if regions else []
             row = {
                 "key": f"{key}__{cls}",
                 "size": list(mask.shape),
@@ -262,6 +264,7 @@ def arguments(p) -> None:
     p.add_argument("--alpha", type=float, default=ALPHA)
     p.add_argument("--iterations", type=int, default=3, help="expert-guide refinement iterations (0: none)")
     p.add_argument("--limit", type=int, default=0, help="make at most this many tables this run")
+    p.add_argument("--num-vertices", type=int, default=16, help="the regions' polygon vertices (LLaFS Fig. 5)")
 
 
 def run(args) -> int:
@@ -272,7 +275,17 @@ def run(args) -> int:
     splits = ["train", "val"] if args.split == "both" else [args.split]
     for split in splits:
         data = FewShotEpisodes(args.root, args.dataset, args.fold, 1, split, augment=False)
-        made = make_tables(data, args.out, matcher, ask, attributes, args.alpha, args.iterations, limit=args.limit)
+        made = make_tables(
+            data,
+            args.out,
+            matcher,
+            ask,
+            attributes,
+            args.alpha,
+            args.iterations,
+            limit=args.limit,
+            num_vertices=args.num_vertices,
+        )
         print(f"{args.dataset} fold {args.fold} {split}: {made} new tables in {args.out}")
     return 0
 

@@ -77,6 +77,20 @@ def test_pascal_episodes(tmp_path, gen):
     assert train.classes == [7]
 
 
+def test_episodes_carry_v_point_polygons(tmp_path, gen):
+    """data.options.num_vertices (LLaFS Fig. 5): 8 rays at 45°, every other ray of the 16."""
+    pascal_tree(tmp_path, gen)
+    sixteen = FewShotEpisodes(tmp_path, "pascal", size=40, episodes=2, min_object_area=4)[1]
+    eight = FewShotEpisodes(tmp_path, "pascal", size=40, episodes=2, min_object_area=4, num_vertices=8)[1]
+    assert eight["query_polygons"].shape == (2, 8, 2)
+    assert torch.equal(eight["query_polygons"], sixteen["query_polygons"][:, ::2])
+    assert torch.equal(eight["support_polygons"][0], sixteen["support_polygons"][0][:, ::2])
+    empty = FewShotEpisodes(tmp_path, "pascal", size=40, episodes=2, min_object_area=10**6, num_vertices=8)[0]
+    assert empty["query_polygons"].shape == (0, 8, 2)
+    with pytest.raises(ValueError, match="num_vertices must be >= 3"):
+        FewShotEpisodes(tmp_path, num_vertices=2)
+
+
 def test_split_lists_train_on_the_other_folds(tmp_path, gen):
     """HSNet's trn/fold0 holds fold 0's own (novel) classes: training on fold 0 reads trn/fold1-3
     and testing reads val/fold0; without the lists VOC's val.txt keeps train and test apart."""

@@ -27,6 +27,22 @@ def test_curriculum_schedule_follows_equations_2_and_3():
     }  # Table 7's third setting
 
 
+def test_the_hint_schedule_starts_at_v_minus_1():
+    """Supp A.2.3 for V-point polygons (Fig. 5's ablation): M starts at V - 1 (the paper's 15 for
+    16), falls by one every N_p / (2 (V - 1)) steps and is 0 from N_p / 2 on."""
+    eight = PseudoPairs(size=32, curriculum_samples=1400, num_vertices=8)  # one hint less every 100
+    hints = [eight.curriculum.at(n / 1400)["hints"] for n in range(1401)]
+    assert hints[:100] == [7] * 100 and hints[100] == 6 and hints[699] == 1 and set(hints[700:]) == {0}
+    first, half = eight.sample(0), eight.sample(700)
+    assert first["hints"].shape == (8,) and int(first["hints"].sum()) == 7 and int(half["hints"].sum()) == 0
+    assert first["query_polygons"].shape == (1, 8, 2) and first["support_polygons"][0].shape == (1, 8, 2)
+    assert PseudoPairs().curriculum == Curriculum() and Curriculum().max_hints == 15  # the paper's 16 points
+    assert int(make_pair(0, 0.0, num_vertices=8)["hints"].sum()) == 7
+    assert PseudoPairs(num_vertices=8, curriculum={"max_hints": 3}).curriculum.max_hints == 3
+    with pytest.raises(ValueError, match=r"max_hints \(15\) must be below num_vertices \(8\)"):
+        make_pair(0, 0.0, curriculum=Curriculum(), num_vertices=8)
+
+
 @pytest.mark.parametrize("progress", [0.0, 0.4, 0.8, 1.0])
 def test_colour_constraints_hold(gen, progress):
     bounds = Curriculum().at(progress)

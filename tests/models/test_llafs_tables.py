@@ -88,6 +88,9 @@ def test_tables_match_regions_refine_iteratively_and_resume(tmp_path):
     one = tmp_path / "one.jsonl"
     make_tables(data, one, ColourMatcher(), ask, attributes, iterations=1, scales=(50,), limit=1)
     assert {tuple(r["attributes"]) for r in json.loads(one.read_text())["regions"]} == {("red wings",)}
+    eight = tmp_path / "eight.jsonl"  # LLaFS Fig. 5: the regions as 8-point polygons
+    make_tables(data, eight, ColourMatcher(), ask, attributes, iterations=1, scales=(50,), limit=1, num_vertices=8)
+    assert {np.array(r["polygon"]).shape for r in json.loads(eight.read_text())["regions"]} == {(8, 2)}
 
     # the dataset reads them: each support's table in the episode's frame, the instruction cites it
     episodes = FewShotEpisodes(tmp_path / "voc", "pascal", 0, 1, "val", 32, episodes=2, tables=str(out))

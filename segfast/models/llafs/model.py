@@ -7,8 +7,9 @@ Batches (from segfast.data's llafs-pseudo or fewshot datasets, one episode per s
     support, (n, V, 2); query_image (B, 3, S, S), query_mask (B, S, S), query_polygons: per sample
     (n, V, 2); optional query_ignore (B, S, S) (pixels L_ref and the metrics skip), hints (B, V)
     bool (the pretraining instruction), class_names, attributes, support_tables, and for scoring at
-    the label's own size original_mask / original_ignore. Stage 1 (options.stage = qformer)
-    reads caption batches instead: image (B, 3, S, S), caption (B strings).
+    the label's own size original_mask / original_ignore. V = model.options.num_vertices (the
+    paper's 16, Fig. 5 ablates it): the data's num_vertices must match (check_vertices). Stage 1
+    (options.stage = qformer) reads caption batches instead: image (B, 3, S, S), caption (B strings).
 
 L_llm: the answer lists the query's polygons in the order that best matches what the model
 predicts (Hungarian matching on teacher-forced predictions, done when a sample has several
@@ -57,7 +58,6 @@ from segfast.ops import ohem_cross_entropy, rasterize_polygons
 log = logging.getLogger("segfast")
 IGNORE = -100
 IGNORE_PIXEL = 255
-VERTICES = 16
 
 
 class LLaFS(LLMHooks, nn.Module):
@@ -68,10 +68,13 @@ class LLaFS(LLMHooks, nn.Module):
             raise ValueError(f"model.options.stage must be qformer or segmentation, got {o.stage!r}")
         if o.instruction not in ("task", "abstract"):
             raise ValueError(f"model.options.instruction must be task or abstract, got {o.instruction!r}")
-        self.image_size, self.bins = int(o.image_size), int(o.coordinate_bins)
+        if not isinstance(o.num_vertices, int) or o.num_vertices < 3:
+            raise ValueError(f"model.options.num_vertices must be an integer >= 3, got {o.num_vertices!r}")
+        self.image_size, self.bins, self.vertices = int(o.image_size), int(o.coordinate_bins), o.num_vertices
         self.encoder = ImageEncoder(o.encoder, o.encoder_path, tuple(o.encoder_widths), o.freeze_encoder)
         channels = self.encoder.out_channels
-        self.lm, self.tokenizer = build_llm(cfg, o.llm, template_words(), special_tokens(self.bins), device)
+        words = template_words(self.vertices)
+        self.lm, self.tokenizer = build_llm(cfg, o.llm, words, special_tokens(self.bins), device)
         qformer = dict(o.qformer)
         if o.qformer_path and not o.qformer_path.rstrip("/").split("/")[-1].startswith("step-"):
             qformer = VisualTokens.blip2_config(o.qformer_path)  # a BLIP-2 checkpoint: its own shape
@@ -82,7 +85,7 @@ class LLaFS(LLMHooks, nn.Module):
             int(o.num_query_tokens),
             o.qformer_text,
             o.qformer_tokenizer,
-            template_words(),
+            words,
         )
         if o.qformer_path:
             self.visual.load(o.qformer_path)
@@ -199,7 +202,26 @@ class LLaFS(LLMHooks, nn.Module):
             bins=self.bins,
             abstract=o.instruction == "abstract",
             with_support=o.with_support,
+            num_vertices=self.vertices,
         )
+
+    def check_vertices(self, batch: dict) -> None:
+        """Raises ValueError when a polygon of the batch (query, support, region table) or its
+        hints has another vertex count than model.options.num_vertices: the answers would be
+        written and parsed with the wrong count."""
+        v, shape = self.vertices, lambda p: torch.as_tensor(p).shape[-2]  # (..., V, 2)
+        found = {
+            "query_polygons": [shape(p) for p in batch.get("query_polygons", [])],
+            "support_polygons": [shape(p) for sample in batch.get("support_polygons", []) for p in sample],
+            "support_tables": [shape(r["polygon"]) for s in batch.get("support_tables", []) for t in s for r in t],
+            "hints": [batch["hints"].shape[-1]] if "hints" in batch else [],
+        }
+        for key, counts in found.items():
+            if wrong := sorted(set(counts) - {v}):
+                raise ValueError(
+                    f"the batch's {key} have {wrong[0]} vertices, model.options.num_vertices is {v}: make the data "
+                    f"with data.options.num_vertices={v} (region tables: segfast llafs-tables --num-vertices {v})"
+                )
 
     def answer(self, batch: dict, i: int, polygons) -> str:
         """The target text: the hidden vertices in pretraining, else the answer tuple."""
@@ -274,6 +296,7 @@ class LLaFS(LLMHooks, nn.Module):
         its number of polygons or hidden vertices, so the matching does not change it)."""
         if self.options.stage == "qformer":
             return sum(len(self.tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for c in batch["caption"])
+        self.check_vertices(batch)
         gts = [torch.as_tensor(p, dtype=torch.float64).cpu() for p in batch["query_polygons"]]
         return sum(len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in self._answers(batch, gts))
 
@@ -292,7 +315,8 @@ class LLaFS(LLMHooks, nn.Module):
                 poly[hidden] = values.view(-1, 2)
                 out.append(poly[None])
             else:
-                out.append(values[: values.numel() // (2 * VERTICES) * 2 * VERTICES].view(-1, VERTICES, 2))
+                v = self.vertices
+                out.append(values[: values.numel() // (2 * v) * 2 * v].view(-1, v, 2))
         return out
 
     def _caption_loss(self, batch: dict) -> dict:
@@ -309,6 +333,7 @@ class LLaFS(LLMHooks, nn.Module):
     def forward(self, batch: dict) -> dict:
         if self.options.stage == "qformer":
             return self._caption_loss(batch)
+        self.check_vertices(batch)
         visual, refine_feats = self._visual_lists(batch)
         gts = [torch.as_tensor(p, dtype=torch.float64).cpu() for p in batch["query_polygons"]]
         if "hints" not in batch and any(len(p) > 1 for p in gts):  # match the objects to the predictions
@@ -355,7 +380,9 @@ class LLaFS(LLMHooks, nn.Module):
             text = format_points(torch.zeros(max(hidden, 1), 2), size, size, self.bins)
             return len(tok(text, add_special_tokens=False)["input_ids"]) + 2
         one = len(
-            tok(format_points(torch.zeros(VERTICES, 2), size, size, self.bins), add_special_tokens=False)["input_ids"]
+            tok(format_points(torch.zeros(self.vertices, 2), size, size, self.bins), add_special_tokens=False)[
+                "input_ids"
+            ]
         )
         return (one + 1) * self.options.max_objects + 2
 
@@ -368,10 +395,10 @@ class LLaFS(LLMHooks, nn.Module):
             try:
                 poly[~hints] = parse_points(text, size, size, int((~hints).sum()), self.bins)
             except AnswerError as exc:
-                return torch.zeros(0, VERTICES, 2, dtype=torch.float64), str(exc)
+                return torch.zeros(0, self.vertices, 2, dtype=torch.float64), str(exc)
             return poly[None], None
-        polys, error = read_answer(text, size, size, VERTICES, self.bins)
-        stacked = torch.stack(polys) if polys else torch.zeros(0, VERTICES, 2, dtype=torch.float64)
+        polys, error = read_answer(text, size, size, self.vertices, self.bins)
+        stacked = torch.stack(polys) if polys else torch.zeros(0, self.vertices, 2, dtype=torch.float64)
         return stacked, error
 
     @torch.no_grad()
@@ -380,6 +407,7 @@ class LLaFS(LLMHooks, nn.Module):
         errors (None, or what the parser dropped and why: every complete polygon is kept),
         polygon_masks and masks (B, S, S) bool, and logits (B, S, S) foreground logits."""
         size = self.image_size
+        self.check_vertices(batch)
         visual, refine_feats = self._visual_lists(batch)
         items = [self._embed(self.instruction(batch, i), visual[i], None) for i in range(len(visual))]
         embeds, _, attention = self._pad(items, left=True)

@@ -9,6 +9,9 @@ from segfast.config import option
 class LLaFSOptions:
     image_size: int = option(384, "LLaFS Supp B: input 384 x 384")
     coordinate_bins: int = option(384, "LLaFS Supp A.4: 384 coordinate tokens, one per pixel at 384")
+    num_vertices: int = option(
+        16, "LLaFS §4.1: 16 rays at 22.5°; Fig. 5 ablates the number (data.options.num_vertices must match)"
+    )
     encoder: str = option("clip-rn50", "LLaFS Supp B: CLIP's ResNet-50 (open_clip); resnet50 = torchvision's; tiny")
     encoder_path: str = option("", "the OpenAI RN50 checkpoint (RN50.pt) or a torchvision ResNet-50 state dict")
     encoder_widths: list = option([16, 32, 64, 64], "ours: the tiny encoder's stage widths")

@@ -24,12 +24,15 @@ MASK_TOKEN; the answer is the hidden vertices in order (segfast.models.llafs.ans
     <image>, the foreground is {polygon}. For the target object in the query image <image>, the
     output should be {masked polygon}. What is the remaining points?
 
+With V-point polygons (model.options.num_vertices, Fig. 5's ablation) both say "V-point
+polygon" and "(xV,yV)" / "(xV, yV)"; the paper's V = 16 reads as above.
+
 Ablations (Tables 2-4): `abstract` replaces the task definition by "Perform image segmentation."
 (Table 4's abstract summary); without support images the examples are left out (Table 2); without
 attributes or tables the fine-grained in-context parts are left out (Tables 3-4).
 
 A region-attribute table (segfast.jobs.llafs_tables) is, per support image, a list of regions
-{"polygon": (16, 2) pixels in the episode's frame, "attributes": [phrases]}.
+{"polygon": (V, 2) pixels in the episode's frame, "attributes": [phrases]}.
 """
 
 import re
@@ -41,10 +44,10 @@ from segfast.text.tokens import IMAGE
 MASK_TOKEN = "[mask]"
 
 TASK = (
-    "For each object within the class {name} in an image, output coordinates of a 16-point polygon that "
+    "For each object within the class {name} in an image, output coordinates of a {vertices}-point polygon that "
     "encloses the object. These points should be arranged in a clockwise direction. The output should be a "
     "tuple in the format of (c1, c2, ..., cn), where cn is the coordinates for the n-th object and its format "
-    "should be ((x1,y1),(x2,y2),..., (x16,y16)). The coordinate value should be within (0, {bins})."
+    "should be ((x1,y1),(x2,y2),..., (x{vertices},y{vertices})). The coordinate value should be within (0, {bins})."
 )
 ABSTRACT = "Perform image segmentation."
 PROPERTIES = " To accomplish this task, you can refer to the following properties of {name}: {name} has {attributes}."
@@ -53,10 +56,10 @@ BECAUSE = ", because in these regions, {regions}"
 QUERY = " For image {image}, what is the output?"
 PRETRAIN = (
     "For the target object in a query image that has the same class as the support image foreground, output "
-    "coordinates of a 16-point polygon that encloses the object. These points should be arranged in a "
-    "clockwise direction and the format of their coordinates is ((x1, y1), (x2, y2), ..., (x16, y16)). The "
-    "coordinate value should be within (0, {bins}). {supports} For the target object in the query image "
-    "{image}, the output should be {masked}. What is the remaining points?"
+    "coordinates of a {vertices}-point polygon that encloses the object. These points should be arranged in a "
+    "clockwise direction and the format of their coordinates is ((x1, y1), (x2, y2), ..., (x{vertices}, "
+    "y{vertices})). The coordinate value should be within (0, {bins}). {supports} For the target object in the "
+    "query image {image}, the output should be {masked}. What is the remaining points?"
 )
 PRETRAIN_SUPPORT = "For support image {image}, the foreground is {polygon}."
 
@@ -83,11 +86,13 @@ def task_instruction(
     bins: int = COORDINATE_BINS,
     abstract: bool = False,
     with_support: bool = True,
+    num_vertices: int = 16,
 ) -> str:
     """support_polygons: per support image its (n_objects, V, 2) polygons (pixels of a size x size
     image); attributes: the class's phrases or None; tables: per support image its regions or
-    None. One IMAGE per support (unless with_support is False), then one for the query."""
-    text = ABSTRACT if abstract else TASK.format(name=class_name, bins=bins)
+    None. One IMAGE per support (unless with_support is False), then one for the query. The
+    instruction asks for num_vertices-point polygons (Fig. 5's ablation; the paper's 16)."""
+    text = ABSTRACT if abstract else TASK.format(name=class_name, bins=bins, vertices=num_vertices)
     if attributes:
         text += PROPERTIES.format(name=class_name, attributes=", ".join(attributes))
     if with_support:
@@ -107,13 +112,13 @@ def masked_polygon(polygon, hints, size: float, bins: int = COORDINATE_BINS) -> 
 
 
 def pretrain_instruction(support_polygons, query_polygon, hints, size: float, bins: int = COORDINATE_BINS) -> str:
-    """support_polygons: per support image (1, V, 2), its pseudo foreground."""
+    """support_polygons: per support image (1, V, 2), its pseudo foreground; the instruction asks
+    for V-point polygons, V = len(hints)."""
     supports = " ".join(
         PRETRAIN_SUPPORT.format(image=IMAGE, polygon=format_points(p[0], size, size, bins)) for p in support_polygons
     )
-    return PRETRAIN.format(
-        bins=bins, supports=supports, image=IMAGE, masked=masked_polygon(query_polygon, hints, size, bins)
-    )
+    masked = masked_polygon(query_polygon, hints, size, bins)
+    return PRETRAIN.format(bins=bins, vertices=len(hints), supports=supports, image=IMAGE, masked=masked)
 
 
 def pretrain_answer(query_polygon, hints, size: float, bins: int = COORDINATE_BINS) -> str:
@@ -121,10 +126,10 @@ def pretrain_answer(query_polygon, hints, size: float, bins: int = COORDINATE_BI
     return format_points(query_polygon[~hints], size, size, bins)
 
 
-def template_words() -> list[str]:
-    """Every word and punctuation mark the templates use, and the benchmarks' class names (the
-    tiny offline tokenizer's vocabulary)."""
+def template_words(num_vertices: int = 16) -> list[str]:
+    """Every word and punctuation mark the templates use with num_vertices-point polygons, and
+    the benchmarks' class names (the tiny offline tokenizer's vocabulary)."""
     text = " ".join([TASK, ABSTRACT, PROPERTIES, EXAMPLE, BECAUSE, QUERY, PRETRAIN, PRETRAIN_SUPPORT])
-    text = re.sub(r"\{[a-z]+\}", " ", text).replace(MASK_TOKEN, " ")
+    text = re.sub(r"\{[a-z]+\}", " ", text.replace("{vertices}", str(num_vertices))).replace(MASK_TOKEN, " ")
     words = set(re.findall(r"\w+|[^\w\s]", text)) | set("(),;.:") | class_words() | {"64", "384"}
     return sorted(words)
