@@ -12,7 +12,9 @@ def supersampled(mask, centre, theta, step=1e-3):
     """Independent reference: walk the ray in tiny steps, keep the last point inside the object."""
     h, w = mask.shape
     cx, cy = centre
-    dx, dy = math.cos(theta), math.sin(theta)
+    # axis-aligned rays exactly (cos(pi/2) is 6e-17, not 0): a centre on a grid line then stays on it,
+    # in the half-open pixel the op's definition gives it
+    dx, dy = (0.0 if abs(v) < 1e-12 else v for v in (math.cos(theta), math.sin(theta)))
     reach, t = 0.0, 0.0
     limit = math.hypot(h, w) + 2
     while t < limit:
@@ -46,6 +48,23 @@ def test_matches_supersampled_rays(gen):
             reach = supersampled(masks[i], centres[i].tolist(), theta)
             got = (polys[i, k] - centres[i]).norm().item()
             assert abs(got - reach) <= 2e-3, (i, k, got, reach)
+
+
+def test_rays_through_pixel_corners_and_along_grid_lines():
+    # Random centroids land on these often (x + y an integer; x an integer), and once failed CI.
+    mask = torch.zeros(1, 10, 10, dtype=torch.bool)
+    mask[0, 3, 3] = True  # the pixel holding the centre (3.5, 3.5)
+    mask[0, 5, 2] = mask[0, 7, 0] = True  # the 135-degree ray x + y = 7 only touches their corners
+    mask[0, 0, 6] = True  # the 315-degree ray, on the same line, crosses this one's interior
+    centre = torch.tensor([[3.5, 3.5]], dtype=torch.float64)
+    polys = mask_to_polar_polygons(mask, 8, centres=centre)[0]
+    torch.testing.assert_close(polys[3], torch.tensor([3.0, 4.0], dtype=torch.float64))  # the centre pixel's corner
+    torch.testing.assert_close(polys[7], torch.tensor([7.0, 0.0], dtype=torch.float64))  # leaves it at (7, 0)
+    line = torch.zeros(1, 10, 10, dtype=torch.bool)
+    line[0, 2:5, 4] = True  # column x in [4, 5): the upward ray from x = 4 runs along its left edge
+    line[0, 0:8, 3] = True  # column x in [3, 4): reaches higher, but lies on the other side
+    up = mask_to_polar_polygons(line, 4, centres=torch.tensor([[4.0, 4.5]], dtype=torch.float64))[0, 3]
+    torch.testing.assert_close(up, torch.tensor([4.0, 2.0], dtype=torch.float64))
 
 
 def test_square_and_definitions():
