@@ -1,7 +1,8 @@
 """Image and mask inputs of the [SEG]-token models: SAM's frame (longest side resized to S,
 normalised, zero-padded bottom/right — exactly segment-anything's ResizeLongestSide followed by
-Sam.preprocess) and the CLIP tower's square input; and the way back for evaluation: masks at
-the image's original resolution (to_original, score_at_original)."""
+Sam.preprocess) and the CLIP tower's input (CLIPImageProcessor's resize and centre crop); and
+the way back for evaluation: masks at the image's original resolution (to_original,
+score_at_original)."""
 
 import numpy as np
 import torch
@@ -106,15 +107,11 @@ def score_at_original(meter, logits: list, batch: dict) -> None:
 
 
 def clip_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """(3, size, size) CLIP-normalised square resize of the whole image."""
-    x = F.interpolate(_rgb(image) / 255, size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
-    return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
-
-
-def clip_crop_input(image: np.ndarray, size: int) -> torch.Tensor:
     """(3, size, size) CLIP-normalised: the shorter side resized to `size` (bicubic), then the
-    centre crop, as transformers' CLIPImageProcessor (the processor of LLaVA checkpoints, and
-    what LISA's and LLM-Seg's loaders call) prepares an image."""
+    centre crop, as transformers' CLIPImageProcessor prepares an image. Every system's authors
+    call that processor directly (LISA's and LaSagnA's datasets and chat.py, SegLLM's and LLM-Seg's
+    loaders; LLaVASeg's MLLM through transformers): a wide image loses its sides to the CLIP tower,
+    and SAM's frame keeps them."""
     h, w = image.shape[:2]
     nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
     x = F.interpolate(_rgb(image) / 255, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0]

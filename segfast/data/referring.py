@@ -61,7 +61,7 @@ import torch
 from segfast.data.coco_masks import segmentation_mask
 from segfast.data.layout import Index, Layout, Need, declare, image_size
 from segfast.data.rng import EpochChoices, content_rng
-from segfast.frames import clip_crop_input, read_rgb, sam_frame
+from segfast.frames import clip_input, read_rgb, sam_frame
 from segfast.ops import mask_iop, mask_iou, pack_masks
 from segfast.registry import dataset
 from segfast.text.lisa import ask, benchmark_round
@@ -401,7 +401,7 @@ class ReferringSegmentation(EpochChoices, torch.utils.data.Dataset):
         sample = {
             "image": frame,
             "valid_size": torch.tensor(valid),
-            "clip_image": clip_crop_input(image, self.clip_size),
+            "clip_image": clip_input(image, self.clip_size),
             "conversations": [[r] for r in rounds],
             "proposals": pad_square(proposals, ph, pw),
             "proposal_size": torch.tensor([ph, pw]),

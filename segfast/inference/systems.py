@@ -140,7 +140,7 @@ class LLMSegRunner(Runner):
 
     def predict(self, images, queries, *, classes=None, supports=None) -> list:
         from segfast.data.referring import pad_square
-        from segfast.frames import clip_crop_input, sam_frame
+        from segfast.frames import clip_input, sam_frame
         from segfast.models.llava import image_size
         from segfast.ops import pack_masks
         from segfast.text.lisa import benchmark_round
@@ -160,7 +160,7 @@ class LLMSegRunner(Runner):
             sample = {
                 "image": frame,
                 "valid_size": torch.tensor(valid),
-                "clip_image": clip_crop_input(image, image_size(self.lm)),
+                "clip_image": clip_input(image, image_size(self.lm)),
                 "proposals": pad_square(pack_masks(masks), ph, pw),
                 "proposal_size": torch.tensor([ph, pw]),
             }

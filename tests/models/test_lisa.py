@@ -18,7 +18,7 @@ import segfast  # noqa: E402
 from segfast.config import ConfigError  # noqa: E402
 from segfast.data.coco_masks import segmentation_mask  # noqa: E402
 from segfast.data.conversations import SegConversations  # noqa: E402
-from segfast.frames import SAM_MEAN, frame_masks, sam_frame, valid_size  # noqa: E402
+from segfast.frames import SAM_MEAN, clip_input, frame_masks, sam_frame, valid_size  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, IMAGE_SLOT, MEMORY_SLOT, encode, predicting  # noqa: E402
 from segfast.models.tiny import word_tokenizer  # noqa: E402
 from segfast.nn.losses import mask_bce_loss, mask_dice_loss  # noqa: E402
@@ -447,6 +447,23 @@ def test_sam_frame_matches_segment_anything_preprocessing():
     assert (h, w) == valid_size(30, 50, 64) == ResizeLongestSide(64).get_preprocess_shape(30, 50, 64)
     assert frame.shape == (3, 64, 64) and frame[:, h:].abs().sum() == 0 and frame[:, :, w:].abs().sum() == 0
     torch.testing.assert_close(frame[0, :h, :w], torch.full((h, w), (77 - SAM_MEAN[0]) / 58.395))
+
+
+@pytest.mark.parametrize("hw", [(30, 50), (50, 30), (17, 64), (40, 40), (9, 11)])
+def test_clip_input_is_what_clip_image_processor_makes(hw):
+    # LISA, LaSagnA, SegLLM and LLM-Seg call CLIPImageProcessor (shorter side resized, centre crop):
+    # a squash of the whole image to a square differs by whole columns on a gradient
+    from transformers import CLIPImageProcessor
+
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx * 255 // w, yy * 255 // h, (xx * 7 + yy * 3) % 256], -1).astype(np.uint8)
+    processor = CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24})
+    expect = torch.from_numpy(processor(image, return_tensors="np")["pixel_values"][0])
+    got = clip_input(image, 24)
+    assert got.shape == expect.shape == (3, 24, 24)
+    # PIL's and torch's bicubic differ by about a grey level (1/255 / CLIP_STD ~ 0.015) at most
+    assert (got - expect)[:2].abs().max() < 0.05 and (got - expect).abs().mean() < 0.02
 
 
 def test_vqa_conversations_train_the_text_only(tmp_path):
