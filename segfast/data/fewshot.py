@@ -56,7 +56,7 @@ from segfast.data.coco_masks import segmentation_mask
 from segfast.data.layout import Index, Layout, Need, declare, image_size, label_values
 from segfast.data.rng import EpochChoices
 from segfast.frames import read_rgb
-from segfast.ops import mask_to_polar_polygons
+from segfast.ops import object_polygons
 from segfast.registry import dataset
 from segfast.text.fewshot import PASCAL_CLASSES
 
@@ -291,8 +291,7 @@ class FewShotEpisodes(EpochChoices, Dataset):
         if objects is None:
             objects = connected_components(mask)
         objects = [o for o in objects if int(o.sum()) >= self.min_object_area]
-        v = self.num_vertices
-        polygons = mask_to_polar_polygons(torch.stack(objects), v) if objects else torch.zeros(0, v, 2).double()
+        polygons = object_polygons(objects, self.num_vertices)
         return {
             "image": img,
             "mask": mask,

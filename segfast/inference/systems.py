@@ -177,7 +177,7 @@ class LLaFSRunner(Runner):
     def predict(self, images, queries, *, classes=None, supports=None) -> list:
         from segfast.data.fewshot import _resize_image, _resize_mask, connected_components
         from segfast.inference.predictor import as_image
-        from segfast.ops import mask_to_polar_polygons
+        from segfast.ops import object_polygons
 
         self.check(classes, None)
         if supports is None or any(not s for s in supports):
@@ -192,9 +192,7 @@ class LLaFSRunner(Runner):
                 return img
             m = _resize_mask(torch.as_tensor(np.asarray(support_mask(mask))).bool(), size)
             parts = connected_components(m)
-            v = self.model.options.num_vertices
-            polys = mask_to_polar_polygons(torch.stack(parts), v) if parts else torch.zeros(0, v, 2).double()
-            return img, m, polys
+            return img, m, object_polygons(parts, self.model.options.num_vertices)
 
         views = [[view(i, m) for i, m in pairs] for pairs in supports]
         batch = {

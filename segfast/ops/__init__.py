@@ -6,7 +6,7 @@ from segfast.ops.binarize import binarize_logits
 from segfast.ops.ohem import ohem_cross_entropy
 from segfast.ops.overlap import mask_area, mask_intersection, mask_iop, mask_iou, mask_nms
 from segfast.ops.packing import pack_masks, packed_row_bytes, unpack_masks
-from segfast.ops.polar import mask_to_polar_polygons
+from segfast.ops.polar import mask_to_polar_polygons, object_polygons
 from segfast.ops.pooling import mask_grid_weights, mask_pool
 from segfast.ops.rasterize import rasterize_polygons
 from segfast.ops.rle import rle_encode
@@ -28,6 +28,7 @@ __all__ = [
     "attend_mask_from_blocked",
     "attend_mask_from_logits",
     "mask_to_polar_polygons",
+    "object_polygons",
     "binarize_logits",
     "rle_encode",
 ]

@@ -84,3 +84,11 @@ def mask_to_polar_polygons(
     inside = real & in_image & masks.reshape(-1)[flat]
     reach = torch.where(inside, end, torch.zeros_like(end)).max(2).values  # (N, V), 0 when the ray misses
     return torch.stack([c[:, 0, None] + reach * dx, c[:, 1, None] + reach * dy], 2)
+
+
+def object_polygons(objects: list, num_vertices: int = 16) -> torch.Tensor:
+    """One polygon per (H, W) bool object mask, (len(objects), num_vertices, 2) float64; (0, V, 2)
+    for no objects (an empty support or query)."""
+    if not objects:
+        return torch.zeros(0, check_size("num_vertices", num_vertices), 2, dtype=torch.float64)
+    return mask_to_polar_polygons(torch.stack(objects), num_vertices)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from segfast.ops import mask_to_polar_polygons, rasterize_polygons
+from segfast.ops import mask_to_polar_polygons, object_polygons, rasterize_polygons
 from segfast.ops.polar import mask_centres
 from tests.allocations import Allocations
 
@@ -92,6 +92,13 @@ def test_misses_and_empty_masks():
     polys = mask_to_polar_polygons(miss, 8)[0]
     assert torch.equal(polys[0], torch.tensor([4.5, 4.5], dtype=torch.float64))  # the rightward ray misses
     assert (polys[1] - torch.tensor([9.0, 9.0], dtype=torch.float64)).abs().max() < 1e-9  # 45 degrees hits (8, 8)
+
+
+def test_object_polygons_of_a_list_and_of_none(gen):
+    objects = list(blobs(gen, 2, 20, 24))
+    torch.testing.assert_close(object_polygons(objects, 8), mask_to_polar_polygons(torch.stack(objects), 8))
+    none = object_polygons([], 12)
+    assert none.shape == (0, 12, 2) and none.dtype == torch.float64
 
 
 def test_round_trip_through_rasterization(gen):
