@@ -185,11 +185,7 @@ def write_llava(src: Source, config: dict, directory, clip, tokenizer=None) -> t
     own = model.state_dict()
     out = llava_weights(src, own, clip)
     fit_vocabulary(out, own, src.report)
-    src.report.missing += sorted(set(own) - set(out))
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in out.items() if v.shape != own[k].shape]
-    if wrong:
-        raise ConversionError(f"weights that do not fit the model the config describes: {', '.join(wrong[:10])}")
-    src.report.check()
+    src.report.fit(out, own, "the model the config describes")
     model.load_state_dict(out, strict=True, assign=True)
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))

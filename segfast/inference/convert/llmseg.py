@@ -277,11 +277,7 @@ def write_dinov2(src: ReleaseSource, directory: Path, dinov2) -> None:
         model = Dinov2Model(config)
     own = model.state_dict()
     out = dinov2_weights(src, own)
-    src.report.missing += sorted(f"dinov2/{k}" for k in set(own) - set(out))
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in out.items() if v.shape != own[k].shape]
-    if wrong:
-        raise ConversionError(f"DINOv2 weights that do not fit its configuration: {', '.join(wrong[:10])}")
-    src.report.check()
+    src.report.fit(out, own, "DINOv2's configuration", name=lambda k: f"dinov2/{k}")
     model.load_state_dict(out, strict=True, assign=True)
     model.save_pretrained(str(directory))
 
@@ -328,11 +324,7 @@ def head_options(heads: dict, report: Report) -> dict:
 def load_heads(model, heads: dict, report: Report) -> None:
     """The heads into the segfast model, every parameter of those modules accounted for."""
     own = {k: v for k, v in model.state_dict().items() if k.startswith(tuple(HEADS.values()))}
-    report.missing += [f"{PEFT}{authors_name(k)} (for {k})" for k in sorted(set(own) - set(heads))]
-    report.check()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in heads.items() if v.shape != own[k].shape]
-    if wrong:
-        raise ConversionError(f"weights that do not fit the llm-seg model: {', '.join(wrong[:10])}")
+    report.fit(heads, own, "the llm-seg model", name=lambda k: f"{PEFT}{authors_name(k)} (for {k})")
     model.load_state_dict(heads, strict=False)
 
 
