@@ -169,7 +169,7 @@ def convert_command(args) -> int:
     from segfast.inference.convert import REPORT, convert
 
     try:
-        convert(args.system, args.source, args.out, clip=args.clip)
+        convert(args.system, args.source, args.out, clip=args.clip, llava=args.llava, dinov2=args.dinov2)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         sys.exit(f"segfast convert: {exc}")
     print(f"wrote {args.out} (every key: {Path(args.out) / REPORT}); try: segfast predict --checkpoint {args.out} ...")
@@ -310,9 +310,11 @@ def main(argv=None) -> int:
     p.set_defaults(func=predict_command)
     p = sub.add_parser("convert", help="an authors' released checkpoint -> a segfast checkpoint, every key reported")
     p.add_argument("--system", required=True, help="whose release: lisa, lasagna, ...")
-    p.add_argument("--from", dest="source", required=True, help="the release's directory (config.json, weights)")
+    p.add_argument("--from", dest="source", required=True, help="the release's directory (LLM-Seg: DeepSpeed's)")
     p.add_argument("--out", required=True, help="a new directory for the segfast checkpoint")
     p.add_argument("--clip", help="local CLIP vision model the release's mm_vision_tower names (its config)")
+    p.add_argument("--llava", help="llm-seg: the base LLaVA directory it was trained from (config.json, tokenizer)")
+    p.add_argument("--dinov2", help="llm-seg: a local transformers Dinov2Model (its config; weights if none released)")
     p.set_defaults(func=convert_command)
 
     p = sub.add_parser("data", help="check a dataset folder against its reader's layout; render docs/data.md")

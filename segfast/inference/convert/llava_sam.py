@@ -52,6 +52,7 @@ LISA_LORA = {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.05, "target_modu
 SAM_PREFIX, FC_PREFIX = "model.visual_model.", "model.text_hidden_fcs.0."
 CLIP_PREFIX, PROJECTOR = "model.vision_tower.vision_tower.", "model.mm_projector."
 SAM_WIDTHS = {1280: "vit_h", 1024: "vit_l", 768: "vit_b", 32: "tiny"}  # image encoder width -> type
+SAM_PARTS = tuple(SAM_PREFIX + p for p in ("image_encoder.", "prompt_encoder.", "mask_decoder."))
 
 
 class Source:
@@ -82,8 +83,10 @@ def prefix_of(names, suffix: str) -> str:
 
 
 def sam_weights(src: Source) -> tuple:
-    """(segment-anything state dict, sam_type, image size) from model.visual_model.*."""
-    state = {k[len(SAM_PREFIX) :]: src.take(k, "sam.pth:" + k[len(SAM_PREFIX) :]) for k in src.keys(SAM_PREFIX)}
+    """(segment-anything state dict, sam_type, image size) from model.visual_model.{image_encoder,
+    prompt_encoder,mask_decoder}.* (LLM-Seg's model.visual_model_dinov2 shares the prefix)."""
+    keys = [k for k in src.keys(SAM_PREFIX) if k.startswith(SAM_PARTS)]
+    state = {k[len(SAM_PREFIX) :]: src.take(k, "sam.pth:" + k[len(SAM_PREFIX) :]) for k in keys}
     patch = state.get("image_encoder.patch_embed.proj.weight")
     if patch is None:
         src.report.missing.append(SAM_PREFIX + "image_encoder.*")
@@ -154,14 +157,15 @@ def fit_vocabulary(out: dict, own: dict, report: Report) -> None:
             report.notes.append(f"{name}: {extra} zero row(s) appended for <image>")
 
 
-def write_llava(src: Source, config: dict, directory, clip) -> tuple:
-    """Writes <directory> (transformers LLaVA + tokenizer); returns the tokenizer."""
+def write_llava(src: Source, config: dict, directory, clip, tokenizer=None) -> tuple:
+    """Writes <directory> (transformers LLaVA + tokenizer); returns the tokenizer (the release's
+    own unless given: LLM-Seg's comes from its base LLaVA)."""
     from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     from segfast.models.llm import add_special_tokens
     from segfast.text.tokens import IMAGE
 
-    tokenizer = AutoTokenizer.from_pretrained(str(src.weights.directory))
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(src.weights.directory))
     add_special_tokens(tokenizer, [IMAGE])
     text = LlamaConfig(**{k: config[k] for k in LLAMA_FIELDS if config.get(k) is not None})
     text.vocab_size = max(text.vocab_size, len(tokenizer))
@@ -181,11 +185,7 @@ def write_llava(src: Source, config: dict, directory, clip) -> tuple:
     own = model.state_dict()
     out = llava_weights(src, own, clip)
     fit_vocabulary(out, own, src.report)
-    src.report.missing += sorted(set(own) - set(out))
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in out.items() if v.shape != own[k].shape]
-    if wrong:
-        raise ConversionError(f"weights that do not fit the model the config describes: {', '.join(wrong[:10])}")
-    src.report.check()
+    src.report.fit(out, own, "the model the config describes")
     model.load_state_dict(out, strict=True, assign=True)
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))

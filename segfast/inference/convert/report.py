@@ -40,6 +40,17 @@ class Report:
         path.write_text(json.dumps(self.__dict__, indent=1))
         return path
 
+    def fit(self, weights: dict, own: dict, what: str, name=str) -> None:
+        """Records the names of `own` (the model's state, shapes) that `weights` lacks as missing
+        (as name(key) gives them), refuses tensors of another shape, then check()."""
+        self.missing += sorted(name(k) for k in set(own) - set(weights))
+        wrong = [
+            f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items() if v.shape != own[k].shape
+        ]
+        if wrong:
+            raise ConversionError(f"weights that do not fit {what}: {', '.join(wrong[:10])}")
+        self.check()
+
     def check(self) -> None:
         if self.missing:
             raise ConversionError(
