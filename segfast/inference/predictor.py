@@ -2,10 +2,11 @@
 
 A checkpoint is any segfast checkpoint (a training run's checkpoints/step-*, its run directory, or
 what `segfast convert` wrote from the authors' released weights). Relative paths in its
-config.yaml (model.path, model.options.*_path / sam_checkpoint) are read relative to the
-checkpoint, so a converted checkpoint can be moved. An optional inference.json beside it holds
-the system's inference settings (the question template that wraps a query, LLaVASeg's query
-kind, LLM-Seg's proposal SAM, ...); keyword arguments of `load` override them.
+config.yaml (model.path, model.options.*_path / sam_checkpoint) and in its inference.json are
+read relative to the checkpoint, so a converted checkpoint can be moved. The optional
+inference.json beside it holds the system's inference settings (the question template that wraps
+a query, LLaVASeg's query kind, LLM-Seg's proposal SAM, ...); keyword arguments of `load` override
+them.
 
 On CUDA the language model runs in bf16 (dtype) with the attention segfast.models.llm picks
 (flash_attention_2 when flash_attn imports, else PyTorch SDPA), everything else in fp32 under
@@ -64,17 +65,20 @@ def checkpoint_dir(checkpoint) -> Path:
     return found
 
 
+def local_path(directory: Path, value):
+    """`value` resolved against the checkpoint when it is a relative path of something there."""
+    if isinstance(value, str) and value and not Path(value).is_absolute() and (directory / value).exists():
+        return str((directory / value).resolve())
+    return value
+
+
 def local_paths(directory: Path, model: dict) -> list:
     """Dotted overrides that make relative paths of the model config absolute (relative to the
     checkpoint) where such a file or folder exists there."""
-    out = []
     candidates = [("model.path", model.get("path"))] + [
         (f"model.options.{k}", v) for k, v in (model.get("options") or {}).items()
     ]
-    for key, value in candidates:
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (directory / value).exists():
-            out.append(f"{key}={(directory / value).resolve()}")
-    return out
+    return [f"{key}={local_path(directory, v)}" for key, v in candidates if local_path(directory, v) != v]
 
 
 def load(checkpoint, device=None, dtype=None, **settings) -> "Predictor":
@@ -92,6 +96,7 @@ def load(checkpoint, device=None, dtype=None, **settings) -> "Predictor":
     config = yaml.safe_load((directory / "config.yaml").read_text())
     model = load_trained(directory, device, local_paths(directory, config["model"]))
     saved = json.loads((directory / SETTINGS).read_text()) if (directory / SETTINGS).is_file() else {}
+    saved = {k: local_path(directory, v) for k, v in saved.items()}  # LLM-Seg's sam_checkpoint
     system = config["model"]["name"]
     return Predictor(model, system, runner(system, model, {**saved, **settings}), device, dtype)
 

@@ -3,19 +3,23 @@
 A local checkpoint (model.path, transformers' LlavaForConditionalGeneration layout: CLIP vision
 tower, projector, language model) loads through segfast.models.llm.load_llm; without a path a
 tiny random LLaVA is built from configs over a word tokenizer (tests, CPU smoke runs). Either way
-the CLIP tower is frozen, the projector trains fully and LoRA adapts the language model.
+the CLIP tower is frozen, the projector trains unless the system freezes it (LISA's family
+does: train_projector) and LoRA adapts the language model.
 
 segfast builds the input embeddings itself (image features scattered into the `<image>` slots,
 mask memory into its slots) and calls the model with inputs_embeds, so one code path serves
 training, evaluation and generation.
 """
 
+import json
+from pathlib import Path
+
 import torch
 
 from segfast.config import ConfigError, ModelConfig
 from segfast.models.llm import add_special_tokens, apply_lora, load_llm
 from segfast.models.tiny import TINY_LLAMA, word_tokenizer
-from segfast.text.tokens import IMAGE
+from segfast.text.tokens import IM_END, IM_START, IMAGE
 
 TINY_VISION = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
@@ -161,3 +165,26 @@ def greedy_answers(
         row = row[: row.index(eos)] if eos in row else row
         answers.append([t for t in row if t != pad])
     return answers
+
+
+def uses_image_start_end(setting: str, path: str) -> bool:
+    """image_start_end resolved: on, off, or (auto) what the checkpoint at `path` was trained with:
+    its config's mm_use_im_start_end (LLaVA's and LISA's key, top level or text_config) or
+    <im_start> among its tokenizer's tokens; a random tiny model (no path) has none."""
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"model.options.image_start_end must be auto, on or off, got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
+    if not path:
+        return False
+    folder = Path(path)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if any(c.get("mm_use_im_start_end") for c in (config, config.get("text_config") or {})):
+        return True
+    files = ("added_tokens.json", "tokenizer.json", "tokenizer_config.json")
+    return any(IM_START in (folder / f).read_text() for f in files if (folder / f).is_file())
+
+
+def with_image_start_end(rounds: list) -> list:
+    """The rounds with each <image> wrapped in <im_start>/<im_end> (LLaVA's use_mm_start_end)."""
+    return [{**r, "question": r["question"].replace(IMAGE, IM_START + IMAGE + IM_END)} for r in rounds]

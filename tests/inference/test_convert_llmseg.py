@@ -240,15 +240,20 @@ def test_report_and_options(release):
     assert (o.dim, o.iop_hidden, o.embedding_hidden, o.fusion_mlp, o.fusion_blocks) == (DIM, 16, 64, 64, 2)
     assert (o.backbone, o.image_size, o.selection) == ("dinov2", 896, "iop_threshold")
     settings = json.loads((out / "inference.json").read_text())
-    assert settings["sam_type"] == "tiny" and settings["sam_checkpoint"] == str((out / "sam.pth").resolve())
+    assert settings["sam_type"] == "tiny" and settings["sam_checkpoint"] == "sam.pth"  # beside it: movable
+    assert model.image_start_end  # the release wraps <image> in <im_start>/<im_end> (use_mm_start_end)
 
 
-def test_predict_on_the_converted_checkpoint(release):
-    """segfast.load reads inference.json: the release's own SAM (sam.pth) makes the proposals."""
+def test_predict_on_the_converted_checkpoint(release, tmp_path):
+    """segfast.load reads inference.json: the release's own SAM (sam.pth) makes the proposals,
+    also after the converted checkpoint is moved."""
+    import shutil
+
     from segfast.models.sam.proposals import ProposalGenerator
 
     authors, _, _, out, _, _ = release
-    predictor = segfast.load(out, device="cpu", max_proposals=4)
+    moved = shutil.copytree(out, tmp_path / "moved")
+    predictor = segfast.load(moved, device="cpu", max_proposals=4)
     sam = predictor.runner.generator.model
     expected = authors.model.visual_model.mask_decoder.iou_token.weight
     torch.testing.assert_close(sam.mask_decoder.iou_token.weight, expected)

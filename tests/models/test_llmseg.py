@@ -69,6 +69,33 @@ def test_llava_sees_the_image_through_its_own_tower_and_frozen_projector(tmp_pat
     )
 
 
+def test_prompt_is_llava_v1_with_the_checkpoints_image_start_end(tmp_path):
+    # the authors' training.py: conv_type llava_v1 (its system line) and use_mm_start_end on
+    import json
+
+    from segfast.models.lisa.conversation import IMAGE_SLOT
+    from segfast.models.llava import save_tiny_llava
+    from segfast.text.lisa import vocabulary
+
+    def text(model, rounds):
+        e = model.encode(rounds)
+        first = e.kinds.index(IMAGE_SLOT)
+        ids = e.ids[:first] + [model.image_token_id] + e.ids[first + model.image_slots :]
+        return model.tokenizer.decode(ids, skip_special_tokens=False)
+
+    turn = [{"question": "<image>\nPlease segment the red box in this image.", "answer": "It is [SEG]."}]
+    path = save_tiny_llava(tmp_path / "llava", vocabulary())
+    plain = build("llm-seg", path=str(path))
+    assert not plain.image_start_end
+    assert text(plain, turn).startswith("<s> A chat between a curious human and an artificial intelligence")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "mm_use_im_start_end": True}))
+    wrapped = build("llm-seg", path=str(path))
+    assert "USER : <im_start> <image> <im_end> Please segment" in text(wrapped, turn)
+    start = wrapped.tokenizer.convert_tokens_to_ids("<im_start>")
+    assert wrapped.encode(turn).ids.count(start) == 1 and start != wrapped.tokenizer.unk_token_id
+
+
 def test_clip_size_must_match_the_vision_tower(tiny):
     with pytest.raises(ValueError, match="clip_size"):
         tiny(_batch(clip_size=48))

@@ -357,7 +357,8 @@ def convert(system: str, source, out, clip=None, llava=None, dinov2=None) -> Rep
     save_torch(sam, out / "sam.pth")
     write_dinov2(src, out / DINO_DIR, dinov2)
     write_llava(src, config, out / "llava", clip, tokenizer)
-    options.update(backbone="dinov2", dinov2_path=DINO_DIR, image_size=896, system=SYSTEM_V1)  # training.py 896
+    # training.py: DINOv2 at 896, llava_v1's system line, use_mm_start_end on
+    options.update(backbone="dinov2", dinov2_path=DINO_DIR, image_size=896, system=SYSTEM_V1, image_start_end="on")
     segfast_config = {
         "model": {"name": system, "path": "llava", "lora": LISA_LORA, "options": options},
         "run": {"seed": 0},
@@ -367,14 +368,10 @@ def convert(system: str, source, out, clip=None, llava=None, dinov2=None) -> Rep
     model = registered(system).model(cfg.model, torch.device("cpu"))
     load_heads(model, heads, report)
     src.finish()
-    report.notes.append(
-        "the release was trained with <im_start><image><im_end> around the image (use_mm_start_end); "
-        "segfast's llm-seg feeds <image> alone"
-    )
     print(report.summary())
     report.write(out)
     # the release's own SAM makes the proposals; 50 largest as the authors' prepare_datasets keep
-    settings = {"sam_type": sam_type, "sam_checkpoint": str((out / "sam.pth").resolve()), "max_proposals": 50}
+    settings = {"sam_type": sam_type, "sam_checkpoint": "sam.pth", "max_proposals": 50}
     (out / SETTINGS).write_text(json.dumps(settings, indent=1))
     save_trained(model, segfast_config, out)
     return report

@@ -34,9 +34,7 @@ train_ds.py does from a checkpoint without them). Not reproduced: LISA cuts trai
 at model_max_length (512, image included); segfast never cuts a conversation.
 """
 
-import json
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -53,29 +51,13 @@ from segfast.models.llava import (
     greedy_answers,
     image_features,
     image_token_count,
+    uses_image_start_end,
+    with_image_start_end,
 )
 from segfast.models.llm import LLMHooks, count_labelled, token_mean_kwargs
 from segfast.nn.losses import framed_mask_losses, mask_bce_loss, mask_dice_loss
 from segfast.text.lisa import vocabulary
 from segfast.text.tokens import IM_END, IM_START
-
-
-def uses_image_start_end(setting: str, path: str) -> bool:
-    """image_start_end resolved: on, off, or (auto) what the checkpoint at `path` was trained with:
-    its config's mm_use_im_start_end (LLaVA's and LISA's key, top level or text_config) or
-    <im_start> among its tokenizer's tokens; a random tiny model (no path) has none."""
-    if setting not in ("auto", "on", "off"):
-        raise ConfigError(f"model.options.image_start_end must be auto, on or off, got {setting!r}")
-    if setting != "auto":
-        return setting == "on"
-    if not path:
-        return False
-    folder = Path(path)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    if any(c.get("mm_use_im_start_end") for c in (config, config.get("text_config") or {})):
-        return True
-    files = ("added_tokens.json", "tokenizer.json", "tokenizer_config.json")
-    return any(IM_START in (folder / f).read_text() for f in files if (folder / f).is_file())
 
 
 def conversations(batch: dict) -> list:
@@ -120,7 +102,7 @@ class LISA(LLMHooks, nn.Module):
     # ---- sequences -----------------------------------------------------------------------------
     def encode(self, rounds: list) -> Encoded:
         if self.image_start_end:  # LISA's collate_fn replaces <image> before tokenizing
-            rounds = [{**r, "question": r["question"].replace(IMAGE, IM_START + IMAGE + IM_END)} for r in rounds]
+            rounds = with_image_start_end(rounds)
         return encode(
             self.tokenizer,
             rounds,

@@ -24,8 +24,7 @@ Departures, each an option off in the paper configuration: kl="pred||gt" (eq. 1 
 literally), iop_hidden=128 (the authors' code; the paper's 64 is the default), backbone=sam,
 fusion=mlp and heads=iou|iop (Tables 2 and 4). Not reproduced: the authors resize the proposals
 of their sem_seg and refer_seg loaders without antialiasing (ReasonSeg, LLM-Seg40K and every
-evaluation antialias; segfast antialiases always); LLaVA-lightning's <im_start>/<im_end> tokens
-(a transformers LLaVA checkpoint has none).
+evaluation antialias; segfast antialiases always).
 """
 
 import torch
@@ -43,7 +42,9 @@ from segfast.models.llava import (
     image_size,
     image_token_count,
     projector,
+    uses_image_start_end,
     vision_tower,
+    with_image_start_end,
 )
 from segfast.models.llm import LLMHooks, count_labelled, token_mean_kwargs
 from segfast.models.llmseg.fusion import Fusion, MLPFusion
@@ -51,7 +52,7 @@ from segfast.models.llmseg.heads import KL_DIRECTIONS, SELECTIONS, iop_loss, iou
 from segfast.models.llmseg.options import BACKBONES, FUSIONS, HEADS, LLMSegOptions
 from segfast.ops import mask_pool, unpack_masks
 from segfast.text.lisa import vocabulary
-from segfast.text.tokens import SEG
+from segfast.text.tokens import IM_END, IM_START, SEG
 
 NCIOU_SIZE = (1024, 1024)  # authors' training.py validate_threshold: both masks resized there (nearest)
 
@@ -84,7 +85,9 @@ class LLMSeg(LLMHooks, nn.Module):
         self.backbone.requires_grad_(False).eval()
         dim = int(o.dim)
         self.project = nn.Conv2d(width, dim, 1)  # the authors' lisa_dino_conv
-        self.lm, self.tokenizer = build_llava(cfg, o.llava, vocabulary(), [SEG], device)
+        self.image_start_end = uses_image_start_end(o.image_start_end, cfg.path)
+        tokens = [SEG] + ([IM_START, IM_END] if self.image_start_end else [])
+        self.lm, self.tokenizer = build_llava(cfg, o.llava, vocabulary(), tokens, device)
         projector(self.lm).requires_grad_(False)  # LLM-Seg keeps LLaVA's projector frozen (authors' code)
         d = self.lm.get_input_embeddings().embedding_dim
         self.text_fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, dim))  # text_hidden_fcs
@@ -167,6 +170,8 @@ class LLMSeg(LLMHooks, nn.Module):
         return [c for cs in convs for c in cs], [b for b, cs in enumerate(convs) for _ in cs]
 
     def encode(self, rounds: list):
+        if self.image_start_end:  # the authors' collate_fn wraps <image> before tokenizing, as LISA's
+            rounds = with_image_start_end(rounds)
         return encode(
             self.tokenizer,
             rounds,

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from segfast.config import option
 from segfast.models.lisa.options import LLaVASamOptions
+from segfast.text.lisa import SYSTEM
 
 BACKBONES = ("dinov2", "sam")
 FUSIONS = ("two_way", "mlp")
@@ -53,3 +54,9 @@ class LLMSegOptions(LLaVASamOptions):
         "iop_threshold", "LLM-Seg Table 3 (Threshold IoP, the paper's model); or top1_iou, top1_iou+iop_threshold, ..."
     )
     iop_threshold: float = option(0.5, "LLM-Seg §5.1.3 / authors' code (validate_threshold)")
+    system: str = option(SYSTEM, "authors' code: conv_templates['llava_v1'].system (training.py --conv_type)")
+    image_start_end: str = option(
+        "auto",
+        "authors' code (use_mm_start_end, on in training.py): <im_start><image><im_end> when the checkpoint "
+        "uses them (auto: its config's mm_use_im_start_end, or <im_start> in its tokenizer); on | off force it",
+    )
