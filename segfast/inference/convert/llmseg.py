@@ -37,8 +37,8 @@ names a transformers Dinov2Model (also the weights' source when the release lack
 
 Written to <out>: llava/ and sam.pth as llava_sam writes them, dinov2-model/ (transformers'
 Dinov2Model), the segfast checkpoint (config.yaml, trainable.safetensors, conversion.json,
-manifest.json) and inference.json naming sam.pth as the proposal SAM (an absolute path: the
-runner reads it as given).
+manifest.json) and inference.json naming sam.pth as the proposal SAM (relative: segfast.load
+reads it beside the checkpoint, so the folder can be moved).
 """
 
 import re
