@@ -96,6 +96,57 @@ def test_prompt_is_llava_v1_with_the_checkpoints_image_start_end(tmp_path):
     assert wrapped.encode(turn).ids.count(start) == 1 and start != wrapped.tokenizer.unk_token_id
 
 
+def _bicubic_matrix(n_in: int, n_out: int, scale: float) -> torch.Tensor:
+    """(n_out, n_in) weights of PyTorch's bicubic resampling (Keys' kernel, a = -0.75, edges
+    clamped, align_corners False) when output pixel j reads input (j + 0.5) / scale - 0.5."""
+    a, m = -0.75, torch.zeros(n_out, n_in, dtype=torch.float64)
+    for j in range(n_out):
+        src = (j + 0.5) / scale - 0.5
+        x0 = math.floor(src)
+        t = src - x0
+        w = [
+            ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+            ((a + 2) * t - (a + 3)) * t * t + 1,
+            ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+        ]
+        for k, weight in enumerate(w + [1 - sum(w)]):
+            m[j, min(max(x0 - 1 + k, 0), n_in - 1)] += weight
+    return m
+
+
+def test_dinov2_positions_are_resampled_as_torch_hubs():
+    # the authors load DINOv2 from torch.hub: scale (n + 0.1) / side; transformers sizes to n
+    from transformers import Dinov2Config, Dinov2Model
+
+    from segfast.models.llmseg.dinov2 import use_hub_positions
+
+    sizes = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}
+    # a 5 x 5 grid of 14-px patches, read at 126 px: 9 x 9
+    model = Dinov2Model(Dinov2Config(**sizes, image_size=70)).eval()
+    torch.nn.init.normal_(model.embeddings.position_embeddings)
+    side, n = 5, 9
+    grid = model.embeddings.position_embeddings[0, 1:].detach().double().reshape(side, side, -1)
+
+    def expected(scale):
+        r = _bicubic_matrix(side, n, scale)
+        return torch.einsum("ia,abc,jb->ijc", r, grid, r).reshape(n * n, -1).float()
+
+    tokens = torch.zeros(1, n * n + 1, 8)
+    plain = model.embeddings.interpolate_pos_encoding(tokens, 126, 126)[0, 1:].detach()
+    torch.testing.assert_close(plain, expected(n / side), atol=1e-5, rtol=1e-5)  # the reference is PyTorch's
+    use_hub_positions(model)
+    hub = model.embeddings.interpolate_pos_encoding(tokens, 126, 126)[0].detach()
+    torch.testing.assert_close(hub[1:], expected((n + 0.1) / side), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hub[0], model.embeddings.position_embeddings[0, 0].detach())
+    assert (hub[1:] - plain).abs().max() > 1e-3  # the two differ
+    assert model(pixel_values=torch.randn(1, 3, 126, 126)).last_hidden_state.shape == (1, n * n + 1, 8)
+    assert build("llm-seg").backbone.embeddings.interpolate_pos_encoding.__func__.__name__ == "hub_position_encoding"
+    default = build("llm-seg", dinov2_positions="transformers").backbone.embeddings.interpolate_pos_encoding
+    assert default.__func__.__name__ == "interpolate_pos_encoding"
+    with pytest.raises(ConfigError, match="dinov2_positions"):
+        build("llm-seg", dinov2_positions="timm")
+
+
 def test_clip_size_must_match_the_vision_tower(tiny):
     with pytest.raises(ValueError, match="clip_size"):
         tiny(_batch(clip_size=48))

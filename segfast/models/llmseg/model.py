@@ -22,7 +22,9 @@ original_ignore (H, W).
 
 Departures, each an option off in the paper configuration: kl="pred||gt" (eq. 1 read
 literally), iop_hidden=128 (the authors' code; the paper's 64 is the default), backbone=sam,
-fusion=mlp and heads=iou|iop (Tables 2 and 4). Not reproduced: the authors resize the proposals
+fusion=mlp and heads=iou|iop (Tables 2 and 4), dinov2_positions=transformers (transformers' own
+resampling of DINOv2's position grid; the authors' torch.hub model resamples it as
+segfast.models.llmseg.dinov2 does). Not reproduced: the authors resize the proposals
 of their sem_seg and refer_seg loaders without antialiasing (ReasonSeg, LLM-Seg40K and every
 evaluation antialias; segfast antialiases always).
 """
@@ -47,9 +49,10 @@ from segfast.models.llava import (
     with_image_start_end,
 )
 from segfast.models.llm import LLMHooks, count_labelled, token_mean_kwargs
+from segfast.models.llmseg.dinov2 import use_hub_positions
 from segfast.models.llmseg.fusion import Fusion, MLPFusion
 from segfast.models.llmseg.heads import KL_DIRECTIONS, SELECTIONS, iop_loss, iou_alignment_loss, mlp, select, similarity
-from segfast.models.llmseg.options import BACKBONES, FUSIONS, HEADS, LLMSegOptions
+from segfast.models.llmseg.options import BACKBONES, FUSIONS, HEADS, POSITIONS, LLMSegOptions
 from segfast.ops import mask_pool, unpack_masks
 from segfast.text.lisa import vocabulary
 from segfast.text.tokens import IM_END, IM_START, SEG
@@ -61,6 +64,7 @@ def check_options(o: LLMSegOptions) -> None:
     for key, value, known in (
         ("backbone", o.backbone, BACKBONES),
         ("fusion", o.fusion, FUSIONS),
+        ("dinov2_positions", o.dinov2_positions, POSITIONS),
         ("heads", o.heads, HEADS),
         ("selection", o.selection, SELECTIONS),
         ("kl", o.kl, KL_DIRECTIONS),
@@ -127,6 +131,8 @@ class LLMSeg(LLMHooks, nn.Module):
             model = Dinov2Model.from_pretrained(o.dinov2_path)
         else:
             model = Dinov2Model(Dinov2Config(**{**o.dinov2, "image_size": o.image_size}))
+        if o.dinov2_positions == "hub":
+            use_hub_positions(model)
         return model, model.config.hidden_size
 
     def train(self, mode: bool = True):

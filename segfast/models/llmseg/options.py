@@ -8,6 +8,7 @@ from segfast.text.lisa import SYSTEM
 
 BACKBONES = ("dinov2", "sam")
 FUSIONS = ("two_way", "mlp")
+POSITIONS = ("hub", "transformers")
 HEADS = ("both", "iou", "iop")
 
 
@@ -20,6 +21,11 @@ class LLMSegOptions(LLaVASamOptions):
         "Table 4's SAM ViT-H row) is the ablation; Table 4's CLIP ConvNeXt-L (OpenCLIP) is not offered",
     )
     dinov2_path: str = option("", "a local transformers Dinov2Model (the paper: DINOv2 ViT-L/14)")
+    dinov2_positions: str = option(
+        "hub",
+        "authors' code: torch.hub's DINOv2 resamples its position grid with interpolate_offset 0.1; "
+        "transformers (its own, size n) is the option",
+    )
     dinov2: dict = option(
         {
             "hidden_size": 32,
