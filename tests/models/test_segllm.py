@@ -89,6 +89,25 @@ def test_question_slots_carry_the_named_masks_encoding():
     assert not codes[:, 0].any() and codes[:, 1].abs().sum() > 0
 
 
+def test_mask_crop_is_padded_square_not_stretched():
+    # authors' code: the box crop is pasted top-left into a black max(h, w) square before CLIP
+    from segfast.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
+
+    encoder = build("segllm").memory
+    size = encoder.clip.config.image_size
+    colour = torch.tensor([200.0, 40.0, 90.0])
+    image = ((colour - torch.tensor(SAM_MEAN)) / torch.tensor(SAM_STD))[:, None, None].expand(3, 64, 64)
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 8:12, 4:20] = True  # 4 rows x 16 columns: the top quarter of its square
+    masks[1, 10:26, 30:34] = True  # 16 rows x 4 columns: the left quarter
+    rgb = encoder.crops(image, masks) * torch.tensor(CLIP_STD)[:, None, None] + torch.tensor(CLIP_MEAN)[:, None, None]
+    q, inside = size // 4, (colour / 255)[:, None, None]
+    # the object fills its quarter (resampling blends one crop pixel at each edge), black beyond
+    torch.testing.assert_close(rgb[0, :, 1 : q - 1, 1:-1], inside.expand(3, q - 2, size - 2))
+    torch.testing.assert_close(rgb[1, :, 1:-1, 1 : q - 1], inside.expand(3, size - 2, q - 2))
+    assert rgb[0, :, q + 1 :].abs().max() < 1e-6 and rgb[1, :, :, q + 1 :].abs().max() < 1e-6
+
+
 def test_the_token_after_seg_is_trained():
     model = build("segllm")
     rounds = [{"question": "<image> Segment the red box.", "answer": "It is [SEG].", "encode": []}]

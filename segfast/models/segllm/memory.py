@@ -1,8 +1,8 @@
 """SegLLM's mask encoding: two LLM-input embeddings per mask.
 
 * mask embedding: the image with every pixel outside the mask blacked out, cropped to the mask's
-  box (torchvision roi_align, one batched call for all masks), through a frozen CLIP vision
-  model (transformers), its pooled output through a trainable MLP to the LLM width;
+  box and padded square (torchvision roi_align, one batched call for all masks), through a frozen
+  CLIP vision model (transformers), its pooled output through a trainable MLP to the LLM width;
 * box embedding: sinusoidal features of the box corners (normalised to [0, 1]) through a
   trainable linear layer to the LLM width.
 """
@@ -69,8 +69,13 @@ class MaskEncoder(nn.Module):
         self.clip.eval()  # frozen
         return self
 
-    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
+    def crops(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(n, 3, C, C) CLIP inputs of n masks (n, S, S) bool on one SAM-frame image (3, S, S): the
+        image blacked out outside each mask, cropped to the mask's box and padded square with black
+        at the bottom and right, then resized to CLIP's input (authors' code, train.py
+        get_bitmask_bbox_encode: the crop is pasted into a zero max(h, w) square, which the CLIP
+        processor then resizes). A square region from the box's corner does the same in one
+        roi_align call: everything in it outside the mask, or outside the image, is black."""
         size = self.clip.config.image_size
         rgb = (
             image.float() * torch.tensor(SAM_STD, device=image.device)[:, None, None]
@@ -78,15 +83,19 @@ class MaskEncoder(nn.Module):
         )
         blacked = (rgb[None] / 255) * masks[:, None].float()
         boxes = mask_boxes(masks)
+        side = (boxes[:, 2:] - boxes[:, :2]).amax(1, keepdim=True)
+        square = torch.cat([boxes[:, :2], boxes[:, :2] + side], 1)
         from torchvision.ops import roi_align
 
-        rois = torch.cat([torch.arange(len(masks), device=image.device, dtype=torch.float)[:, None], boxes], 1)
-        crops = roi_align(blacked, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=False)
-        crops = (crops - torch.tensor(CLIP_MEAN, device=image.device)[:, None, None]) / torch.tensor(
-            CLIP_STD, device=image.device
-        )[:, None, None]
+        rois = torch.cat([torch.arange(len(masks), device=image.device, dtype=torch.float)[:, None], square], 1)
+        crops = roi_align(blacked, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        mean = torch.tensor(CLIP_MEAN, device=image.device)[:, None, None]
+        return (crops - mean) / torch.tensor(CLIP_STD, device=image.device)[:, None, None]
+
+    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
         with torch.no_grad():
-            pooled = self.clip(pixel_values=crops.to(self.clip.dtype)).pooler_output
+            pooled = self.clip(pixel_values=self.crops(image, masks).to(self.clip.dtype)).pooler_output
         s = masks.shape[-1]
-        box = self.box_proj(fourier(boxes / s, self.bands))
+        box = self.box_proj(fourier(mask_boxes(masks) / s, self.bands))
         return torch.stack([self.mask_mlp(pooled.float()), box], 1)
