@@ -168,6 +168,7 @@ def read_label_maps(format: str, root, split: str) -> LabelMaps:
 LABEL_READERS = ("semantic-queries",)  # the dataset that reads every label-map format
 CONVERSATION_READERS = (*LABEL_READERS, "sem-seg-conversations")  # ade20k, cocostuff and mapillary
 LISA_READERS = (*CONVERSATION_READERS, "referring", "multiround")  # ade20k and cocostuff: LISA's sem_seg part
+# (mapillary: the conversation readers and LLM-Seg's referring)
 
 
 def _pairs_index(format: str, train: str):
@@ -253,7 +254,7 @@ declare(
         ("training", "validation"),
         {"training": 18000, "validation": 2000},
         "the Mapillary Vistas page: 18,000 training and 2,000 validation images",
-        readers=CONVERSATION_READERS,
+        readers=(*CONVERSATION_READERS, "referring"),
     ),
     _label_layout(
         "cityscapes",

@@ -23,9 +23,10 @@ Layouts read (local paths):
               [h, w], "counts": str}}]}; `image_roots` ({from_dataset: folder}, relative to root or
               absolute) moves the two image folders. Every question is its own sample (the
               authors' LLMSegDataset), asked as a sentence.
-  ade20k, cocostuff
-              the semantic layouts of segfast.data.semantic (ADEChallengeData2016; cocostuff's
-              stuffthingmaps): LISA's sem_seg part of LLM-Seg's training mixture. Up to
+  ade20k, cocostuff, mapillary
+              the semantic layouts of segfast.data.label_maps (ADEChallengeData2016; cocostuff's
+              stuffthingmaps; Mapillary Vistas v2.0): LISA's sem_seg part of LLM-Seg's training
+              mixture (the authors' also holds pascal_part and paco_lvis, not read here). Up to
               questions_per_image of the classes present are asked with LISA's short questions,
               the target being the class's pixels; COCO-Stuff classes whose name holds "-" are
               never asked (LISA's loader sets them to 255).
@@ -67,7 +68,7 @@ from segfast.registry import dataset
 from segfast.text.lisa import ask, benchmark_round
 from segfast.text.synthetic import COLOUR_NAMES
 
-SEMANTIC = ("ade20k", "cocostuff")
+SEMANTIC = ("ade20k", "cocostuff", "mapillary")
 FORMATS = ("reasonseg", "llmseg40k", "refcoco", *SEMANTIC, "synthetic")
 COLOURS = dict(
     zip(COLOUR_NAMES, [(220, 30, 30), (30, 200, 60), (40, 60, 220), (230, 220, 40), (245, 245, 245), (15, 15, 15)])

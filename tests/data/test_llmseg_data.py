@@ -15,6 +15,7 @@ from segfast.data import DATASETS
 from segfast.data.referring import ReferringSegmentation
 from segfast.frames import sam_frame
 from segfast.ops import unpack_masks
+from tests.data import layouts
 from tests.data.llmseg_layouts import box, proposals_json, rle, write_llmseg40k
 
 pytest.importorskip("pycocotools")
@@ -240,6 +241,20 @@ def test_semantic_source_asks_up_to_three_present_classes_with_their_pixels(tmp_
         assert [" person " in c[0]["question"] for c in s["conversations"]] == [True]
 
 
+def test_mapillary_is_a_semantic_source(tmp_path):
+    """The authors' sem_seg group holds Mapillary Vistas (training.py --sem_seg_data)."""
+    root = layouts.mapillary(tmp_path / "m", "training")
+    label = np.array([[0, 1, 2, 2, 1, 0]] * 4)
+    proposals_json(tmp_path / "p" / "training" / "images" / "m.json", np.stack([label == k for k in (0, 1, 2)]))
+    ds = DATASETS["referring"]({"format": "mapillary", "root": str(root), "proposals": str(tmp_path / "p")}, "train", 0)
+    s = ds[0]
+    classes = ["bird", "ground animal", "curb"]
+    assert len(s["conversations"]) == 3
+    for row, conv in enumerate(s["conversations"]):
+        (k,) = [k for k, c in enumerate(classes) if f" {c} " in conv[0]["question"]]
+        assert s["gt_iou"][row].tolist() == [float(j == k) for j in range(3)]
+
+
 def test_missing_inputs_are_named(tmp_path):
     root = _reasonseg(tmp_path / "rs")
     with pytest.raises(ValueError, match="proposals"):
@@ -261,13 +276,23 @@ def test_shipped_config_is_the_papers_recipe():
     assert cfg.model.options["selection"] == "iop_threshold"
     assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.target_modules) == (8, 16, ["q_proj", "v_proj"])
     members, rates = cfg.data.options["datasets"], cfg.data.options["rates"]
-    group = {"ade20k": "sem", "cocostuff": "sem", "refcoco": "refer", "reasonseg": "reason"}
-    share = {}
+    group = {"ade20k": "sem", "cocostuff": "sem", "mapillary": "sem", "refcoco": "refer", "reasonseg": "reason"}
+    share, names, rate = {}, {}, {}
     for m, r in zip(members, rates):
         assert m["name"] == "referring" and m["options"]["image_size"] == 896
         assert m["options"]["max_proposals"] == 50 and m["options"]["questions_per_image"] == 3
-        share[group[m["options"]["format"]]] = share.get(group[m["options"]["format"]], 0) + r
+        g = group[m["options"]["format"]]
+        share[g] = share.get(g, 0) + r
+        names.setdefault(g, set()).add(m["options"].get("dataset", m["options"]["format"]))
+        rate.setdefault(g, set()).add(r)
     assert share == {"sem": 9, "refer": 3, "reason": 1}  # LISA's sem_seg || refer_seg || reason_seg at 9:3:1
+    # the authors' training.py defaults, less pascal_part and paco_lvis (no reader here); uniform within a group
+    assert names == {
+        "sem": {"ade20k", "cocostuff", "mapillary"},
+        "refer": {"refclef", "refcoco", "refcoco+", "refcocog"},
+        "reason": {"reasonseg"},
+    }
+    assert all(len(r) == 1 for r in rate.values())
     o, run = cfg.optim, cfg.run
     assert (o.lr, o.warmup_steps, o.schedule, o.weight_decay, tuple(o.betas), o.clip_grad) == (
         1e-4,
