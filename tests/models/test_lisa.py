@@ -18,7 +18,7 @@ import segfast  # noqa: E402
 from segfast.config import ConfigError  # noqa: E402
 from segfast.data.coco_masks import segmentation_mask  # noqa: E402
 from segfast.data.conversations import SegConversations  # noqa: E402
-from segfast.frames import SAM_MEAN, clip_input, frame_masks, sam_frame, valid_size  # noqa: E402
+from segfast.frames import SAM_MEAN, SAM_STD, clip_input, frame_masks, sam_frame, valid_size  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, IMAGE_SLOT, MEMORY_SLOT, encode, predicting  # noqa: E402
 from segfast.models.tiny import word_tokenizer  # noqa: E402
 from segfast.nn.losses import mask_bce_loss, mask_dice_loss  # noqa: E402
@@ -447,6 +447,22 @@ def test_sam_frame_matches_segment_anything_preprocessing():
     assert (h, w) == valid_size(30, 50, 64) == ResizeLongestSide(64).get_preprocess_shape(30, 50, 64)
     assert frame.shape == (3, 64, 64) and frame[:, h:].abs().sum() == 0 and frame[:, :, w:].abs().sum() == 0
     torch.testing.assert_close(frame[0, :h, :w], torch.full((h, w), (77 - SAM_MEAN[0]) / 58.395))
+
+
+@pytest.mark.parametrize("hw", [(300, 500), (37, 91), (20, 30)])
+def test_sam_frame_resizes_as_resize_longest_side_on_a_gradient(hw):
+    # the authors' SAM input is ResizeLongestSide.apply_image (PIL, uint8): a float resize differs
+    # by about 0.3 grey level on average; the uint8 one by a rare rounding step
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx * 255 // w, yy * 255 // h, (xx * 7 + yy * 3) % 256], -1).astype(np.uint8)
+    expect = torch.from_numpy(ResizeLongestSide(64).apply_image(image)).permute(2, 0, 1).float()
+    frame, (fh, fw) = sam_frame(image, 64)
+    got = frame[:, :fh, :fw] * torch.tensor(SAM_STD)[:, None, None] + torch.tensor(SAM_MEAN)[:, None, None]
+    assert got.shape == expect.shape
+    assert (got - expect).abs().max() < 1.01 and (got - expect).abs().mean() < 0.01
 
 
 @pytest.mark.parametrize("hw", [(30, 50), (50, 30), (17, 64), (40, 40), (9, 11)])
