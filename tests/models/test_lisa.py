@@ -240,6 +240,19 @@ def test_loads_saved_tiny_llava_and_sam_with_the_projector_frozen(tmp_path):
         build("lisa", path=str(tmp_path / "llama"))
 
 
+def test_new_token_rows_are_drawn_as_lisas_transformers_drew_them(tmp_path):
+    # LISA's transformers 4.31 resize_token_embeddings: the [SEG] rows of embed_tokens and lm_head
+    # are N(0, initializer_range) (_init_weights), not the old rows' mean (later transformers' default)
+    weights = saved_weights(tmp_path)
+    model = build("lisa", path=weights["path"], sam_checkpoint=weights["sam_checkpoint"])
+    base = model.lm.get_base_model()
+    std = base.config.text_config.initializer_range
+    for matrix in (base.get_input_embeddings().weight, base.get_output_embeddings().weight):
+        row, old = matrix[model.seg_id].detach(), matrix[: model.seg_id].detach()
+        assert 0.5 * std < float(row.std()) < 2 * std
+        assert float((row - old.mean(0)).abs().max()) > 0.1 * std  # not the old rows' mean
+
+
 def _reasonseg(root, explanation: bool = True):
     (root / "train").mkdir(parents=True)
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(root / "train" / "a.jpg")
