@@ -16,7 +16,6 @@ pytest.importorskip("segment_anything")
 
 import segfast  # noqa: E402
 from segfast.config import ConfigError  # noqa: E402
-from segfast.data.coco_masks import segmentation_mask  # noqa: E402
 from segfast.data.conversations import SegConversations  # noqa: E402
 from segfast.frames import SAM_MEAN, SAM_STD, clip_input, frame_masks, sam_frame, valid_size  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, IMAGE_SLOT, MEMORY_SLOT, encode, predicting  # noqa: E402
@@ -287,7 +286,8 @@ def test_reasonseg_sentences_switch_templates_on_is_sentence(tmp_path):
         assert any(sentence.endswith(t) for t in longs) and turn["answer"] in ANSWERS
     shorts = [t.format(name="cup") for t in SHORT_QUESTIONS]
     assert b["conversations"][0][0]["question"] in shorts  # is_sentence false: LISA's short template, lower-cased
-    polygon = segmentation_mask([[0, 0, 30, 0, 30, 20, 0, 20]], 40, 60)
+    polygon = torch.zeros(40, 60, dtype=torch.bool)
+    polygon[:21, :31] = True  # get_mask_from_json's OpenCV drawing includes the outline
     assert torch.equal(a["original_masks"][0], polygon)
     assert torch.equal(a["masks"][0], frame_masks(polygon[None], 64)[0])
     with pytest.raises(FileNotFoundError, match="explanatory=-1"):
