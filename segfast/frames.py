@@ -48,7 +48,10 @@ def _rgb(image: np.ndarray) -> torch.Tensor:
 def sam_frame(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """((3, size, size) normalised, padded image, (h, w) unpadded size)."""
     h, w = valid_size(image.shape[0], image.shape[1], size)
-    x = F.interpolate(_rgb(image), size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    # resized in uint8, as ResizeLongestSide.apply_image resizes with PIL: the pixels the authors'
+    # SAM sees (torch's uint8 antialiased bilinear is PIL's; a float resize differs by ~0.3 grey level)
+    x = F.interpolate(_rgb(image).to(torch.uint8), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    x = x[0].float()
     x = (x - torch.tensor(SAM_MEAN)[:, None, None]) / torch.tensor(SAM_STD)[:, None, None]
     return F.pad(x, (0, size - w, 0, size - h)), (h, w)
 

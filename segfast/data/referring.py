@@ -8,7 +8,8 @@ Layouts read (local paths):
   reasonseg   <root>/<split>/<name>.jpg + <name>.json as LISA's ReasonSeg:
               {"text": [queries], "is_sentence": bool, "shapes": [{"label": str, "points": [[x, y],
               ...]}]}, read as LISA's get_mask_from_json reads it (annotation_masks): "flag" shapes
-              are skipped, the others filled largest first; a label containing "ignore" marks
+              are skipped, the others drawn with OpenCV (vertices truncated to int, outline
+              included) and filled largest first; a label containing "ignore" marks
               ignored pixels (255: left out of every metric), any other label is target.
   refcoco     <root>/<dataset>/refs(<split_by>).p and instances.json (the `refer` toolkit
               layout), images under <root>/images/train2014 (refclef: <root>/images/saiapr_tc-12);
@@ -114,11 +115,24 @@ def annotation_masks(entry: dict, height: int, width: int) -> tuple[torch.Tensor
             )
         return target, torch.zeros_like(target)
     shapes = [s for s in entry["shapes"] if s.get("label", "").lower() != "flag"]
-    masks = [segmentation_mask([s["points"]], height, width) for s in shapes]
+    masks = [lisa_polygon(s["points"], height, width) for s in shapes]
     label = torch.zeros(height, width, dtype=torch.uint8)
-    for k in sorted(range(len(shapes)), key=lambda k: -int(masks[k].sum())):
+    # np.argsort(areas)[::-1]: largest first, equal areas in reverse file order
+    for k in sorted(range(len(shapes)), key=lambda k: (-int(masks[k].sum()), -k)):
         label[masks[k]] = 255 if "ignore" in shapes[k].get("label", "").lower() else 1
     return label == 1, label == 255
+
+
+def lisa_polygon(points, height: int, width: int) -> torch.Tensor:
+    """(H, W) bool of one ReasonSeg shape as get_mask_from_json draws it: the vertices truncated to
+    int32, the closed outline (1 px) and its inside filled with OpenCV (boundary pixels included)."""
+    import cv2
+
+    mask = np.zeros((height, width), np.uint8)
+    polygon = np.array([points], dtype=np.int32)
+    cv2.polylines(mask, polygon, True, 1, 1)
+    cv2.fillPoly(mask, polygon, 1)
+    return torch.from_numpy(mask.astype(bool))
 
 
 def benchmark_queries(entries: list) -> list:

@@ -115,7 +115,9 @@ def load_llm(cfg: ModelConfig, device: torch.device | None = None, train_project
 
         model = AutoModelForImageTextToText.from_pretrained(cfg.path, attn_implementation=attention)
     if len(tokenizer) != before or model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
+        # new rows drawn as the authors' transformers (< 4.46) drew them, N(0, initializer_range),
+        # not transformers' later default (the old rows' mean and covariance)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, train_embeddings=len(tokenizer) != before, train_projector=train_projector)
     log.info("segfast: loaded %s (%s) from %s", type(model).__name__, hf_config.model_type, cfg.path)

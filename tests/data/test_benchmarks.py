@@ -51,7 +51,7 @@ def test_reasonseg_benchmark_reads_text0_is_sentence_and_ignore_as_lisa(tmp_path
         "<image>\n What could hold a drink? Please output segmentation mask."
     )
     target, ignore = a["original_masks"][0], a["original_ignore"]
-    assert ignore[10:15, 10:15].all() and int(ignore.sum()) == 25  # "Ignore" (any case): 255, not background
+    assert ignore[10:16, 10:16].all() and int(ignore.sum()) == 36  # "Ignore" (any case): 255, not background
     assert not target[10:15, 10:15].any() and target[0:10, 0:10].all()  # the smaller shape wins its pixels
     assert target[0:10, 30:40].all()  # "person" is a target too
     assert not target[20:30, 40:50].any() and not ignore[20:30, 40:50].any()  # "flag" is skipped
@@ -66,7 +66,26 @@ def test_every_reader_of_the_referring_benchmarks_scores_the_same_queries(tmp_pa
     root = reasonseg(tmp_path / "rs")
     queries = DATASETS["seg-queries"]({"format": "reasonseg", "root": str(root)}, "eval", 0)
     assert [queries.request(i)["query"] for i in range(len(queries))] == ["the left block", "What could hold a drink?"]
-    assert queries[0]["original_ignore"].sum() == 25
+    assert queries[0]["original_ignore"].sum() == 36
+
+
+def test_reasonseg_shapes_are_drawn_as_get_mask_from_json_draws_them():
+    """LISA's get_mask_from_json: vertices truncated to int32, OpenCV's 1-px outline and fill
+    (boundary pixels included), shapes painted by np.argsort(areas)[::-1] (equal areas: the later
+    shape first, so the earlier one keeps the overlap)."""
+    from segfast.data.referring import annotation_masks
+
+    box = [[1.7, 1.2], [6.6, 1.2], [6.6, 4.8], [1.7, 4.8]]
+    target, _ = annotation_masks({"shapes": [{"label": "target", "points": box}]}, 6, 8)
+    expect = torch.zeros(6, 8, dtype=torch.bool)
+    expect[1:5, 1:7] = True  # (1, 1)-(6, 4), both ends included
+    assert torch.equal(target, expect)
+    shapes = [
+        {"label": "target", "points": [[0, 0], [4, 0], [4, 4], [0, 4]]},
+        {"label": "ignore", "points": [[2, 2], [6, 2], [6, 6], [2, 6]]},
+    ]
+    target, ignore = annotation_masks({"shapes": shapes}, 8, 8)
+    assert int(target.sum()) == 25 and int(ignore.sum()) == 25 - 9 and target[2:5, 2:5].all()
 
 
 def test_scoring_at_the_original_resolution_and_not_in_the_frame():

@@ -113,8 +113,9 @@ def test_reasonseg_training_draws_up_to_three_questions_anew_each_epoch(tmp_path
     assert s["conversations"] == [
         [{"question": "<image>\n what holds the drink? Please output segmentation mask.", "answer": "[SEG]."}]
     ]
-    assert s["original_masks"].shape == (1, 40, 60) and int(s["original_masks"].sum()) == 200
-    assert int(s["original_ignore"].sum()) == 25
+    # LISA's get_mask_from_json draws each shape with its outline: 11 x 21 and 6 x 6 pixels
+    assert s["original_masks"].shape == (1, 40, 60) and int(s["original_masks"].sum()) == 231
+    assert int(s["original_ignore"].sum()) == 36
 
 
 def test_refcoco_pools_the_sentences_of_an_image(tmp_path):

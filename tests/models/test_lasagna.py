@@ -227,6 +227,33 @@ def test_evaluation_labels_each_sample_with_its_own_class_list(tmp_path):
     assert meters["iou"].compute()["samples"] == 1
 
 
+@pytest.mark.parametrize("as_first_class", [False, True])
+def test_unlabelled_pixels_are_ignored_or_class_0_as_test_sem_counts_them(tmp_path, as_first_class):
+    """An ADE20K image: left half unlabelled, right half sky, and the answer fires sky on the right.
+    Ignored (the paper's mIoU): wall has no pixels. As LaSagnA's test_sem.py: the unlabelled left
+    half is wall in the target and (no class fires) in the prediction: wall IoU 1."""
+    ade = tmp_path / "ade"
+    label = np.zeros((20, 30), np.uint8)
+    label[:, 15:] = 2
+    for sub, name, array in (("images", "a.jpg", np.zeros((20, 30, 3), np.uint8)), ("annotations", "a.png", label)):
+        (ade / sub / "validation").mkdir(parents=True)
+        Image.fromarray(array).save(ade / sub / "validation" / name)
+    (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,sky\n")
+    ade20k = DATASETS["semantic-queries"]({"format": "ade20k", "root": str(ade), "image_size": 64}, "eval", 0)
+    batch = collate([ade20k[0]])
+    model = build_model("lasagna", unlabelled_as_first_class=as_first_class)
+    reply = lambda names: (  # noqa: E731
+        ", ".join(f"{n}<SEG>" if n == "sky" else f"{n}<NEG>" for n in names) + ".",
+        [((slice(None), slice(32, 64)), 5.0)],
+    )
+    _fake_generate(model, reply, [])
+    meters = {}
+    model.evaluate(batch, meters)
+    wall, sky = meters["miou/ade20k"].compute()["per_class_iou"]
+    assert sky == 1.0
+    assert wall == 1.0 if as_first_class else np.isnan(wall)
+
+
 def test_lasagna_trains_on_referring_and_reasoning_data_in_its_own_answer_format():
     model = build_model("lasagna")
     assert model.options.lambda_bce == 1.0 and model.options.lambda_dice == 0.5  # §4.1 (the code's 2.0 is an option)

@@ -16,9 +16,8 @@ pytest.importorskip("segment_anything")
 
 import segfast  # noqa: E402
 from segfast.config import ConfigError  # noqa: E402
-from segfast.data.coco_masks import segmentation_mask  # noqa: E402
 from segfast.data.conversations import SegConversations  # noqa: E402
-from segfast.frames import SAM_MEAN, clip_input, frame_masks, sam_frame, valid_size  # noqa: E402
+from segfast.frames import SAM_MEAN, SAM_STD, clip_input, frame_masks, sam_frame, valid_size  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, IMAGE_SLOT, MEMORY_SLOT, encode, predicting  # noqa: E402
 from segfast.models.tiny import word_tokenizer  # noqa: E402
 from segfast.nn.losses import mask_bce_loss, mask_dice_loss  # noqa: E402
@@ -240,6 +239,19 @@ def test_loads_saved_tiny_llava_and_sam_with_the_projector_frozen(tmp_path):
         build("lisa", path=str(tmp_path / "llama"))
 
 
+def test_new_token_rows_are_drawn_as_lisas_transformers_drew_them(tmp_path):
+    # LISA's transformers 4.31 resize_token_embeddings: the [SEG] rows of embed_tokens and lm_head
+    # are N(0, initializer_range) (_init_weights), not the old rows' mean (later transformers' default)
+    weights = saved_weights(tmp_path)
+    model = build("lisa", path=weights["path"], sam_checkpoint=weights["sam_checkpoint"])
+    base = model.lm.get_base_model()
+    std = base.config.text_config.initializer_range
+    for matrix in (base.get_input_embeddings().weight, base.get_output_embeddings().weight):
+        row, old = matrix[model.seg_id].detach(), matrix[: model.seg_id].detach()
+        assert 0.5 * std < float(row.std()) < 2 * std
+        assert float((row - old.mean(0)).abs().max()) > 0.1 * std  # not the old rows' mean
+
+
 def _reasonseg(root, explanation: bool = True):
     (root / "train").mkdir(parents=True)
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(root / "train" / "a.jpg")
@@ -274,7 +286,8 @@ def test_reasonseg_sentences_switch_templates_on_is_sentence(tmp_path):
         assert any(sentence.endswith(t) for t in longs) and turn["answer"] in ANSWERS
     shorts = [t.format(name="cup") for t in SHORT_QUESTIONS]
     assert b["conversations"][0][0]["question"] in shorts  # is_sentence false: LISA's short template, lower-cased
-    polygon = segmentation_mask([[0, 0, 30, 0, 30, 20, 0, 20]], 40, 60)
+    polygon = torch.zeros(40, 60, dtype=torch.bool)
+    polygon[:21, :31] = True  # get_mask_from_json's OpenCV drawing includes the outline
     assert torch.equal(a["original_masks"][0], polygon)
     assert torch.equal(a["masks"][0], frame_masks(polygon[None], 64)[0])
     with pytest.raises(FileNotFoundError, match="explanatory=-1"):
@@ -447,6 +460,22 @@ def test_sam_frame_matches_segment_anything_preprocessing():
     assert (h, w) == valid_size(30, 50, 64) == ResizeLongestSide(64).get_preprocess_shape(30, 50, 64)
     assert frame.shape == (3, 64, 64) and frame[:, h:].abs().sum() == 0 and frame[:, :, w:].abs().sum() == 0
     torch.testing.assert_close(frame[0, :h, :w], torch.full((h, w), (77 - SAM_MEAN[0]) / 58.395))
+
+
+@pytest.mark.parametrize("hw", [(300, 500), (37, 91), (20, 30)])
+def test_sam_frame_resizes_as_resize_longest_side_on_a_gradient(hw):
+    # the authors' SAM input is ResizeLongestSide.apply_image (PIL, uint8): a float resize differs
+    # by about 0.3 grey level on average; the uint8 one by a rare rounding step
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx * 255 // w, yy * 255 // h, (xx * 7 + yy * 3) % 256], -1).astype(np.uint8)
+    expect = torch.from_numpy(ResizeLongestSide(64).apply_image(image)).permute(2, 0, 1).float()
+    frame, (fh, fw) = sam_frame(image, 64)
+    got = frame[:, :fh, :fw] * torch.tensor(SAM_STD)[:, None, None] + torch.tensor(SAM_MEAN)[:, None, None]
+    assert got.shape == expect.shape
+    assert (got - expect).abs().max() < 1.01 and (got - expect).abs().mean() < 0.01
 
 
 @pytest.mark.parametrize("hw", [(30, 50), (50, 30), (17, 64), (40, 40), (9, 11)])

@@ -335,12 +335,13 @@ def test_reasonseg_refcoco_and_synthetic_queries(tmp_path):
     rs = SegQueries("reasonseg", str(tmp_path / "rs"), split="eval")  # the benchmark reads val's text[0]
     assert len(rs) == 1 and rs.request(0)["query"] == "what holds the drink?"
     sample = rs[0]
-    assert sample["original_masks"].shape == (1, 40, 60) and sample["original_masks"][0, :20, :30].all()
+    # LISA's get_mask_from_json draws the outline too: rows 0-20, columns 0-30
+    assert sample["original_masks"].shape == (1, 40, 60) and int(sample["original_masks"][0].sum()) == 21 * 31
     assert sample["kind"] == "reasoning" and sample["key"] == "a.jpg\twhat holds the drink?"
     assert (
         sample["masks"].shape == (1, 64, 64)
-        and sample["masks"][0, :21, :32].all()
-        and not sample["masks"][0, 22:].any()
+        and sample["masks"][0, :23, :34].all()
+        and not sample["masks"][0, 23:].any()
     )
     write_refer(
         tmp_path / "rc",

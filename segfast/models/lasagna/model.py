@@ -12,14 +12,16 @@ highest mask logit above 0 at the image's original resolution (else ignore). Ref
 reasoning benchmarks are scored as LISA scores them (teacher-forced <SEG>.; gRefCOCO generated).
 
 model.options: LaSagnAOptions (options.py): LISA's with seg_token <SEG>, plus neg_token,
-chunk_size; lambda_bce defaults to the paper's 1.0 (the released code's 2.0 is an option).
+chunk_size, unlabelled_as_first_class; lambda_bce defaults to the paper's 1.0 (the released code's 2.0 is an option).
 
 Where the paper and the released code differ, segfast follows the paper and keeps the code's
 choice as an option: λ_bce (2.0: lambda_bce), the class list (every present class plus random
 absent ones: the dataset's sampling=code). Not the code's: its own tokens (<ins>, <no_ins>,
 <cat_start>, <semantic>) and question templates (the paper's format is used), its fuzzy matching
 of unknown generated names to the closest class (segfast drops them) and its argmax over clamped
-mask logits, which labels a pixel no class fires as class 0 (segfast leaves it unlabelled).
+mask logits, which labels a pixel no class fires as class 0 (segfast leaves it unlabelled), and
+its target built the same way, which scores unlabelled pixels as class 0 (segfast ignores them;
+unlabelled_as_first_class=true scores both as its test_sem.py does).
 """
 
 import warnings
@@ -138,4 +140,8 @@ class LaSagnA(LISA):
                 raise ValueError(
                     f"label_space {space!r}: a sample has {len(classes)} classes, the meter {meter.num_classes}"
                 )
-            meter.update(predicted, batch["original_label"][i].to(predicted.device))
+            target = batch["original_label"][i].to(predicted.device)
+            if self.options.unlabelled_as_first_class:  # test_sem.py's argmax of all-zero one-hot maps
+                predicted = predicted.masked_fill(predicted == IGNORE, 0)
+                target = target.masked_fill(target == IGNORE, 0)
+            meter.update(predicted, target)
