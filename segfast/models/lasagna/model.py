@@ -17,11 +17,11 @@ chunk_size, unlabelled_as_first_class; lambda_bce defaults to the paper's 1.0 (t
 Where the paper and the released code differ, segfast follows the paper and keeps the code's
 choice as an option: λ_bce (2.0: lambda_bce), the class list (every present class plus random
 absent ones: the dataset's sampling=code). Not the code's: its own tokens (<ins>, <no_ins>,
-<cat_start>, <semantic>) and question templates (the paper's format is used), its fuzzy matching
-of unknown generated names to the closest class (segfast drops them) and its argmax over clamped
-mask logits, which labels a pixel no class fires as class 0 (segfast leaves it unlabelled), and
-its target built the same way, which scores unlabelled pixels as class 0 (segfast ignores them;
-unlabelled_as_first_class=true scores both as its test_sem.py does).
+<cat_start>, <semantic>) and question templates (the paper's format is used) and its fuzzy
+matching of unknown generated names to the closest class (segfast drops them). The code's mIoU is
+kept, because test_sem.py computed the paper's numbers: its argmax over clamped mask logits labels
+a pixel no class fires as class 0, and its target, built the same way, scores unlabelled pixels
+as class 0 (unlabelled_as_first_class=false leaves both out, the standard mIoU).
 """
 
 import warnings

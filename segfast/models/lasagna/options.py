@@ -17,7 +17,7 @@ class LaSagnAOptions(LISAOptions):
         0, "LaSagnA Table 6: every class in one question (0; N gives 42.0 mIoU vs 31.0 at N/4); k > 0: k per question"
     )
     unlabelled_as_first_class: bool = option(
-        False,
-        "LaSagnA's test_sem.py scores one-hot maps through argmax (utils/miou/iou.py): a pixel no class fires, and an "
-        "unlabelled target pixel, both count as class 0; off: they are left out (the paper's 'widely used mIoU', §4.1)",
+        True,
+        "authors' test_sem.py, which scored the paper's tables: argmax of one-hot maps (utils/miou/iou.py), so a pixel "
+        "no class fires and an unlabelled target pixel both count as class 0; off: both left out (standard mIoU)",
     )
