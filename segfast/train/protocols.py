@@ -273,10 +273,13 @@ def _semantic(fmt: str, title: str, reported: tuple) -> Protocol:
             "LaSagnA: '<image>\\nCan you segment the {names} in this image?' over every class in one question "
             "(model.options.chunk_size 0, Table 6's N), up to as many new tokens as naming every class takes"
         ),
-        ignore="the layout's ignored label (ADE20K's 0, COCO-Stuff's 255, Cityscapes' non-evaluated ids, ...) -> 255",
+        ignore=(
+            "the layout's ignored label (ADE20K's 0, COCO-Stuff's 255, Cityscapes' non-evaluated ids, ...) -> 255, "
+            "then class 0, as test_sem.py scores it (model.options.unlabelled_as_first_class; false: left out)"
+        ),
         resolution=(
             "original: each <SEG> mask's logits resized back (SAM's postprocess_masks), a pixel takes the class of the "
-            "highest logit above 0, else none"
+            "highest logit above 0, else class 0 (test_sem.py's argmax; unlabelled_as_first_class=false: none)"
         ),
         metrics={"mIoU": f"eval/miou/{fmt}/mIoU"},
         source="LaSagnA Sec. 4.1 (mIoU at single scale), test_sem.py (all classes asked at once)",
