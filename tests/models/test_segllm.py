@@ -12,7 +12,7 @@ pytest.importorskip("segment_anything")
 from segfast.data.multiround import MultiRoundConversations  # noqa: E402
 from segfast.metrics import BoxAccuracyMeter, box_iou, mask_box  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT  # noqa: E402
-from segfast.models.segllm.memory import mask_boxes  # noqa: E402
+from segfast.models.segllm.memory import box_coords, mask_boxes  # noqa: E402
 from segfast.nn.losses import framed_mask_losses  # noqa: E402
 from segfast.text.segllm import ENCODE  # noqa: E402
 from tests.models.seg_family import (  # noqa: E402
@@ -106,6 +106,21 @@ def test_mask_crop_is_padded_square_not_stretched():
     torch.testing.assert_close(rgb[0, :, 1 : q - 1, 1:-1], inside.expand(3, q - 2, size - 2))
     torch.testing.assert_close(rgb[1, :, 1:-1, 1 : q - 1], inside.expand(3, size - 2, q - 2))
     assert rgb[0, :, q + 1 :].abs().max() < 1e-6 and rgb[1, :, :, q + 1 :].abs().max() < 1e-6
+
+
+def test_box_embedding_is_a_linear_layer_on_the_row_first_inclusive_box():
+    # authors' code: mask_enc_head = nn.Linear(4, hidden) on [row0, col0, row1, col1] / 1024 (max inclusive)
+    encoder = build("segllm").memory
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 8:12, 4:20] = True  # rows 8..11, columns 4..19
+    assert box_coords(masks).tolist() == [[8 / 64, 4 / 64, 11 / 64, 19 / 64]]
+    assert encoder.box_proj.in_features == 4
+    with torch.no_grad():
+        box = encoder(torch.zeros(3, 64, 64), masks)[0, 1]
+        torch.testing.assert_close(box, encoder.box_proj(torch.tensor([8.0, 4.0, 11.0, 19.0]) / 64))
+    assert build("segllm", box_embedding="fourier").memory.box_proj.in_features == 4 * 2 * 8
+    with pytest.raises(ValueError, match="box_embedding"):
+        build("segllm", box_embedding="sine")
 
 
 def test_the_token_after_seg_is_trained():

@@ -3,8 +3,10 @@
 * mask embedding: the image with every pixel outside the mask blacked out, cropped to the mask's
   box and padded square (torchvision roi_align, one batched call for all masks), through a frozen
   CLIP vision model (transformers), its pooled output through a trainable MLP to the LLM width;
-* box embedding: sinusoidal features of the box corners (normalised to [0, 1]) through a
-  trainable linear layer to the LLM width.
+* box embedding: the mask's box [row0, col0, row1, col1] (inclusive maxima) divided by the
+  frame's side, through a trainable linear layer to the LLM width (authors' code: train.py
+  get_bitmask_bbox_encode, llava_arch.py mask_enc_head = nn.Linear(4, hidden)); box_embedding
+  "fourier" puts sin/cos features of those four numbers before the linear layer instead (ours).
 """
 
 import math
@@ -47,6 +49,14 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(1)[:, None], boxes, whole)
 
 
+def box_coords(masks: torch.Tensor) -> torch.Tensor:
+    """(n, 4) [row0, col0, row1, col1] / S of (n, S, S) bool masks, maxima inclusive: the authors'
+    box (train.py get_bitmask_bbox_encode takes min/max pixel indices of the 1024 SAM-frame mask,
+    rows first, and divides by 1024)."""
+    x0, y0, x1, y1 = mask_boxes(masks).unbind(1)
+    return torch.stack([y0, x0, y1 - 1, x1 - 1], 1) / masks.shape[-1]
+
+
 def fourier(x: torch.Tensor, bands: int) -> torch.Tensor:
     """(..., k) in [0, 1] -> (..., k * 2 * bands) sin/cos at frequencies 2^j * pi."""
     freqs = (2.0 ** torch.arange(bands, device=x.device)) * math.pi
@@ -57,12 +67,14 @@ def fourier(x: torch.Tensor, bands: int) -> torch.Tensor:
 class MaskEncoder(nn.Module):
     slots = 2
 
-    def __init__(self, clip, width: int, bands: int = 8):
+    def __init__(self, clip, width: int, bands: int = 8, box: str = "linear"):
         super().__init__()
-        self.clip, self.bands = clip, bands
+        if box not in ("linear", "fourier"):
+            raise ValueError(f"model.options.box_embedding must be 'linear' or 'fourier', got {box!r}")
+        self.clip, self.bands = clip, bands if box == "fourier" else 0
         hidden = clip.config.hidden_size
         self.mask_mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, width))
-        self.box_proj = nn.Linear(4 * 2 * bands, width)
+        self.box_proj = nn.Linear(4 * 2 * bands if box == "fourier" else 4, width)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -96,6 +108,6 @@ class MaskEncoder(nn.Module):
         """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
         with torch.no_grad():
             pooled = self.clip(pixel_values=self.crops(image, masks).to(self.clip.dtype)).pooler_output
-        s = masks.shape[-1]
-        box = self.box_proj(fourier(mask_boxes(masks) / s, self.bands))
+        coords = box_coords(masks)
+        box = self.box_proj(fourier(coords, self.bands) if self.bands else coords)
         return torch.stack([self.mask_mlp(pooled.float()), box], 1)

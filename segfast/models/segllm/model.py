@@ -20,8 +20,8 @@
 Departures from the paper (each an option or documented):
 * SAM ViT-H stands in for HIPIE-R50 (not available as a transformers/segment-anything model);
   its decoder is frozen by default as HIPIE is (train_mask_decoder trains it, as LISA does).
-* The box embedding is Fourier features of the box through a linear layer (§A.3: "a positional
-  embedding"); the authors' code uses a linear layer on the raw box.
+* The box embedding is the authors' linear layer on the normalised box (§A.3 says only "a
+  positional embedding"); box_embedding "fourier" (ours) puts sin/cos features before it.
 * The position after each [SEG] learns the next text token (train_after_seg): with memory slots
   after [SEG] its label would otherwise be ignored and free generation continue untrained.
 * How rounds are averaged is not stated; the sum of eq. 1 is divided by the number of rounds.
@@ -82,7 +82,7 @@ class SegLLM(LISA):
         o = self.options
         self.memory_slots = MaskEncoder.slots if o.seg_memory else 0
         width = self.lm.get_input_embeddings().embedding_dim
-        self.memory = MaskEncoder(load_clip(o.clip_path, o.clip), width, int(o.fourier_bands))
+        self.memory = MaskEncoder(load_clip(o.clip_path, o.clip), width, int(o.fourier_bands), o.box_embedding)
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
         self.ref_id = self.tokenizer.convert_tokens_to_ids(REF)
         self.slot_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in (MASK_SLOT, BOX_SLOT)]

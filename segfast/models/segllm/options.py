@@ -25,7 +25,12 @@ class SegLLMOptions(LISAOptions):
     train_projector: bool = option(True, "SegLLM §5.1: the LLM and the projector f_V2L are fine-tuned")
     clip_path: str = option("", "a local CLIP vision model for the mask encoder (empty: tiny random from `clip`)")
     clip: dict = option({}, "ours: tiny CLIP vision fields when clip_path is empty")
-    fourier_bands: int = option(8, "ours: Fourier bands of the box embedding (§A.3 names no form)")
+    box_embedding: str = option(
+        "linear",
+        "authors' code (llava_arch.py mask_enc_head = nn.Linear(4, hidden) on train.py's [row0, col0, row1, "
+        "col1] / 1024); fourier: ours, sin/cos features first (§A.3 says only 'a positional embedding')",
+    )
+    fourier_bands: int = option(8, "ours: Fourier bands of box_embedding 'fourier'")
     max_rounds: int = option(20, "ours: rounds the per-round meters report (MRSeg has up to 19, Table A1)")
     system: str = option("", "ours: no system prompt (as before the LISA base took LLaVA v1's)")
     loss_resolution: str = option("frame", "ours: SegLLM's masks live in SAM's frame (its data have no original_masks)")
