@@ -55,7 +55,7 @@ def _two_rounds(given: bool = False) -> dict:
 
 
 def test_question_slots_carry_the_named_masks_encoding():
-    model = build("segllm")
+    model = build("segllm", encoding_dropout=0.0)  # two passes compared: no random dropping
     batch = _two_rounds(given=True)
     image = batch["image"][0]
     encoded = [model.encode(c) for c in batch["conversation"]]
@@ -84,7 +84,7 @@ def test_question_slots_carry_the_named_masks_encoding():
         assert model(no_slot)["text"] == model(no_slot_moved)["text"]
     with pytest.raises(ValueError, match="slots"):
         model.encode([{"question": f"<image> {ENCODE} x", "answer": "It is [SEG].", "encode": []}])
-    off = build("segllm", mask_encoding=False)  # Table 8's ablations zero one part of the encoding
+    off = build("segllm", mask_encoding=False, encoding_dropout=0.0)  # Table 8's ablations zero a part
     codes = off.encode_masks(image, batch["masks"][0])
     assert not codes[:, 0].any() and codes[:, 1].abs().sum() > 0
 
@@ -123,6 +123,26 @@ def test_box_embedding_is_a_linear_layer_on_the_row_first_inclusive_box():
         build("segllm", box_embedding="sine")
 
 
+def test_encodings_dropped_in_training_and_halved_in_evaluation():
+    # authors' code: each mask/box embedding zeroed with probability 0.5 in training, times 0.5 otherwise
+    model = build("segllm")
+    masks = torch.zeros(16, 64, 64, dtype=torch.bool)
+    for i in range(16):
+        masks[i, 2 * i : 2 * i + 8, i : i + 20] = True
+    image = torch.zeros(3, 64, 64)
+    with torch.no_grad():
+        full = model.memory(image, masks)
+        dropped = model.train().encode_masks(image, masks)
+        kept = dropped.abs().sum(-1) > 0
+        assert 0.2 < kept.float().mean() < 0.8 and (kept[:, 0] != kept[:, 1]).any()  # mask and box apart
+        torch.testing.assert_close(dropped[kept], full[kept])
+        torch.testing.assert_close(model.eval().encode_masks(image, masks), 0.5 * full)
+        off = build("segllm", encoding_dropout=0.0).train()
+        torch.testing.assert_close(off.encode_masks(image, masks), off.memory(image, masks))
+    with pytest.raises(ValueError, match="encoding_dropout"):
+        build("segllm", encoding_dropout=1.0)
+
+
 def test_the_token_after_seg_is_trained():
     model = build("segllm")
     rounds = [{"question": "<image> Segment the red box.", "answer": "It is [SEG].", "encode": []}]
@@ -140,7 +160,7 @@ def test_the_token_after_seg_is_trained():
 
 
 def test_eq1_targets_weights_and_averaging():
-    model = build("segllm")
+    model = build("segllm").eval()  # passes compared: the encodings scaled, not randomly dropped
     assert (model.options.lambda_bce, model.options.lambda_dice) == (1.0, 1.0)
     for given in (False, True):
         batch = _two_rounds(given)
@@ -156,17 +176,17 @@ def test_eq1_targets_weights_and_averaging():
         torch.testing.assert_close(losses["dice"], (dice_t.sum() + dice_r.sum()) / 2)
         wrong = framed_mask_losses([refs], [batch["masks"][0][[1]]], batch["valid_size"])[0]  # masks[r], not refs[r]
         assert not torch.isclose(losses["bce"], (bce_t.sum() + wrong.sum()) / 2)
-    without = build("segllm", reference_loss=False)
+    without = build("segllm", reference_loss=False).eval()
     with torch.no_grad():
         plain = without(_two_rounds())
         _, results = without.run(_two_rounds())
     bce_t, _ = framed_mask_losses([results[0][0]], [_two_rounds()["masks"][0]], _two_rounds()["valid_size"])
     torch.testing.assert_close(plain["bce"], bce_t.mean())
-    lisa = build("segllm", lambda_bce=2.0, lambda_dice=0.5)  # LISA's weights as an option
+    lisa = build("segllm", lambda_bce=2.0, lambda_dice=0.5).eval()  # LISA's weights as an option
     with torch.no_grad():
         weighted = lisa(_two_rounds())
     with torch.no_grad():
-        base = build("segllm")(_two_rounds())
+        base = build("segllm").eval()(_two_rounds())
     torch.testing.assert_close(weighted["bce"], 2 * base["bce"])
 
 

@@ -7,6 +7,8 @@
   conversation, MRSeg-hard's "[ENCODE X]"), and, with seg_memory, right after each [SEG] of an
   answer (§A.3: teacher forcing with the ground truth in training). In inference every encoding
   of an earlier round is the model's own mask.
+  As the authors' code (not the paper), each mask and box embedding is zeroed with probability
+  encoding_dropout (0.5) in training and scaled by 1 - encoding_dropout in evaluation.
 * Reference-aware decoding (§4.2): answers of rounds with a reference hold [REF] before [SEG]
   ("Relative to [REF], it is [SEG]."). The decoder gets two-token queries: ([REF], [SEG]) decodes
   the target (a learned [PAD] stands in for [REF] in rounds without one) and ([REF], [PAD])
@@ -81,6 +83,8 @@ class SegLLM(LISA):
         super().__init__(cfg, device)
         o = self.options
         self.memory_slots = MaskEncoder.slots if o.seg_memory else 0
+        if not 0 <= float(o.encoding_dropout) < 1:
+            raise ValueError(f"model.options.encoding_dropout must be in [0, 1), got {o.encoding_dropout}")
         width = self.lm.get_input_embeddings().embedding_dim
         self.memory = MaskEncoder(load_clip(o.clip_path, o.clip), width, int(o.fourier_bands), o.box_embedding)
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
@@ -130,12 +134,17 @@ class SegLLM(LISA):
 
     # ---- memory --------------------------------------------------------------------------------
     def encode_masks(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """(n, 2, d) encodings of (n, S, S) masks on one image; a switched-off part is zero."""
+        """(n, 2, d) encodings of (n, S, S) masks on one image; a switched-off part is zero, and
+        encoding_dropout drops (training) or scales (evaluation) them as the authors' code does."""
         if len(masks) == 0:
             return image.new_zeros(0, 2, self.lm.get_input_embeddings().embedding_dim)
         out = self.memory(image, masks.bool())
         keep = torch.tensor([float(self.options.mask_encoding), float(self.options.box_encoding)], device=out.device)
-        return out * keep[None, :, None]
+        out = out * keep[None, :, None]
+        p = float(self.options.encoding_dropout)
+        if self.training:  # each mask and each box embedding zeroed with probability p, not rescaled
+            return out * (torch.rand(out.shape[:2], device=out.device) >= p)[..., None]
+        return out * (1 - p)  # its expectation
 
     def sample_memory(self, conversation: list, pool: torch.Tensor, seg_count: int) -> Memory:
         """A sample's Memory from the encodings `pool` of its masks ++ given masks."""

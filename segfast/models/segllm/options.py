@@ -25,6 +25,11 @@ class SegLLMOptions(LISAOptions):
     train_projector: bool = option(True, "SegLLM §5.1: the LLM and the projector f_V2L are fine-tuned")
     clip_path: str = option("", "a local CLIP vision model for the mask encoder (empty: tiny random from `clip`)")
     clip: dict = option({}, "ours: tiny CLIP vision fields when clip_path is empty")
+    encoding_dropout: float = option(
+        0.5,
+        "authors' code (llava_llama.py process_extra_replacement_data: in training each mask and box "
+        "embedding is zeroed with probability 0.5, in evaluation multiplied by 0.5); 0: off (ours)",
+    )
     box_embedding: str = option(
         "linear",
         "authors' code (llava_arch.py mask_enc_head = nn.Linear(4, hidden) on train.py's [row0, col0, row1, "
