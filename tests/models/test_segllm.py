@@ -14,7 +14,7 @@ from segfast.metrics import BoxAccuracyMeter, box_iou, mask_box  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT  # noqa: E402
 from segfast.models.segllm.memory import box_coords, mask_boxes  # noqa: E402
 from segfast.nn.losses import framed_mask_losses  # noqa: E402
-from segfast.text.segllm import ENCODE  # noqa: E402
+from segfast.text.segllm import ENCODE, SYSTEM  # noqa: E402
 from tests.models.seg_family import (  # noqa: E402
     assert_frozen_and_trained,
     batch_of,
@@ -141,6 +141,16 @@ def test_encodings_dropped_in_training_and_halved_in_evaluation():
         torch.testing.assert_close(off.encode_masks(image, masks), off.memory(image, masks))
     with pytest.raises(ValueError, match="encoding_dropout"):
         build("segllm", encoding_dropout=1.0)
+
+
+def test_conversation_has_vicuna_v1_system_prompt():
+    # authors' code: preprocess_plain_gen formats with conv_templates["vicuna_v1"] ("a curious user")
+    model = build("segllm")
+    assert SYSTEM.startswith("A chat between a curious user and") and model.options.system == SYSTEM
+    enc = model.encode([{"question": "<image> Segment the red box.", "answer": "It is [SEG].", "encode": []}])
+    head = model.tokenizer(SYSTEM + "USER:", add_special_tokens=False)["input_ids"]
+    start = int(model.tokenizer.bos_token_id is not None)
+    assert enc.ids[start : start + len(head)] == head
 
 
 def test_the_token_after_seg_is_trained():

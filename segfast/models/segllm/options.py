@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from segfast.config import option
 from segfast.models.lisa.options import LISAOptions
+from segfast.text.segllm import SYSTEM
 
 
 @dataclass
@@ -37,5 +38,7 @@ class SegLLMOptions(LISAOptions):
     )
     fourier_bands: int = option(8, "ours: Fourier bands of box_embedding 'fourier'")
     max_rounds: int = option(20, "ours: rounds the per-round meters report (MRSeg has up to 19, Table A1)")
-    system: str = option("", "ours: no system prompt (as before the LISA base took LLaVA v1's)")
+    system: str = option(
+        SYSTEM, "authors' code: train.py preprocess_plain_gen uses conv_templates['vicuna_v1'] (empty: none)"
+    )
     loss_resolution: str = option("frame", "ours: SegLLM's masks live in SAM's frame (its data have no original_masks)")
