@@ -12,7 +12,8 @@ pytest.importorskip("segment_anything")
 from segfast.data.multiround import MultiRoundConversations  # noqa: E402
 from segfast.metrics import BoxAccuracyMeter, box_iou, mask_box  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT  # noqa: E402
-from segfast.models.segllm.memory import box_coords, mask_boxes  # noqa: E402
+from segfast.models.llava import base_model, projector, vision_tower  # noqa: E402
+from segfast.models.segllm.memory import box_coords, llava_cls, mask_boxes  # noqa: E402
 from segfast.nn.losses import framed_mask_losses  # noqa: E402
 from segfast.text.segllm import ENCODE, SYSTEM  # noqa: E402
 from tests.models.seg_family import (  # noqa: E402
@@ -94,7 +95,7 @@ def test_mask_crop_is_padded_square_not_stretched():
     from segfast.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
 
     encoder = build("segllm").memory
-    size = encoder.clip.config.image_size
+    size = encoder.size
     colour = torch.tensor([200.0, 40.0, 90.0])
     image = ((colour - torch.tensor(SAM_MEAN)) / torch.tensor(SAM_STD))[:, None, None].expand(3, 64, 64)
     masks = torch.zeros(2, 64, 64, dtype=torch.bool)
@@ -110,17 +111,38 @@ def test_mask_crop_is_padded_square_not_stretched():
 
 def test_box_embedding_is_a_linear_layer_on_the_row_first_inclusive_box():
     # authors' code: mask_enc_head = nn.Linear(4, hidden) on [row0, col0, row1, col1] / 1024 (max inclusive)
-    encoder = build("segllm").memory
+    model = build("segllm", encoding_dropout=0.0)
+    encoder = model.memory
     masks = torch.zeros(1, 64, 64, dtype=torch.bool)
     masks[0, 8:12, 4:20] = True  # rows 8..11, columns 4..19
     assert box_coords(masks).tolist() == [[8 / 64, 4 / 64, 11 / 64, 19 / 64]]
     assert encoder.box_proj.in_features == 4
     with torch.no_grad():
-        box = encoder(torch.zeros(3, 64, 64), masks)[0, 1]
+        box = model.encode_masks(torch.zeros(3, 64, 64), masks)[0, 1]
         torch.testing.assert_close(box, encoder.box_proj(torch.tensor([8.0, 4.0, 11.0, 19.0]) / 64))
     assert build("segllm", box_embedding="fourier").memory.box_proj.in_features == 4 * 2 * 8
     with pytest.raises(ValueError, match="box_embedding"):
         build("segllm", box_embedding="sine")
+
+
+def test_mask_embedding_is_llavas_projector_on_the_cls_of_its_selected_layer():
+    # authors' code: encode_images(crops, features='cls'): hidden_states[-2][:, :1] through mm_projector
+    model = build("segllm", encoding_dropout=0.0)
+    assert model.memory.clip is None and not hasattr(model.memory, "mask_mlp")
+    assert base_model(model.lm).config.vision_feature_layer == -2
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 8:30, 4:20], masks[1, 40:60, 10:50] = True, True
+    image = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embedding = model.encode_masks(image, masks)[:, 0]
+        crops = model.memory.crops(image, masks)
+        tower = vision_tower(model.lm)
+        cls = tower(crops, output_hidden_states=True).hidden_states[-2][:, 0]
+        torch.testing.assert_close(embedding, projector(model.lm)(cls))
+        assert not torch.allclose(embedding, projector(model.lm)(tower(crops).pooler_output))
+    assert build("segllm", mask_clip="separate").memory.clip is not None
+    with pytest.raises(ValueError, match="mask_clip"):
+        build("segllm", mask_clip="clip")
 
 
 def test_encodings_dropped_in_training_and_halved_in_evaluation():
@@ -131,14 +153,14 @@ def test_encodings_dropped_in_training_and_halved_in_evaluation():
         masks[i, 2 * i : 2 * i + 8, i : i + 20] = True
     image = torch.zeros(3, 64, 64)
     with torch.no_grad():
-        full = model.memory(image, masks)
+        full = model.memory(image, masks, embed=lambda crops: llava_cls(model.lm, crops))
         dropped = model.train().encode_masks(image, masks)
         kept = dropped.abs().sum(-1) > 0
         assert 0.2 < kept.float().mean() < 0.8 and (kept[:, 0] != kept[:, 1]).any()  # mask and box apart
         torch.testing.assert_close(dropped[kept], full[kept])
         torch.testing.assert_close(model.eval().encode_masks(image, masks), 0.5 * full)
         off = build("segllm", encoding_dropout=0.0).train()
-        torch.testing.assert_close(off.encode_masks(image, masks), off.memory(image, masks))
+        torch.testing.assert_close(off.encode_masks(image, masks), full)
     with pytest.raises(ValueError, match="encoding_dropout"):
         build("segllm", encoding_dropout=1.0)
 
@@ -219,9 +241,12 @@ def test_training_defaults_and_trainable_set(tmp_path):
     assert_frozen_and_trained(
         model,
         grads,
-        trained=("lora_B", "text_fc", "memory.mask_mlp", "memory.box_proj", "pad_query", "multi_modal_projector"),
-        frozen=("memory.clip", "vision_tower", "image_encoder", "mask_decoder"),  # §5.1: the decoder frozen
+        trained=("lora_B", "text_fc", "memory.box_proj", "pad_query", "multi_modal_projector"),
+        frozen=("vision_tower", "image_encoder", "mask_decoder"),  # §5.1: the decoder frozen
     )
+    separate = build("segllm", mask_clip="separate", clip_path=weights["clip_path"])
+    grads = trainable_gradients(separate, separate(batch))
+    assert_frozen_and_trained(separate, grads, trained=("memory.mask_mlp",), frozen=("memory.clip",))
     trained = build("segllm", train_mask_decoder=True)
     assert any(p.requires_grad for p in trained.decoder.sam.mask_decoder.parameters())
     # full fine-tuning (the paper's): every language-model weight trains

@@ -1,7 +1,8 @@
 """SegLLM on the LISA base: mask memory and reference-aware decoding over conversation rounds.
 
 * Mask encoding (§4.2, §A.3; segfast.models.segllm.memory): one mask -> a mask embedding (the
-  masked, box-cropped image through CLIP, then an MLP) and a box embedding. Encodings enter the
+  masked, box-cropped image through LLaVA's CLIP tower, its CLS token through LLaVA's projector, as
+  the authors' code) and a box embedding. Encodings enter the
   LLM's input in two places: the "<mask> <box>" slots of a question (segfast.text.segllm; the
   round's `encode` names whose mask: an earlier round's target, or a mask given with the
   conversation, MRSeg-hard's "[ENCODE X]"), and, with seg_memory, right after each [SEG] of an
@@ -16,8 +17,9 @@
 * Loss (eq. 1): per round L_seg(target) + L_seg(reference), L_seg = λ_bce BCE + λ_dice DICE with
   λ = 1 (LISA's per-mask definitions), averaged over the batch's rounds; plus λ_text CE.
 * Trained (§5.1): the LLM (full fine-tuning with the shipped config; LoRA is an option), the
-  projector, the [SEG]-to-prompt MLP, the [PAD] query and the mask/box encoders' heads. Frozen:
-  CLIP (LLaVA's and the mask encoder's) and the whole mask decoder.
+  projector (the image's and the mask embedding's), the [SEG]-to-prompt MLP, the [PAD] query and
+  the box head. Frozen: CLIP (LLaVA's; mask_clip separate: the mask encoder's too) and the whole
+  mask decoder.
 
 Departures from the paper (each an option or documented):
 * SAM ViT-H stands in for HIPIE-R50 (not available as a transformers/segment-anything model);
@@ -43,9 +45,9 @@ from segfast.frames import score_at_original
 from segfast.metrics import BoxAccuracyMeter, IoUMeter
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT, predicting
 from segfast.models.lisa.model import LISA
-from segfast.models.llava import base_model
+from segfast.models.llava import base_model, image_size
 from segfast.models.llm import token_mean_kwargs
-from segfast.models.segllm.memory import MaskEncoder, load_clip
+from segfast.models.segllm.memory import MaskEncoder, llava_cls, load_clip
 from segfast.models.segllm.options import SegLLMOptions
 from segfast.nn.losses import framed_mask_losses
 from segfast.text.segllm import BOX_SLOT, MASK_SLOT, count_slots
@@ -86,7 +88,10 @@ class SegLLM(LISA):
         if not 0 <= float(o.encoding_dropout) < 1:
             raise ValueError(f"model.options.encoding_dropout must be in [0, 1), got {o.encoding_dropout}")
         width = self.lm.get_input_embeddings().embedding_dim
-        self.memory = MaskEncoder(load_clip(o.clip_path, o.clip), width, int(o.fourier_bands), o.box_embedding)
+        if o.mask_clip not in ("llava", "separate"):
+            raise ValueError(f"model.options.mask_clip must be 'llava' or 'separate', got {o.mask_clip!r}")
+        clip = load_clip(o.clip_path, o.clip) if o.mask_clip == "separate" else None
+        self.memory = MaskEncoder(clip, width, int(o.fourier_bands), o.box_embedding, image_size(self.lm))
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
         self.ref_id = self.tokenizer.convert_tokens_to_ids(REF)
         self.slot_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in (MASK_SLOT, BOX_SLOT)]
@@ -138,7 +143,7 @@ class SegLLM(LISA):
         encoding_dropout drops (training) or scales (evaluation) them as the authors' code does."""
         if len(masks) == 0:
             return image.new_zeros(0, 2, self.lm.get_input_embeddings().embedding_dim)
-        out = self.memory(image, masks.bool())
+        out = self.memory(image, masks.bool(), embed=lambda crops: llava_cls(self.lm, crops))
         keep = torch.tensor([float(self.options.mask_encoding), float(self.options.box_encoding)], device=out.device)
         out = out * keep[None, :, None]
         p = float(self.options.encoding_dropout)

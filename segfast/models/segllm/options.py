@@ -24,8 +24,13 @@ class SegLLMOptions(LISAOptions):
         False, "SegLLM §5.1: the mask decoder (HIPIE-R50 there, SAM here) stays frozen (LISA trains it)"
     )
     train_projector: bool = option(True, "SegLLM §5.1: the LLM and the projector f_V2L are fine-tuned")
-    clip_path: str = option("", "a local CLIP vision model for the mask encoder (empty: tiny random from `clip`)")
-    clip: dict = option({}, "ours: tiny CLIP vision fields when clip_path is empty")
+    mask_clip: str = option(
+        "llava",
+        "authors' code (llava_llama.py:102 encode_images(crops, features='cls')): LLaVA's CLIP tower, CLS of its "
+        "selected layer, through LLaVA's projector; separate: ours, a second CLIP (clip_path) pooled through a new MLP",
+    )
+    clip_path: str = option("", "mask_clip separate: a local CLIP vision model (empty: tiny random from `clip`)")
+    clip: dict = option({}, "ours: tiny CLIP vision fields when mask_clip is separate and clip_path empty")
     encoding_dropout: float = option(
         0.5,
         "authors' code (llava_llama.py process_extra_replacement_data: in training each mask and box "
