@@ -222,6 +222,25 @@ def test_eq1_targets_weights_and_averaging():
     torch.testing.assert_close(weighted["bce"], 2 * base["bce"])
 
 
+def test_training_mask_loss_takes_loss_rounds_random_rounds():
+    # authors' code: hipie.yaml max_rounds 2, segment_mask keeps 2 random masks per conversation in training
+    assert build("segllm").options.loss_rounds == 2
+    model = build("segllm", encoding_dropout=0.0, loss_rounds=1).train()
+    batch = _two_rounds()
+    with torch.no_grad():
+        ((targets, refs, _),) = model.run(batch)[1]
+        bce, _ = framed_mask_losses([targets], [batch["masks"][0]], batch["valid_size"])
+        ref_bce, _ = framed_mask_losses([refs], [batch["masks"][0][:1]], batch["valid_size"])
+        per_round = [bce[0], bce[1] + ref_bce[0]]  # eq. 1 of round 1, of round 2 (with its reference)
+        seen = {round(float(model(batch)["bce"]), 5) for _ in range(12)}
+        assert seen == {round(float(v), 5) for v in per_round}  # one round at a time, each drawn
+        everything = build("segllm", encoding_dropout=0.0, loss_rounds=0).train()(batch)["bce"]
+        torch.testing.assert_close(everything, sum(per_round) / 2)
+        torch.testing.assert_close(model.eval()(batch)["bce"], everything)  # evaluation: every round
+    with pytest.raises(ValueError, match="loss_rounds"):
+        build("segllm", loss_rounds=-1)
+
+
 def test_training_defaults_and_trainable_set(tmp_path):
     from segfast.train import load_config
 

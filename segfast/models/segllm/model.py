@@ -28,7 +28,9 @@ Departures from the paper (each an option or documented):
   positional embedding"); box_embedding "fourier" (ours) puts sin/cos features before it.
 * The position after each [SEG] learns the next text token (train_after_seg): with memory slots
   after [SEG] its label would otherwise be ignored and free generation continue untrained.
-* How rounds are averaged is not stated; the sum of eq. 1 is divided by the number of rounds.
+* How rounds are averaged is not stated; the sum of eq. 1 is divided by the number of rounds. As
+  the authors' code, training takes the mask losses of loss_rounds (2) random rounds of each
+  conversation only.
 
 Batches: LISA's plus refs (B tensors (n_b,): per round the index of its reference in masks ++
 given, or -1; absent = single-round data), given (B tensors (k_b, S, S): masks that are no
@@ -85,6 +87,8 @@ class SegLLM(LISA):
         super().__init__(cfg, device)
         o = self.options
         self.memory_slots = MaskEncoder.slots if o.seg_memory else 0
+        if int(o.loss_rounds) < 0:
+            raise ValueError(f"model.options.loss_rounds must be >= 0 (0: every round), got {o.loss_rounds}")
         if not 0 <= float(o.encoding_dropout) < 1:
             raise ValueError(f"model.options.encoding_dropout must be in [0, 1), got {o.encoding_dropout}")
         width = self.lm.get_input_embeddings().embedding_dim
@@ -237,10 +241,14 @@ class SegLLM(LISA):
             for r in which:
                 if not 0 <= int(ref_of[r]) < len(pool):
                     raise ValueError(f"refs: sample {b} round {r} has {REF} in its answer but no reference mask")
-            targets.append(masks)
-            target_logits.append(t_logits)
-            refs.append(pool[[int(ref_of[r]) for r in which]] if which else masks[:0])
-            ref_logits.append(r_logits)
+            keep, k = list(range(len(masks))), int(self.options.loss_rounds)
+            if self.training and 0 < k < len(keep):
+                keep = sorted(torch.randperm(len(keep))[:k].tolist())
+            kept = [r for r in which if r in keep]
+            targets.append(masks[keep])
+            target_logits.append(t_logits[keep])
+            refs.append(pool[[int(ref_of[r]) for r in kept]] if kept else masks[:0])
+            ref_logits.append(r_logits[[which.index(r) for r in kept]] if kept else r_logits[:0])
         masks = self.round_losses(target_logits, targets, ref_logits, refs, batch["valid_size"])
         return {"text": self.options.lambda_text * out.loss, **masks}
 

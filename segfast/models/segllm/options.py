@@ -12,6 +12,11 @@ class SegLLMOptions(LISAOptions):
     lambda_bce: float = option(1.0, "SegLLM eq. 1: L_seg = L_ce + λ L_DICE (LISA's 2.0 is an option)")
     lambda_dice: float = option(1.0, "SegLLM §4.2: λ = 1 (LISA's 0.5 is an option)")
     reference_loss: bool = option(True, "SegLLM eq. 1: the ([REF], [PAD]) reference mask is supervised (Table 8)")
+    loss_rounds: int = option(
+        2,
+        "authors' code (segmentator/hipie.yaml max_rounds: 2; hipie_utils.py segment_mask keeps that many random "
+        "masks of a conversation, with their references, for the mask loss in training); 0: every round",
+    )
     mask_encoding: bool = option(True, "SegLLM §4.2 mask embedding (off: Table 8's ablation)")
     box_encoding: bool = option(True, "SegLLM §4.2 box embedding (off: Table 8's ablation)")
     seg_memory: bool = option(
