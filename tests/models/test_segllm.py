@@ -222,6 +222,17 @@ def test_eq1_targets_weights_and_averaging():
     torch.testing.assert_close(weighted["bce"], 2 * base["bce"])
 
 
+def test_seg_to_prompt_mlp_is_linear_gelu_linear():
+    # authors' code: segmentator_predictor = build_vision_predictor (mlp2x_gelu), LISA's has a ReLU
+    fc = build("segllm").text_fc
+    x = torch.randn(5, fc[0].in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fc(x), fc[2](torch.nn.functional.gelu(fc[0](x))))
+    assert isinstance(build("segllm", seg_activation="relu").text_fc[1], torch.nn.ReLU)
+    with pytest.raises(ValueError, match="seg_activation"):
+        build("segllm", seg_activation="tanh")
+
+
 def test_training_mask_loss_takes_loss_rounds_random_rounds():
     # authors' code: hipie.yaml max_rounds 2, segment_mask keeps 2 random masks per conversation in training
     assert build("segllm").options.loss_rounds == 2

@@ -17,7 +17,7 @@
 * Loss (eq. 1): per round L_seg(target) + L_seg(reference), L_seg = λ_bce BCE + λ_dice DICE with
   λ = 1 (LISA's per-mask definitions), averaged over the batch's rounds; plus λ_text CE.
 * Trained (§5.1): the LLM (full fine-tuning with the shipped config; LoRA is an option), the
-  projector (the image's and the mask embedding's), the [SEG]-to-prompt MLP, the [PAD] query and
+  projector (the image's and the mask embedding's), the [SEG]-to-prompt MLP (Linear, GELU, Linear), the [PAD] query and
   the box head. Frozen: CLIP (LLaVA's; mask_clip separate: the mask encoder's too) and the whole
   mask decoder.
 
@@ -96,6 +96,10 @@ class SegLLM(LISA):
             raise ValueError(f"model.options.mask_clip must be 'llava' or 'separate', got {o.mask_clip!r}")
         clip = load_clip(o.clip_path, o.clip) if o.mask_clip == "separate" else None
         self.memory = MaskEncoder(clip, width, int(o.fourier_bands), o.box_embedding, image_size(self.lm))
+        if o.seg_activation not in ("gelu", "relu"):
+            raise ValueError(f"model.options.seg_activation must be 'gelu' or 'relu', got {o.seg_activation!r}")
+        if o.seg_activation == "gelu":  # the [SEG]-to-prompt MLP as the authors' segmentator_predictor
+            self.text_fc[1] = nn.GELU()
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
         self.ref_id = self.tokenizer.convert_tokens_to_ids(REF)
         self.slot_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in (MASK_SLOT, BOX_SLOT)]

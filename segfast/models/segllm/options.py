@@ -12,6 +12,11 @@ class SegLLMOptions(LISAOptions):
     lambda_bce: float = option(1.0, "SegLLM eq. 1: L_seg = L_ce + λ L_DICE (LISA's 2.0 is an option)")
     lambda_dice: float = option(1.0, "SegLLM §4.2: λ = 1 (LISA's 0.5 is an option)")
     reference_loss: bool = option(True, "SegLLM eq. 1: the ([REF], [PAD]) reference mask is supervised (Table 8)")
+    seg_activation: str = option(
+        "gelu",
+        "authors' code (segmentator_predictor = build_vision_predictor, mlp2x_gelu: Linear, GELU, Linear; "
+        "multimodal_projector/builder.py); relu: LISA's text_hidden_fcs",
+    )
     loss_rounds: int = option(
         2,
         "authors' code (segmentator/hipie.yaml max_rounds: 2; hipie_utils.py segment_mask keeps that many random "
