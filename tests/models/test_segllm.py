@@ -67,8 +67,12 @@ def test_question_slots_carry_the_named_masks_encoding():
     mask_at = (ids[0] == model.slot_ids[0]).nonzero()[:, 0]
     box_at = (ids[0] == model.slot_ids[1]).nonzero()[:, 0]
     assert len(mask_at) == len(box_at) == 1 and box_at[0] == mask_at[0] + 1
-    torch.testing.assert_close(embeds[0, mask_at[0]], pool[2, 0])  # the given mask (index 2 = given[0])
-    torch.testing.assert_close(embeds[0, box_at[0]], pool[2, 1])
+    # the given mask's (index 2 = given[0]) encoding added to the slot token's embedding (authors' code)
+    tokens = model.lm.get_input_embeddings().weight
+    torch.testing.assert_close(embeds[0, mask_at[0]], tokens[model.slot_ids[0]] + pool[2, 0])
+    torch.testing.assert_close(embeds[0, box_at[0]], tokens[model.slot_ids[1]] + pool[2, 1])
+    replaced = build("segllm", encoding_dropout=0.0, slot_embedding="replace").embed(encoded, feats, memory)[0]
+    torch.testing.assert_close(replaced[0, mask_at[0]], pool[2, 0])
     after = (torch.tensor(encoded[0].kinds) == MEMORY_SLOT).nonzero()[:, 0]
     torch.testing.assert_close(embeds[0, after[:2]], pool[0])  # after round 1's [SEG]: its own target
     # the given mask reaches the text loss only through the slot

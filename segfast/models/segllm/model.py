@@ -9,7 +9,8 @@
   answer (§A.3: teacher forcing with the ground truth in training). In inference every encoding
   of an earlier round is the model's own mask.
   As the authors' code (not the paper), each mask and box embedding is zeroed with probability
-  encoding_dropout (0.5) in training and scaled by 1 - encoding_dropout in evaluation.
+  encoding_dropout (0.5) in training and scaled by 1 - encoding_dropout in evaluation, and a
+  question slot's input is its token's embedding plus the encoding (slot_embedding "add").
 * Reference-aware decoding (§4.2): answers of rounds with a reference hold [REF] before [SEG]
   ("Relative to [REF], it is [SEG]."). The decoder gets two-token queries: ([REF], [SEG]) decodes
   the target (a learned [PAD] stands in for [REF] in rounds without one) and ([REF], [PAD])
@@ -96,6 +97,8 @@ class SegLLM(LISA):
             raise ValueError(f"model.options.mask_clip must be 'llava' or 'separate', got {o.mask_clip!r}")
         clip = load_clip(o.clip_path, o.clip) if o.mask_clip == "separate" else None
         self.memory = MaskEncoder(clip, width, int(o.fourier_bands), o.box_embedding, image_size(self.lm))
+        if o.slot_embedding not in ("add", "replace"):
+            raise ValueError(f"model.options.slot_embedding must be 'add' or 'replace', got {o.slot_embedding!r}")
         if o.seg_activation not in ("gelu", "relu"):
             raise ValueError(f"model.options.seg_activation must be 'gelu' or 'relu', got {o.seg_activation!r}")
         if o.seg_activation == "gelu":  # the [SEG]-to-prompt MLP as the authors' segmentator_predictor
@@ -130,7 +133,7 @@ class SegLLM(LISA):
 
     def embed(self, encoded: list, feats: torch.Tensor, memory: list | None = None, left: bool = False):
         """LISA's embed with each sample's Memory: after-[SEG] encodings into the memory slots,
-        question-slot encodings over the <mask> and <box> tokens."""
+        question-slot encodings added to the <mask> and <box> tokens' embeddings (slot_embedding)."""
         after = None if memory is None else [m.after_seg for m in memory]
         after = None if after is None or all(a is None for a in after) else after
         embeds, attention, labels, ids = super().embed(encoded, feats, after, left)
@@ -142,7 +145,8 @@ class SegLLM(LISA):
                 raise ValueError(f"sample {b}: {len(where[0])} question slots but {n} encodings")
             for k, w in enumerate(where):
                 if n:
-                    embeds[b, w] = slots[:, k].to(embeds.dtype)
+                    code = slots[:, k].to(embeds.dtype)
+                    embeds[b, w] = embeds[b, w] + code if self.options.slot_embedding == "add" else code
         return embeds, attention, labels, ids
 
     # ---- memory --------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ class SegLLMOptions(LISAOptions):
     lambda_bce: float = option(1.0, "SegLLM eq. 1: L_seg = L_ce + λ L_DICE (LISA's 2.0 is an option)")
     lambda_dice: float = option(1.0, "SegLLM §4.2: λ = 1 (LISA's 0.5 is an option)")
     reference_loss: bool = option(True, "SegLLM eq. 1: the ([REF], [PAD]) reference mask is supervised (Table 8)")
+    slot_embedding: str = option(
+        "add",
+        "authors' code (llava_llama.py:181-191: the encoding is added to its <video> token's embedding; the zeroing "
+        "at :189 writes into a copy); replace: the encoding alone (ours)",
+    )
     seg_activation: str = option(
         "gelu",
         "authors' code (segmentator_predictor = build_vision_predictor, mlp2x_gelu: Linear, GELU, Linear; "
