@@ -18,9 +18,9 @@
 * Loss (eq. 1): per round L_seg(target) + L_seg(reference), L_seg = λ_bce BCE + λ_dice DICE with
   λ = 1 (LISA's per-mask definitions), averaged over the batch's rounds; plus λ_text CE.
 * Trained (§5.1): the LLM (full fine-tuning with the shipped config; LoRA is an option), the
-  projector (the image's and the mask embedding's), the [SEG]-to-prompt MLP (Linear, GELU, Linear), the [PAD] query and
-  the box head. Frozen: CLIP (LLaVA's; mask_clip separate: the mask encoder's too) and the whole
-  mask decoder.
+  projector (the image's and the mask embedding's), the [SEG]-to-prompt MLP (Linear, GELU,
+  Linear), the [PAD] query and the box head. Frozen: CLIP (LLaVA's; mask_clip separate: the mask
+  encoder's too) and the whole mask decoder.
 
 Departures from the paper (each an option or documented):
 * SAM ViT-H stands in for HIPIE-R50 (not available as a transformers/segment-anything model);
