@@ -203,7 +203,7 @@ def test_eq1_targets_weights_and_averaging():
         with torch.no_grad():
             losses = model(batch)
             _, results = model.run(batch)
-        targets, refs, which = results[0]
+        targets, refs, which, _ = results[0]
         assert which == [1] and len(refs) == 1
         pool = model.pool_masks(batch, 0)
         bce_t, dice_t = framed_mask_losses([targets], [batch["masks"][0]], batch["valid_size"])
@@ -243,14 +243,20 @@ def test_training_mask_loss_takes_loss_rounds_random_rounds():
     model = build("segllm", encoding_dropout=0.0, loss_rounds=1).train()
     batch = _two_rounds()
     with torch.no_grad():
-        ((targets, refs, _),) = model.run(batch)[1]
+        ((targets, refs, _, queries),) = model.run(batch)[1]
         bce, _ = framed_mask_losses([targets], [batch["masks"][0]], batch["valid_size"])
         ref_bce, _ = framed_mask_losses([refs], [batch["masks"][0][:1]], batch["valid_size"])
         per_round = [bce[0], bce[1] + ref_bce[0]]  # eq. 1 of round 1, of round 2 (with its reference)
         seen = {round(float(model(batch)["bce"]), 5) for _ in range(12)}
         assert seen == {round(float(v), 5) for v in per_round}  # one round at a time, each drawn
-        everything = build("segllm", encoding_dropout=0.0, loss_rounds=0).train()(batch)["bce"]
+        all_rounds = build("segllm", encoding_dropout=0.0, loss_rounds=0).train()(batch)
+        everything = all_rounds["bce"]
         torch.testing.assert_close(everything, sum(per_round) / 2)
+        # hipie.yaml sparse_embed_L2_loss_weight 1e-3: the mean square of the kept rounds' decoder prompts
+        torch.testing.assert_close(all_rounds["query_l2"], 1e-3 * queries.pow(2).mean())
+        one = {round(float(model(batch)["query_l2"]), 9) for _ in range(12)}
+        assert one == {round(float(1e-3 * q.pow(2).mean()), 9) for q in queries}
+        assert "query_l2" not in build("segllm", query_l2=0.0)(batch)
         torch.testing.assert_close(model.eval()(batch)["bce"], everything)  # evaluation: every round
     with pytest.raises(ValueError, match="loss_rounds"):
         build("segllm", loss_rounds=-1)
@@ -270,7 +276,7 @@ def test_training_defaults_and_trainable_set(tmp_path):
     )
     batch = _batch()
     losses = model(batch)
-    assert set(losses) == {"text", "bce", "dice"} and all(torch.isfinite(v) for v in losses.values())
+    assert set(losses) == {"text", "bce", "dice", "query_l2"} and all(torch.isfinite(v) for v in losses.values())
     grads = trainable_gradients(model, losses)
     assert_frozen_and_trained(
         model,
@@ -360,7 +366,7 @@ def test_single_round_referring_data_and_evaluate_protocols(tmp_path):
     )
     model = build("segllm").eval()
     batch = batch_of(SegConversations("refcoco", str(tmp_path / "rc"), split="eval"), 2)
-    assert "refs" not in batch and set(model(batch)) == {"text", "bce", "dice"}
+    assert "refs" not in batch and set(model(batch)) == {"text", "bce", "dice", "query_l2"}
     meters = {"iou": __import__("segfast.metrics", fromlist=["IoUMeter"]).IoUMeter()}
     model.evaluate(batch, meters)
     assert meters["iou"].compute()["samples"] == 2

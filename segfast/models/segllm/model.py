@@ -31,7 +31,7 @@ Departures from the paper (each an option or documented):
   after [SEG] its label would otherwise be ignored and free generation continue untrained.
 * How rounds are averaged is not stated; the sum of eq. 1 is divided by the number of rounds. As
   the authors' code, training takes the mask losses of loss_rounds (2) random rounds of each
-  conversation only.
+  conversation only, and adds query_l2 (1e-3) times the mean square of their decoder prompts.
 
 Batches: LISA's plus refs (B tensors (n_b,): per round the index of its reference in masks ++
 given, or -1; absent = single-round data), given (B tensors (k_b, S, S): masks that are no
@@ -203,7 +203,7 @@ class SegLLM(LISA):
     def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
         """Teacher-forced pass, by default with the encodings of the batch's masks (and given
         masks): (LM output, per sample (target logits (n_b, S, S), reference logits (r_b, S, S),
-        the rounds r_b of those references))."""
+        the rounds r_b of those references, target queries (n_b, 2, dim)))."""
         if memory is None:
             memory = [
                 self.sample_memory(
@@ -225,11 +225,13 @@ class SegLLM(LISA):
         for b in range(len(encoded)):
             targets, refs = self.round_queries(out.hidden_states[-1][b], ids[b].tolist())
             which = [r for r, q in enumerate(refs) if q is not None]
+            queries = torch.stack(targets) if targets else image_emb.new_zeros(0, 2, self.decoder.dim)
             results.append(
                 (
-                    self.decode(image_emb[b], torch.stack(targets) if targets else []),
+                    self.decode(image_emb[b], queries if targets else []),
                     self.decode(image_emb[b], torch.stack([refs[r] for r in which]) if which else []),
                     which,
+                    queries,
                 )
             )
         return out, results
@@ -237,8 +239,8 @@ class SegLLM(LISA):
     def forward(self, batch: dict) -> dict:
         batch = as_dialogues(batch)
         out, results = self.run(batch)
-        targets, target_logits, refs, ref_logits = [], [], [], []
-        for b, (t_logits, r_logits, which) in enumerate(results):
+        targets, target_logits, refs, ref_logits, queries = [], [], [], [], []
+        for b, (t_logits, r_logits, which, q) in enumerate(results):
             masks, pool = batch["masks"][b], self.pool_masks(batch, b)
             if len(t_logits) != len(masks):
                 raise ValueError(
@@ -253,12 +255,17 @@ class SegLLM(LISA):
             if self.training and 0 < k < len(keep):
                 keep = sorted(torch.randperm(len(keep))[:k].tolist())
             kept = [r for r in which if r in keep]
+            queries.append(q[keep])
             targets.append(masks[keep])
             target_logits.append(t_logits[keep])
             refs.append(pool[[int(ref_of[r]) for r in kept]] if kept else masks[:0])
             ref_logits.append(r_logits[[which.index(r) for r in kept]] if kept else r_logits[:0])
         masks = self.round_losses(target_logits, targets, ref_logits, refs, batch["valid_size"])
-        return {"text": self.options.lambda_text * out.loss, **masks}
+        losses = {"text": self.options.lambda_text * out.loss, **masks}
+        q = torch.cat(queries)
+        if self.options.query_l2 and len(q):  # the authors' L2 on the decoder prompts of the kept rounds
+            losses["query_l2"] = float(self.options.query_l2) * q.pow(2).mean()
+        return losses
 
     def round_losses(self, target_logits, targets, ref_logits, refs, valid_size) -> dict:
         """Eq. 1 summed per round and averaged over the batch's rounds."""

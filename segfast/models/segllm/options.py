@@ -27,6 +27,11 @@ class SegLLMOptions(LISAOptions):
         "authors' code (segmentator/hipie.yaml max_rounds: 2; hipie_utils.py segment_mask keeps that many random "
         "masks of a conversation, with their references, for the mask loss in training); 0: every round",
     )
+    query_l2: float = option(
+        1e-3,
+        "authors' code (hipie.yaml sparse_embed_L2_loss_weight; hipie_utils.py:348 adds it times the mean square "
+        "of the kept masks' decoder prompts to the loss); 0: off",
+    )
     mask_encoding: bool = option(True, "SegLLM §4.2 mask embedding (off: Table 8's ablation)")
     box_encoding: bool = option(True, "SegLLM §4.2 box embedding (off: Table 8's ablation)")
     seg_memory: bool = option(
