@@ -171,12 +171,13 @@ class Conversations:
             return torch.from_numpy(label == int(mask_id))
         raise ValueError(f"conversations: unknown mask dataset {name!r}")
 
-    def sample(self, index: int, evaluating: bool) -> tuple:
-        """(image (H, W, 3), target masks (n, H, W), given masks (k, H, W), conversation, refs)."""
+    def sample(self, index: int, evaluating: bool, max_rounds: int = 0) -> tuple:
+        """(image (H, W, 3), target masks (n, H, W), given masks (k, H, W), conversation, refs);
+        max_rounds > 0 keeps the first rounds only (the authors' --limit_rounds)."""
         parsed = parse_conversation(self.entries[index])
         image = read_rgb(self.image_path(parsed["image"]))
         h, w = image.shape[:2]
-        rounds = parsed["rounds"]
+        rounds = parsed["rounds"][:max_rounds] if max_rounds > 0 else parsed["rounds"]
         targets = [r["target"] for r in rounds]
         given = []
 

@@ -23,7 +23,8 @@ or "the output of round i" (1/4 each), and always carries that output's encoding
 "<mask> <box>" slots (the authors' [MASK-ENCODE][BOX-ENCODE] in front of the question).
 
 Lengths: up to 18 positional rounds, up to 4 x (1 + 4) hierarchical ones (Table A1: 18 and 19);
-max_rounds > 0 cuts conversations shorter (the authors train with --limit_rounds 6).
+max_rounds > 0 cuts conversations (released ones too) to their first rounds (the authors train with
+--limit_rounds 6; configs/segllm.yaml does).
 
 Evaluation (split "eval"): refcoco scores every sentence of eval_split's referents as one round
 (LISA's queries) with a validation template (question_set "segllm"; "lisa" uses LISA's question,
@@ -285,7 +286,7 @@ class MultiRoundConversations(EpochChoices, torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         if self.format == "mrseg":
-            sample = self.source.sample(self.items[i], self.split != "train")
+            sample = self.source.sample(self.items[i], self.split != "train", self.max_rounds)
             image, masks, given, conversation, refs = sample
         else:
             image, masks, given, conversation, refs = self._built(i)

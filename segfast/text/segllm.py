@@ -22,6 +22,12 @@ from segfast.text.tokens import IMAGE
 MASK_SLOT, BOX_SLOT = "<mask>", "<box>"
 ENCODE = f"{MASK_SLOT} {BOX_SLOT}"  # one mask's encoding in a question
 ANSWER, REF_ANSWER = "It is [SEG].", "Relative to [REF], it is [SEG]."
+# conv_templates["vicuna_v1"].system plus its separator " ": the authors' preprocess_plain_gen
+# (train.py) formats every SegLLM conversation with that template ("user" where LLaVA v1 says "human")
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions. "
+)
 
 # query type -> templates; {name}: the target's caption or class, {ref}: how the reference is named,
 # {where}: a positional relation, {verb}: an interaction, {part}/{whole}: a part and its object

@@ -392,7 +392,12 @@ def _mr_refer(dataset: str) -> Protocol:
         name=f"mr-{dataset}-val",
         title=f"MR-{dataset} val (MRSeg), multi-round referring segmentation",
         readers=("multiround",),
-        data={"format": "mrseg", "eval_conversations": f"all_data_mix_val/mr_{dataset}_val.json", "eval_memory": "own"},
+        data={
+            "format": "mrseg",
+            "eval_conversations": f"all_data_mix_val/mr_{dataset}_val.json",
+            "eval_memory": "own",
+            "max_rounds": 0,  # every round: the eval scripts pass no --limit_rounds
+        },
         queries="every round of every released validation conversation, answered round by round",
         prompt="the released questions; each earlier round's encoding is the model's own mask (the authors' --ar_eval)",
         ignore="none",
@@ -425,7 +430,12 @@ MR_PACO = Protocol(
     name="mr-paco-val",
     title="MR-PACO val (MRSeg), multi-round hierarchical segmentation",
     readers=("multiround",),
-    data={"format": "mrseg", "eval_conversations": "all_data_mix_val/mr_paco_val.json", "eval_memory": "ground_truth"},
+    data={
+        "format": "mrseg",
+        "eval_conversations": "all_data_mix_val/mr_paco_val.json",
+        "eval_memory": "ground_truth",
+        "max_rounds": 0,
+    },
     queries="every round of every released validation conversation",
     prompt="the released questions; earlier rounds encoded from the ground truth (the authors' eval_mr_paco.sh "
     "runs without --ar_eval and with --eval_use_gt_mask_encode)",

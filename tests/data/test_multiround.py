@@ -219,6 +219,11 @@ def test_released_conversations_in_their_own_format(tmp_path):
     assert (hard["given"][0] ^ frame).sum() < 30
     with pytest.raises(FileNotFoundError, match="conversations"):
         MultiRoundConversations("mrseg", str(root), split="eval", eval_conversations="nope.json")
+    # the authors train with --limit_rounds 6: max_rounds keeps the first rounds of a released one
+    cut = MultiRoundConversations(
+        "mrseg", str(root), split="eval", eval_conversations="all_data_mix_val/mr_refcoco_val.json", max_rounds=1
+    )[0]
+    assert len(cut["conversation"]) == 1 and cut["masks"].shape[0] == 1 and cut["refs"].tolist() == [-1]
 
 
 def test_segllm_protocols_fix_their_reader_options():
@@ -244,6 +249,14 @@ def test_segllm_protocols_fix_their_reader_options():
     table1 = {r.metric: r.value for r in get("mr-refcoco+-val").reported if r.row.startswith("SegLLM")}
     assert table1["cIoU round 2"] == 78.0 and table1["cIoU round 8"] == 59.0
     assert get("mr-refcoco+-val").metrics["cIoU round 2"] == "eval/rounds/round1/cIoU"
+    # the shipped config trains on 6 rounds (--limit_rounds 6); the MR benchmarks score every round
+    from segfast.train import load_config
+
+    shipped = load_config("configs/segllm.yaml").data.options["datasets"]
+    assert [d["options"]["max_rounds"] for d in shipped] == [6, 6]
+    trained = {**data, "options": {"datasets": shipped}}
+    assert get("mr-refcoco-val").data_section(trained)["options"]["max_rounds"] == 0
+    assert get("mr-paco-val").data_section(trained)["options"]["max_rounds"] == 0
     assert {r.value for r in get("rec-refcoco-testB").reported} == {86.2}
 
 

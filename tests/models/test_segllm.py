@@ -12,9 +12,10 @@ pytest.importorskip("segment_anything")
 from segfast.data.multiround import MultiRoundConversations  # noqa: E402
 from segfast.metrics import BoxAccuracyMeter, box_iou, mask_box  # noqa: E402
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT  # noqa: E402
-from segfast.models.segllm.memory import mask_boxes  # noqa: E402
+from segfast.models.llava import base_model, projector, vision_tower  # noqa: E402
+from segfast.models.segllm.memory import box_coords, llava_cls, mask_boxes  # noqa: E402
 from segfast.nn.losses import framed_mask_losses  # noqa: E402
-from segfast.text.segllm import ENCODE  # noqa: E402
+from segfast.text.segllm import ENCODE, SYSTEM  # noqa: E402
 from tests.models.seg_family import (  # noqa: E402
     assert_frozen_and_trained,
     batch_of,
@@ -55,7 +56,7 @@ def _two_rounds(given: bool = False) -> dict:
 
 
 def test_question_slots_carry_the_named_masks_encoding():
-    model = build("segllm")
+    model = build("segllm", encoding_dropout=0.0)  # two passes compared: no random dropping
     batch = _two_rounds(given=True)
     image = batch["image"][0]
     encoded = [model.encode(c) for c in batch["conversation"]]
@@ -66,8 +67,12 @@ def test_question_slots_carry_the_named_masks_encoding():
     mask_at = (ids[0] == model.slot_ids[0]).nonzero()[:, 0]
     box_at = (ids[0] == model.slot_ids[1]).nonzero()[:, 0]
     assert len(mask_at) == len(box_at) == 1 and box_at[0] == mask_at[0] + 1
-    torch.testing.assert_close(embeds[0, mask_at[0]], pool[2, 0])  # the given mask (index 2 = given[0])
-    torch.testing.assert_close(embeds[0, box_at[0]], pool[2, 1])
+    # the given mask's (index 2 = given[0]) encoding added to the slot token's embedding (authors' code)
+    tokens = model.lm.get_input_embeddings().weight
+    torch.testing.assert_close(embeds[0, mask_at[0]], tokens[model.slot_ids[0]] + pool[2, 0])
+    torch.testing.assert_close(embeds[0, box_at[0]], tokens[model.slot_ids[1]] + pool[2, 1])
+    replaced = build("segllm", encoding_dropout=0.0, slot_embedding="replace").embed(encoded, feats, memory)[0]
+    torch.testing.assert_close(replaced[0, mask_at[0]], pool[2, 0])
     after = (torch.tensor(encoded[0].kinds) == MEMORY_SLOT).nonzero()[:, 0]
     torch.testing.assert_close(embeds[0, after[:2]], pool[0])  # after round 1's [SEG]: its own target
     # the given mask reaches the text loss only through the slot
@@ -84,7 +89,7 @@ def test_question_slots_carry_the_named_masks_encoding():
         assert model(no_slot)["text"] == model(no_slot_moved)["text"]
     with pytest.raises(ValueError, match="slots"):
         model.encode([{"question": f"<image> {ENCODE} x", "answer": "It is [SEG].", "encode": []}])
-    off = build("segllm", mask_encoding=False)  # Table 8's ablations zero one part of the encoding
+    off = build("segllm", mask_encoding=False, encoding_dropout=0.0)  # Table 8's ablations zero a part
     codes = off.encode_masks(image, batch["masks"][0])
     assert not codes[:, 0].any() and codes[:, 1].abs().sum() > 0
 
@@ -94,7 +99,7 @@ def test_mask_crop_is_padded_square_not_stretched():
     from segfast.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
 
     encoder = build("segllm").memory
-    size = encoder.clip.config.image_size
+    size = encoder.size
     colour = torch.tensor([200.0, 40.0, 90.0])
     image = ((colour - torch.tensor(SAM_MEAN)) / torch.tensor(SAM_STD))[:, None, None].expand(3, 64, 64)
     masks = torch.zeros(2, 64, 64, dtype=torch.bool)
@@ -106,6 +111,72 @@ def test_mask_crop_is_padded_square_not_stretched():
     torch.testing.assert_close(rgb[0, :, 1 : q - 1, 1:-1], inside.expand(3, q - 2, size - 2))
     torch.testing.assert_close(rgb[1, :, 1:-1, 1 : q - 1], inside.expand(3, size - 2, q - 2))
     assert rgb[0, :, q + 1 :].abs().max() < 1e-6 and rgb[1, :, :, q + 1 :].abs().max() < 1e-6
+
+
+def test_box_embedding_is_a_linear_layer_on_the_row_first_inclusive_box():
+    # authors' code: mask_enc_head = nn.Linear(4, hidden) on [row0, col0, row1, col1] / 1024 (max inclusive)
+    model = build("segllm", encoding_dropout=0.0)
+    encoder = model.memory
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 8:12, 4:20] = True  # rows 8..11, columns 4..19
+    assert box_coords(masks).tolist() == [[8 / 64, 4 / 64, 11 / 64, 19 / 64]]
+    assert encoder.box_proj.in_features == 4
+    with torch.no_grad():
+        box = model.encode_masks(torch.zeros(3, 64, 64), masks)[0, 1]
+        torch.testing.assert_close(box, encoder.box_proj(torch.tensor([8.0, 4.0, 11.0, 19.0]) / 64))
+    assert build("segllm", box_embedding="fourier").memory.box_proj.in_features == 4 * 2 * 8
+    with pytest.raises(ValueError, match="box_embedding"):
+        build("segllm", box_embedding="sine")
+
+
+def test_mask_embedding_is_llavas_projector_on_the_cls_of_its_selected_layer():
+    # authors' code: encode_images(crops, features='cls'): hidden_states[-2][:, :1] through mm_projector
+    model = build("segllm", encoding_dropout=0.0)
+    assert model.memory.clip is None and not hasattr(model.memory, "mask_mlp")
+    assert base_model(model.lm).config.vision_feature_layer == -2
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 8:30, 4:20], masks[1, 40:60, 10:50] = True, True
+    image = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embedding = model.encode_masks(image, masks)[:, 0]
+        crops = model.memory.crops(image, masks)
+        tower = vision_tower(model.lm)
+        cls = tower(crops, output_hidden_states=True).hidden_states[-2][:, 0]
+        torch.testing.assert_close(embedding, projector(model.lm)(cls))
+        assert not torch.allclose(embedding, projector(model.lm)(tower(crops).pooler_output))
+    assert build("segllm", mask_clip="separate").memory.clip is not None
+    with pytest.raises(ValueError, match="mask_clip"):
+        build("segllm", mask_clip="clip")
+
+
+def test_encodings_dropped_in_training_and_halved_in_evaluation():
+    # authors' code: each mask/box embedding zeroed with probability 0.5 in training, times 0.5 otherwise
+    model = build("segllm")
+    masks = torch.zeros(16, 64, 64, dtype=torch.bool)
+    for i in range(16):
+        masks[i, 2 * i : 2 * i + 8, i : i + 20] = True
+    image = torch.zeros(3, 64, 64)
+    with torch.no_grad():
+        full = model.memory(image, masks, embed=lambda crops: llava_cls(model.lm, crops))
+        dropped = model.train().encode_masks(image, masks)
+        kept = dropped.abs().sum(-1) > 0
+        assert 0.2 < kept.float().mean() < 0.8 and (kept[:, 0] != kept[:, 1]).any()  # mask and box apart
+        torch.testing.assert_close(dropped[kept], full[kept])
+        torch.testing.assert_close(model.eval().encode_masks(image, masks), 0.5 * full)
+        off = build("segllm", encoding_dropout=0.0).train()
+        torch.testing.assert_close(off.encode_masks(image, masks), full)
+    with pytest.raises(ValueError, match="encoding_dropout"):
+        build("segllm", encoding_dropout=1.0)
+
+
+def test_conversation_has_vicuna_v1_system_prompt():
+    # authors' code: preprocess_plain_gen formats with conv_templates["vicuna_v1"] ("a curious user")
+    model = build("segllm")
+    assert SYSTEM.startswith("A chat between a curious user and") and model.options.system == SYSTEM
+    enc = model.encode([{"question": "<image> Segment the red box.", "answer": "It is [SEG].", "encode": []}])
+    head = model.tokenizer(SYSTEM + "USER:", add_special_tokens=False)["input_ids"]
+    start = int(model.tokenizer.bos_token_id is not None)
+    assert enc.ids[start : start + len(head)] == head
 
 
 def test_the_token_after_seg_is_trained():
@@ -125,14 +196,14 @@ def test_the_token_after_seg_is_trained():
 
 
 def test_eq1_targets_weights_and_averaging():
-    model = build("segllm")
+    model = build("segllm").eval()  # passes compared: the encodings scaled, not randomly dropped
     assert (model.options.lambda_bce, model.options.lambda_dice) == (1.0, 1.0)
     for given in (False, True):
         batch = _two_rounds(given)
         with torch.no_grad():
             losses = model(batch)
             _, results = model.run(batch)
-        targets, refs, which = results[0]
+        targets, refs, which, _ = results[0]
         assert which == [1] and len(refs) == 1
         pool = model.pool_masks(batch, 0)
         bce_t, dice_t = framed_mask_losses([targets], [batch["masks"][0]], batch["valid_size"])
@@ -141,18 +212,54 @@ def test_eq1_targets_weights_and_averaging():
         torch.testing.assert_close(losses["dice"], (dice_t.sum() + dice_r.sum()) / 2)
         wrong = framed_mask_losses([refs], [batch["masks"][0][[1]]], batch["valid_size"])[0]  # masks[r], not refs[r]
         assert not torch.isclose(losses["bce"], (bce_t.sum() + wrong.sum()) / 2)
-    without = build("segllm", reference_loss=False)
+    without = build("segllm", reference_loss=False).eval()
     with torch.no_grad():
         plain = without(_two_rounds())
         _, results = without.run(_two_rounds())
     bce_t, _ = framed_mask_losses([results[0][0]], [_two_rounds()["masks"][0]], _two_rounds()["valid_size"])
     torch.testing.assert_close(plain["bce"], bce_t.mean())
-    lisa = build("segllm", lambda_bce=2.0, lambda_dice=0.5)  # LISA's weights as an option
+    lisa = build("segllm", lambda_bce=2.0, lambda_dice=0.5).eval()  # LISA's weights as an option
     with torch.no_grad():
         weighted = lisa(_two_rounds())
     with torch.no_grad():
-        base = build("segllm")(_two_rounds())
+        base = build("segllm").eval()(_two_rounds())
     torch.testing.assert_close(weighted["bce"], 2 * base["bce"])
+
+
+def test_seg_to_prompt_mlp_is_linear_gelu_linear():
+    # authors' code: segmentator_predictor = build_vision_predictor (mlp2x_gelu), LISA's has a ReLU
+    fc = build("segllm").text_fc
+    x = torch.randn(5, fc[0].in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fc(x), fc[2](torch.nn.functional.gelu(fc[0](x))))
+    assert isinstance(build("segllm", seg_activation="relu").text_fc[1], torch.nn.ReLU)
+    with pytest.raises(ValueError, match="seg_activation"):
+        build("segllm", seg_activation="tanh")
+
+
+def test_training_mask_loss_takes_loss_rounds_random_rounds():
+    # authors' code: hipie.yaml max_rounds 2, segment_mask keeps 2 random masks per conversation in training
+    assert build("segllm").options.loss_rounds == 2
+    model = build("segllm", encoding_dropout=0.0, loss_rounds=1).train()
+    batch = _two_rounds()
+    with torch.no_grad():
+        ((targets, refs, _, queries),) = model.run(batch)[1]
+        bce, _ = framed_mask_losses([targets], [batch["masks"][0]], batch["valid_size"])
+        ref_bce, _ = framed_mask_losses([refs], [batch["masks"][0][:1]], batch["valid_size"])
+        per_round = [bce[0], bce[1] + ref_bce[0]]  # eq. 1 of round 1, of round 2 (with its reference)
+        seen = {round(float(model(batch)["bce"]), 5) for _ in range(12)}
+        assert seen == {round(float(v), 5) for v in per_round}  # one round at a time, each drawn
+        all_rounds = build("segllm", encoding_dropout=0.0, loss_rounds=0).train()(batch)
+        everything = all_rounds["bce"]
+        torch.testing.assert_close(everything, sum(per_round) / 2)
+        # hipie.yaml sparse_embed_L2_loss_weight 1e-3: the mean square of the kept rounds' decoder prompts
+        torch.testing.assert_close(all_rounds["query_l2"], 1e-3 * queries.pow(2).mean())
+        one = {round(float(model(batch)["query_l2"]), 9) for _ in range(12)}
+        assert one == {round(float(1e-3 * q.pow(2).mean()), 9) for q in queries}
+        assert "query_l2" not in build("segllm", query_l2=0.0)(batch)
+        torch.testing.assert_close(model.eval()(batch)["bce"], everything)  # evaluation: every round
+    with pytest.raises(ValueError, match="loss_rounds"):
+        build("segllm", loss_rounds=-1)
 
 
 def test_training_defaults_and_trainable_set(tmp_path):
@@ -169,14 +276,17 @@ def test_training_defaults_and_trainable_set(tmp_path):
     )
     batch = _batch()
     losses = model(batch)
-    assert set(losses) == {"text", "bce", "dice"} and all(torch.isfinite(v) for v in losses.values())
+    assert set(losses) == {"text", "bce", "dice", "query_l2"} and all(torch.isfinite(v) for v in losses.values())
     grads = trainable_gradients(model, losses)
     assert_frozen_and_trained(
         model,
         grads,
-        trained=("lora_B", "text_fc", "memory.mask_mlp", "memory.box_proj", "pad_query", "multi_modal_projector"),
-        frozen=("memory.clip", "vision_tower", "image_encoder", "mask_decoder"),  # §5.1: the decoder frozen
+        trained=("lora_B", "text_fc", "memory.box_proj", "pad_query", "multi_modal_projector"),
+        frozen=("vision_tower", "image_encoder", "mask_decoder"),  # §5.1: the decoder frozen
     )
+    separate = build("segllm", mask_clip="separate", clip_path=weights["clip_path"])
+    grads = trainable_gradients(separate, separate(batch))
+    assert_frozen_and_trained(separate, grads, trained=("memory.mask_mlp",), frozen=("memory.clip",))
     trained = build("segllm", train_mask_decoder=True)
     assert any(p.requires_grad for p in trained.decoder.sam.mask_decoder.parameters())
     # full fine-tuning (the paper's): every language-model weight trains
@@ -256,7 +366,7 @@ def test_single_round_referring_data_and_evaluate_protocols(tmp_path):
     )
     model = build("segllm").eval()
     batch = batch_of(SegConversations("refcoco", str(tmp_path / "rc"), split="eval"), 2)
-    assert "refs" not in batch and set(model(batch)) == {"text", "bce", "dice"}
+    assert "refs" not in batch and set(model(batch)) == {"text", "bce", "dice", "query_l2"}
     meters = {"iou": __import__("segfast.metrics", fromlist=["IoUMeter"]).IoUMeter()}
     model.evaluate(batch, meters)
     assert meters["iou"].compute()["samples"] == 2

@@ -1,10 +1,14 @@
 """SegLLM's mask encoding: two LLM-input embeddings per mask.
 
 * mask embedding: the image with every pixel outside the mask blacked out, cropped to the mask's
-  box and padded square (torchvision roi_align, one batched call for all masks), through a frozen
-  CLIP vision model (transformers), its pooled output through a trainable MLP to the LLM width;
-* box embedding: sinusoidal features of the box corners (normalised to [0, 1]) through a
-  trainable linear layer to the LLM width.
+  box and padded square (torchvision roi_align, one batched call for all masks), through LLaVA's
+  own frozen CLIP tower, the CLS token of its selected layer through LLaVA's trainable projector
+  (authors' code: llava_llama.py encode_images(..., features='cls')); mask_clip "separate" (ours)
+  takes a second frozen CLIP vision model's pooled output through a new MLP instead;
+* box embedding: the mask's box [row0, col0, row1, col1] (inclusive maxima) divided by the
+  frame's side, through a trainable linear layer to the LLM width (authors' code: train.py
+  get_bitmask_bbox_encode, llava_arch.py mask_enc_head = nn.Linear(4, hidden)); box_embedding
+  "fourier" puts sin/cos features of those four numbers before the linear layer instead (ours).
 """
 
 import math
@@ -13,6 +17,7 @@ import torch
 from torch import nn
 
 from segfast.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
+from segfast.models.llava import base_model
 
 TINY_CLIP = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
@@ -47,6 +52,14 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(1)[:, None], boxes, whole)
 
 
+def box_coords(masks: torch.Tensor) -> torch.Tensor:
+    """(n, 4) [row0, col0, row1, col1] / S of (n, S, S) bool masks, maxima inclusive: the authors'
+    box (train.py get_bitmask_bbox_encode takes min/max pixel indices of the 1024 SAM-frame mask,
+    rows first, and divides by 1024)."""
+    x0, y0, x1, y1 = mask_boxes(masks).unbind(1)
+    return torch.stack([y0, x0, y1 - 1, x1 - 1], 1) / masks.shape[-1]
+
+
 def fourier(x: torch.Tensor, bands: int) -> torch.Tensor:
     """(..., k) in [0, 1] -> (..., k * 2 * bands) sin/cos at frequencies 2^j * pi."""
     freqs = (2.0 ** torch.arange(bands, device=x.device)) * math.pi
@@ -54,19 +67,40 @@ def fourier(x: torch.Tensor, bands: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
 
 
+def llava_cls(lm, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(n, d_llm): the CLS token of LLaVA's frozen CLIP tower at its vision_feature_layer(s),
+    through LLaVA's projector (authors' code: CLIPVisionTower.feature_select 'cls' = hidden_states
+    [mm_vision_select_layer][:, :1], then mm_projector)."""
+    base = base_model(lm)
+    layers = base.config.vision_feature_layer
+    with torch.no_grad():
+        tower = base.model.vision_tower
+        hidden = tower(pixel_values.to(tower.dtype), output_hidden_states=True).hidden_states
+        cls = torch.cat([hidden[i][:, 0] for i in (layers if isinstance(layers, (list, tuple)) else [layers])], -1)
+    return base.model.multi_modal_projector(cls)
+
+
 class MaskEncoder(nn.Module):
+    """clip None: the mask embedding comes from the `embed` callable forward gets (LLaVA's own
+    tower and projector, llava_cls), on crops of side `size`."""
+
     slots = 2
 
-    def __init__(self, clip, width: int, bands: int = 8):
+    def __init__(self, clip, width: int, bands: int = 8, box: str = "linear", size: int = 0):
         super().__init__()
-        self.clip, self.bands = clip, bands
-        hidden = clip.config.hidden_size
-        self.mask_mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, width))
-        self.box_proj = nn.Linear(4 * 2 * bands, width)
+        if box not in ("linear", "fourier"):
+            raise ValueError(f"model.options.box_embedding must be 'linear' or 'fourier', got {box!r}")
+        self.clip, self.bands = clip, bands if box == "fourier" else 0
+        self.size = clip.config.image_size if clip is not None else size
+        if clip is not None:
+            hidden = clip.config.hidden_size
+            self.mask_mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, width))
+        self.box_proj = nn.Linear(4 * 2 * bands if box == "fourier" else 4, width)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.clip.eval()  # frozen
+        if self.clip is not None:
+            self.clip.eval()  # frozen
         return self
 
     def crops(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -76,7 +110,7 @@ class MaskEncoder(nn.Module):
         get_bitmask_bbox_encode: the crop is pasted into a zero max(h, w) square, which the CLIP
         processor then resizes). A square region from the box's corner does the same in one
         roi_align call: everything in it outside the mask, or outside the image, is black."""
-        size = self.clip.config.image_size
+        size = self.size
         rgb = (
             image.float() * torch.tensor(SAM_STD, device=image.device)[:, None, None]
             + torch.tensor(SAM_MEAN, device=image.device)[:, None, None]
@@ -92,10 +126,15 @@ class MaskEncoder(nn.Module):
         mean = torch.tensor(CLIP_MEAN, device=image.device)[:, None, None]
         return (crops - mean) / torch.tensor(CLIP_STD, device=image.device)[:, None, None]
 
-    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, masks: torch.Tensor, embed=None) -> torch.Tensor:
         """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
-        with torch.no_grad():
-            pooled = self.clip(pixel_values=self.crops(image, masks).to(self.clip.dtype)).pooler_output
-        s = masks.shape[-1]
-        box = self.box_proj(fourier(mask_boxes(masks) / s, self.bands))
-        return torch.stack([self.mask_mlp(pooled.float()), box], 1)
+        crops = self.crops(image, masks)
+        if self.clip is None:
+            mask = embed(crops).float()
+        else:
+            with torch.no_grad():
+                pooled = self.clip(pixel_values=crops.to(self.clip.dtype)).pooler_output
+            mask = self.mask_mlp(pooled.float())
+        coords = box_coords(masks)
+        box = self.box_proj(fourier(coords, self.bands) if self.bands else coords)
+        return torch.stack([mask, box], 1)

@@ -1,12 +1,16 @@
 """SegLLM on the LISA base: mask memory and reference-aware decoding over conversation rounds.
 
 * Mask encoding (§4.2, §A.3; segfast.models.segllm.memory): one mask -> a mask embedding (the
-  masked, box-cropped image through CLIP, then an MLP) and a box embedding. Encodings enter the
+  masked, box-cropped image through LLaVA's CLIP tower, its CLS token through LLaVA's projector, as
+  the authors' code) and a box embedding. Encodings enter the
   LLM's input in two places: the "<mask> <box>" slots of a question (segfast.text.segllm; the
   round's `encode` names whose mask: an earlier round's target, or a mask given with the
   conversation, MRSeg-hard's "[ENCODE X]"), and, with seg_memory, right after each [SEG] of an
   answer (§A.3: teacher forcing with the ground truth in training). In inference every encoding
   of an earlier round is the model's own mask.
+  As the authors' code (not the paper), each mask and box embedding is zeroed with probability
+  encoding_dropout (0.5) in training and scaled by 1 - encoding_dropout in evaluation, and a
+  question slot's input is its token's embedding plus the encoding (slot_embedding "add").
 * Reference-aware decoding (§4.2): answers of rounds with a reference hold [REF] before [SEG]
   ("Relative to [REF], it is [SEG]."). The decoder gets two-token queries: ([REF], [SEG]) decodes
   the target (a learned [PAD] stands in for [REF] in rounds without one) and ([REF], [PAD])
@@ -14,17 +18,20 @@
 * Loss (eq. 1): per round L_seg(target) + L_seg(reference), L_seg = λ_bce BCE + λ_dice DICE with
   λ = 1 (LISA's per-mask definitions), averaged over the batch's rounds; plus λ_text CE.
 * Trained (§5.1): the LLM (full fine-tuning with the shipped config; LoRA is an option), the
-  projector, the [SEG]-to-prompt MLP, the [PAD] query and the mask/box encoders' heads. Frozen:
-  CLIP (LLaVA's and the mask encoder's) and the whole mask decoder.
+  projector (the image's and the mask embedding's), the [SEG]-to-prompt MLP (Linear, GELU,
+  Linear), the [PAD] query and the box head. Frozen: CLIP (LLaVA's; mask_clip separate: the mask
+  encoder's too) and the whole mask decoder.
 
 Departures from the paper (each an option or documented):
 * SAM ViT-H stands in for HIPIE-R50 (not available as a transformers/segment-anything model);
   its decoder is frozen by default as HIPIE is (train_mask_decoder trains it, as LISA does).
-* The box embedding is Fourier features of the box through a linear layer (§A.3: "a positional
-  embedding"); the authors' code uses a linear layer on the raw box.
+* The box embedding is the authors' linear layer on the normalised box (§A.3 says only "a
+  positional embedding"); box_embedding "fourier" (ours) puts sin/cos features before it.
 * The position after each [SEG] learns the next text token (train_after_seg): with memory slots
   after [SEG] its label would otherwise be ignored and free generation continue untrained.
-* How rounds are averaged is not stated; the sum of eq. 1 is divided by the number of rounds.
+* How rounds are averaged is not stated; the sum of eq. 1 is divided by the number of rounds. As
+  the authors' code, training takes the mask losses of loss_rounds (2) random rounds of each
+  conversation only, and adds query_l2 (1e-3) times the mean square of their decoder prompts.
 
 Batches: LISA's plus refs (B tensors (n_b,): per round the index of its reference in masks ++
 given, or -1; absent = single-round data), given (B tensors (k_b, S, S): masks that are no
@@ -41,9 +48,9 @@ from segfast.frames import score_at_original
 from segfast.metrics import BoxAccuracyMeter, IoUMeter
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT, predicting
 from segfast.models.lisa.model import LISA
-from segfast.models.llava import base_model
+from segfast.models.llava import base_model, image_size
 from segfast.models.llm import token_mean_kwargs
-from segfast.models.segllm.memory import MaskEncoder, load_clip
+from segfast.models.segllm.memory import MaskEncoder, llava_cls, load_clip
 from segfast.models.segllm.options import SegLLMOptions
 from segfast.nn.losses import framed_mask_losses
 from segfast.text.segllm import BOX_SLOT, MASK_SLOT, count_slots
@@ -81,8 +88,21 @@ class SegLLM(LISA):
         super().__init__(cfg, device)
         o = self.options
         self.memory_slots = MaskEncoder.slots if o.seg_memory else 0
+        if int(o.loss_rounds) < 0:
+            raise ValueError(f"model.options.loss_rounds must be >= 0 (0: every round), got {o.loss_rounds}")
+        if not 0 <= float(o.encoding_dropout) < 1:
+            raise ValueError(f"model.options.encoding_dropout must be in [0, 1), got {o.encoding_dropout}")
         width = self.lm.get_input_embeddings().embedding_dim
-        self.memory = MaskEncoder(load_clip(o.clip_path, o.clip), width, int(o.fourier_bands))
+        if o.mask_clip not in ("llava", "separate"):
+            raise ValueError(f"model.options.mask_clip must be 'llava' or 'separate', got {o.mask_clip!r}")
+        clip = load_clip(o.clip_path, o.clip) if o.mask_clip == "separate" else None
+        self.memory = MaskEncoder(clip, width, int(o.fourier_bands), o.box_embedding, image_size(self.lm))
+        if o.slot_embedding not in ("add", "replace"):
+            raise ValueError(f"model.options.slot_embedding must be 'add' or 'replace', got {o.slot_embedding!r}")
+        if o.seg_activation not in ("gelu", "relu"):
+            raise ValueError(f"model.options.seg_activation must be 'gelu' or 'relu', got {o.seg_activation!r}")
+        if o.seg_activation == "gelu":  # the [SEG]-to-prompt MLP as the authors' segmentator_predictor
+            self.text_fc[1] = nn.GELU()
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
         self.ref_id = self.tokenizer.convert_tokens_to_ids(REF)
         self.slot_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in (MASK_SLOT, BOX_SLOT)]
@@ -113,7 +133,7 @@ class SegLLM(LISA):
 
     def embed(self, encoded: list, feats: torch.Tensor, memory: list | None = None, left: bool = False):
         """LISA's embed with each sample's Memory: after-[SEG] encodings into the memory slots,
-        question-slot encodings over the <mask> and <box> tokens."""
+        question-slot encodings added to the <mask> and <box> tokens' embeddings (slot_embedding)."""
         after = None if memory is None else [m.after_seg for m in memory]
         after = None if after is None or all(a is None for a in after) else after
         embeds, attention, labels, ids = super().embed(encoded, feats, after, left)
@@ -125,17 +145,23 @@ class SegLLM(LISA):
                 raise ValueError(f"sample {b}: {len(where[0])} question slots but {n} encodings")
             for k, w in enumerate(where):
                 if n:
-                    embeds[b, w] = slots[:, k].to(embeds.dtype)
+                    code = slots[:, k].to(embeds.dtype)
+                    embeds[b, w] = embeds[b, w] + code if self.options.slot_embedding == "add" else code
         return embeds, attention, labels, ids
 
     # ---- memory --------------------------------------------------------------------------------
     def encode_masks(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """(n, 2, d) encodings of (n, S, S) masks on one image; a switched-off part is zero."""
+        """(n, 2, d) encodings of (n, S, S) masks on one image; a switched-off part is zero, and
+        encoding_dropout drops (training) or scales (evaluation) them as the authors' code does."""
         if len(masks) == 0:
             return image.new_zeros(0, 2, self.lm.get_input_embeddings().embedding_dim)
-        out = self.memory(image, masks.bool())
+        out = self.memory(image, masks.bool(), embed=lambda crops: llava_cls(self.lm, crops))
         keep = torch.tensor([float(self.options.mask_encoding), float(self.options.box_encoding)], device=out.device)
-        return out * keep[None, :, None]
+        out = out * keep[None, :, None]
+        p = float(self.options.encoding_dropout)
+        if self.training:  # each mask and each box embedding zeroed with probability p, not rescaled
+            return out * (torch.rand(out.shape[:2], device=out.device) >= p)[..., None]
+        return out * (1 - p)  # its expectation
 
     def sample_memory(self, conversation: list, pool: torch.Tensor, seg_count: int) -> Memory:
         """A sample's Memory from the encodings `pool` of its masks ++ given masks."""
@@ -177,7 +203,7 @@ class SegLLM(LISA):
     def run(self, batch: dict, memory: list | None = None, images: tuple | None = None):
         """Teacher-forced pass, by default with the encodings of the batch's masks (and given
         masks): (LM output, per sample (target logits (n_b, S, S), reference logits (r_b, S, S),
-        the rounds r_b of those references))."""
+        the rounds r_b of those references, target queries (n_b, 2, dim)))."""
         if memory is None:
             memory = [
                 self.sample_memory(
@@ -199,11 +225,13 @@ class SegLLM(LISA):
         for b in range(len(encoded)):
             targets, refs = self.round_queries(out.hidden_states[-1][b], ids[b].tolist())
             which = [r for r, q in enumerate(refs) if q is not None]
+            queries = torch.stack(targets) if targets else image_emb.new_zeros(0, 2, self.decoder.dim)
             results.append(
                 (
-                    self.decode(image_emb[b], torch.stack(targets) if targets else []),
+                    self.decode(image_emb[b], queries if targets else []),
                     self.decode(image_emb[b], torch.stack([refs[r] for r in which]) if which else []),
                     which,
+                    queries,
                 )
             )
         return out, results
@@ -211,8 +239,8 @@ class SegLLM(LISA):
     def forward(self, batch: dict) -> dict:
         batch = as_dialogues(batch)
         out, results = self.run(batch)
-        targets, target_logits, refs, ref_logits = [], [], [], []
-        for b, (t_logits, r_logits, which) in enumerate(results):
+        targets, target_logits, refs, ref_logits, queries = [], [], [], [], []
+        for b, (t_logits, r_logits, which, q) in enumerate(results):
             masks, pool = batch["masks"][b], self.pool_masks(batch, b)
             if len(t_logits) != len(masks):
                 raise ValueError(
@@ -223,12 +251,21 @@ class SegLLM(LISA):
             for r in which:
                 if not 0 <= int(ref_of[r]) < len(pool):
                     raise ValueError(f"refs: sample {b} round {r} has {REF} in its answer but no reference mask")
-            targets.append(masks)
-            target_logits.append(t_logits)
-            refs.append(pool[[int(ref_of[r]) for r in which]] if which else masks[:0])
-            ref_logits.append(r_logits)
+            keep, k = list(range(len(masks))), int(self.options.loss_rounds)
+            if self.training and 0 < k < len(keep):
+                keep = sorted(torch.randperm(len(keep))[:k].tolist())
+            kept = [r for r in which if r in keep]
+            queries.append(q[keep])
+            targets.append(masks[keep])
+            target_logits.append(t_logits[keep])
+            refs.append(pool[[int(ref_of[r]) for r in kept]] if kept else masks[:0])
+            ref_logits.append(r_logits[[which.index(r) for r in kept]] if kept else r_logits[:0])
         masks = self.round_losses(target_logits, targets, ref_logits, refs, batch["valid_size"])
-        return {"text": self.options.lambda_text * out.loss, **masks}
+        losses = {"text": self.options.lambda_text * out.loss, **masks}
+        q = torch.cat(queries)
+        if self.options.query_l2 and len(q):  # the authors' L2 on the decoder prompts of the kept rounds
+            losses["query_l2"] = float(self.options.query_l2) * q.pow(2).mean()
+        return losses
 
     def round_losses(self, target_logits, targets, ref_logits, refs, valid_size) -> dict:
         """Eq. 1 summed per round and averaged over the batch's rounds."""
