@@ -104,20 +104,24 @@ def image_size(lm) -> int:
     return base_model(lm).config.vision_config.image_size
 
 
+def tower_layers(lm, pixel_values: torch.Tensor) -> list:
+    """The frozen CLIP tower's hidden states at the config's vision_feature_layer(s), CLS included."""
+    base = base_model(lm)
+    layers = base.config.vision_feature_layer
+    with torch.no_grad():
+        tower = base.model.vision_tower
+        hidden = tower(pixel_values.to(tower.dtype), output_hidden_states=True).hidden_states
+    return [hidden[i] for i in (layers if isinstance(layers, (list, tuple)) else [layers])]
+
+
 def image_features(lm, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, image_token_count, d_llm): the frozen CLIP tower's selected layer (CLS dropped for
     the "default" strategy), through the trainable projector, as LLaVA computes them."""
     base = base_model(lm)
-    config = base.config
-    layers = config.vision_feature_layer
-    with torch.no_grad():
-        tower = base.model.vision_tower
-        hidden = tower(pixel_values.to(tower.dtype), output_hidden_states=True).hidden_states
-        picked = [hidden[i] for i in (layers if isinstance(layers, (list, tuple)) else [layers])]
-        if config.vision_feature_select_strategy == "default":
-            picked = [h[:, 1:] for h in picked]
-        selected = torch.cat(picked, dim=-1)
-    return base.model.multi_modal_projector(selected)
+    picked = tower_layers(lm, pixel_values)
+    if base.config.vision_feature_select_strategy == "default":
+        picked = [h[:, 1:] for h in picked]
+    return base.model.multi_modal_projector(torch.cat(picked, dim=-1))
 
 
 def conversation_embeds(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from segfast.frames import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
-from segfast.models.llava import base_model
+from segfast.models.llava import base_model, tower_layers
 
 TINY_CLIP = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
@@ -71,13 +71,8 @@ def llava_cls(lm, pixel_values: torch.Tensor) -> torch.Tensor:
     """(n, d_llm): the CLS token of LLaVA's frozen CLIP tower at its vision_feature_layer(s),
     through LLaVA's projector (authors' code: CLIPVisionTower.feature_select 'cls' = hidden_states
     [mm_vision_select_layer][:, :1], then mm_projector)."""
-    base = base_model(lm)
-    layers = base.config.vision_feature_layer
-    with torch.no_grad():
-        tower = base.model.vision_tower
-        hidden = tower(pixel_values.to(tower.dtype), output_hidden_states=True).hidden_states
-        cls = torch.cat([hidden[i][:, 0] for i in (layers if isinstance(layers, (list, tuple)) else [layers])], -1)
-    return base.model.multi_modal_projector(cls)
+    cls = torch.cat([h[:, 0] for h in tower_layers(lm, pixel_values)], -1)
+    return base_model(lm).model.multi_modal_projector(cls)
 
 
 class MaskEncoder(nn.Module):
