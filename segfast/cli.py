@@ -4,6 +4,7 @@ subcommand (segfast.registry: proposals, cot-cache, llafs-eval, ...)."""
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -78,6 +79,15 @@ def train_command(args) -> int:
     result = train(load_config(args.config, overrides))
     if not result["losses"]:
         print("segfast: nothing to do (already at run.total_steps)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Trained, saved and the process group destroyed: leave without the interpreter's teardown.
+        # Under torchrun a torch/gloo thread still joinable at exit sometimes aborts a worker
+        # ("terminate called without an active exception", exit -6) after a complete run, which
+        # torchrun then reports as a failed job (seen once in CI-like runs).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
