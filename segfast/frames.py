@@ -40,9 +40,10 @@ def valid_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def _rgb(image: np.ndarray) -> torch.Tensor:
+    """(1, 3, H, W) uint8 of an (H, W, 3) uint8 RGB array."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
 
 
 def sam_frame(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -50,7 +51,7 @@ def sam_frame(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, in
     h, w = valid_size(image.shape[0], image.shape[1], size)
     # resized in uint8, as ResizeLongestSide.apply_image resizes with PIL: the pixels the authors'
     # SAM sees (torch's uint8 antialiased bilinear is PIL's; a float resize differs by ~0.3 grey level)
-    x = F.interpolate(_rgb(image).to(torch.uint8), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(_rgb(image), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     x = x[0].float()
     x = (x - torch.tensor(SAM_MEAN)[:, None, None]) / torch.tensor(SAM_STD)[:, None, None]
     return F.pad(x, (0, size - w, 0, size - h)), (h, w)
@@ -117,7 +118,7 @@ def clip_input(image: np.ndarray, size: int) -> torch.Tensor:
     and SAM's frame keeps them."""
     h, w = image.shape[:2]
     nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-    x = F.interpolate(_rgb(image) / 255, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0]
+    x = F.interpolate(_rgb(image).float() / 255, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0]
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[:, top : top + size, left : left + size]
     return (x.clamp(0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]

@@ -119,7 +119,7 @@ def test_box_embedding_is_a_linear_layer_on_the_row_first_inclusive_box():
     encoder = model.memory
     masks = torch.zeros(1, 64, 64, dtype=torch.bool)
     masks[0, 8:12, 4:20] = True  # rows 8..11, columns 4..19
-    assert box_coords(masks).tolist() == [[8 / 64, 4 / 64, 11 / 64, 19 / 64]]
+    assert box_coords(mask_boxes(masks), 64).tolist() == [[8 / 64, 4 / 64, 11 / 64, 19 / 64]]
     assert encoder.box_proj.in_features == 4
     with torch.no_grad():
         box = model.encode_masks(torch.zeros(3, 64, 64), masks)[0, 1]

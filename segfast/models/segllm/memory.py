@@ -52,12 +52,12 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(1)[:, None], boxes, whole)
 
 
-def box_coords(masks: torch.Tensor) -> torch.Tensor:
-    """(n, 4) [row0, col0, row1, col1] / S of (n, S, S) bool masks, maxima inclusive: the authors'
-    box (train.py get_bitmask_bbox_encode takes min/max pixel indices of the 1024 SAM-frame mask,
-    rows first, and divides by 1024)."""
-    x0, y0, x1, y1 = mask_boxes(masks).unbind(1)
-    return torch.stack([y0, x0, y1 - 1, x1 - 1], 1) / masks.shape[-1]
+def box_coords(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """(n, 4) [row0, col0, row1, col1] / side of mask_boxes' XYXY boxes, maxima inclusive: the
+    authors' box (train.py get_bitmask_bbox_encode takes min/max pixel indices of the 1024
+    SAM-frame mask, rows first, and divides by 1024)."""
+    x0, y0, x1, y1 = boxes.unbind(1)
+    return torch.stack([y0, x0, y1 - 1, x1 - 1], 1) / side
 
 
 def fourier(x: torch.Tensor, bands: int) -> torch.Tensor:
@@ -83,8 +83,6 @@ class MaskEncoder(nn.Module):
 
     def __init__(self, clip, width: int, bands: int = 8, box: str = "linear", size: int = 0):
         super().__init__()
-        if box not in ("linear", "fourier"):
-            raise ValueError(f"model.options.box_embedding must be 'linear' or 'fourier', got {box!r}")
         self.clip, self.bands = clip, bands if box == "fourier" else 0
         self.size = clip.config.image_size if clip is not None else size
         if clip is not None:
@@ -98,7 +96,7 @@ class MaskEncoder(nn.Module):
             self.clip.eval()  # frozen
         return self
 
-    def crops(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def crops(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """(n, 3, C, C) CLIP inputs of n masks (n, S, S) bool on one SAM-frame image (3, S, S): the
         image blacked out outside each mask, cropped to the mask's box and padded square with black
         at the bottom and right, then resized to CLIP's input (authors' code, train.py
@@ -111,7 +109,7 @@ class MaskEncoder(nn.Module):
             + torch.tensor(SAM_MEAN, device=image.device)[:, None, None]
         )
         blacked = (rgb[None] / 255) * masks[:, None].float()
-        boxes = mask_boxes(masks)
+        boxes = mask_boxes(masks) if boxes is None else boxes
         side = (boxes[:, 2:] - boxes[:, :2]).amax(1, keepdim=True)
         square = torch.cat([boxes[:, :2], boxes[:, :2] + side], 1)
         from torchvision.ops import roi_align
@@ -123,13 +121,14 @@ class MaskEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor, embed=None) -> torch.Tensor:
         """(n, 2, width) memory of n masks (n, S, S) bool on one SAM-frame image (3, S, S)."""
-        crops = self.crops(image, masks)
+        boxes = mask_boxes(masks)
+        crops = self.crops(image, masks, boxes)
         if self.clip is None:
             mask = embed(crops).float()
         else:
             with torch.no_grad():
                 pooled = self.clip(pixel_values=crops.to(self.clip.dtype)).pooler_output
             mask = self.mask_mlp(pooled.float())
-        coords = box_coords(masks)
+        coords = box_coords(boxes, masks.shape[-1])
         box = self.box_proj(fourier(coords, self.bands) if self.bands else coords)
         return torch.stack([mask, box], 1)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from segfast.config import ConfigError
 from segfast.frames import score_at_original
 from segfast.metrics import BoxAccuracyMeter, IoUMeter
 from segfast.models.lisa.conversation import IGNORE, MEMORY_SLOT, predicting
@@ -81,26 +82,33 @@ def as_dialogues(batch: dict) -> dict:
     return {**{k: v for k, v in batch.items() if k != "conversations"}, "conversation": dialogues}
 
 
+def check_options(o: SegLLMOptions) -> None:
+    """The option values SegLLM knows, each error naming its key."""
+    for key, known in (
+        ("mask_clip", ("llava", "separate")),
+        ("box_embedding", ("linear", "fourier")),
+        ("slot_embedding", ("add", "replace")),
+        ("seg_activation", ("gelu", "relu")),
+    ):
+        if getattr(o, key) not in known:
+            raise ConfigError(f"model.options.{key} must be one of {', '.join(known)}, got {getattr(o, key)!r}")
+    if int(o.loss_rounds) < 0:
+        raise ConfigError(f"model.options.loss_rounds must be >= 0 (0: every round), got {o.loss_rounds}")
+    if not 0 <= float(o.encoding_dropout) < 1:
+        raise ConfigError(f"model.options.encoding_dropout must be in [0, 1), got {o.encoding_dropout}")
+
+
 class SegLLM(LISA):
     OPTIONS = SegLLMOptions
 
     def __init__(self, cfg, device=None):
         super().__init__(cfg, device)
         o = self.options
+        check_options(o)
         self.memory_slots = MaskEncoder.slots if o.seg_memory else 0
-        if int(o.loss_rounds) < 0:
-            raise ValueError(f"model.options.loss_rounds must be >= 0 (0: every round), got {o.loss_rounds}")
-        if not 0 <= float(o.encoding_dropout) < 1:
-            raise ValueError(f"model.options.encoding_dropout must be in [0, 1), got {o.encoding_dropout}")
         width = self.lm.get_input_embeddings().embedding_dim
-        if o.mask_clip not in ("llava", "separate"):
-            raise ValueError(f"model.options.mask_clip must be 'llava' or 'separate', got {o.mask_clip!r}")
         clip = load_clip(o.clip_path, o.clip) if o.mask_clip == "separate" else None
         self.memory = MaskEncoder(clip, width, int(o.fourier_bands), o.box_embedding, image_size(self.lm))
-        if o.slot_embedding not in ("add", "replace"):
-            raise ValueError(f"model.options.slot_embedding must be 'add' or 'replace', got {o.slot_embedding!r}")
-        if o.seg_activation not in ("gelu", "relu"):
-            raise ValueError(f"model.options.seg_activation must be 'gelu' or 'relu', got {o.seg_activation!r}")
         if o.seg_activation == "gelu":  # the [SEG]-to-prompt MLP as the authors' segmentator_predictor
             self.text_fc[1] = nn.GELU()
         self.pad_query = nn.Parameter(torch.randn(1, self.decoder.dim) * 0.02)
